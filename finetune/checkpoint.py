@@ -1,0 +1,161 @@
+"""Run directories: weights in safetensors, config.json in timm's layout, metrics.jsonl.
+
+Every file is written to a temporary name in the same folder, fsynced, then renamed into place, so
+a crash mid-save never leaves a half-written ``model.safetensors`` and never loses the previous one.
+``config.json`` is what ``timm.create_model("local-dir:RUN_DIR", pretrained=True)`` reads, plus a
+``finetune`` section (resolved config, classes, weight source, metrics) that timm ignores.
+
+Example:
+    >>> model, run = load_run("runs/tf_efficientnet_lite0-20261128-101500")  # doctest: +SKIP
+    >>> run["label_names"]  # doctest: +SKIP
+    ['defective', 'functional']
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from torch import nn
+
+__all__ = ["atomic_path", "prepare_run_dir", "save_weights", "save_run_config", "append_metrics",
+           "load_run", "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.jsonl"
+FORMAT_VERSION = 1
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create the run directory; refuse one that already holds a run unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"output {path} exists and is not a directory; choose another --output")
+    held = [n for n in (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME) if (path / n).exists()]
+    if held and not overwrite:
+        raise FileExistsError(f"output {path} already holds a run ({', '.join(held)}); "
+                              "choose another --output or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    if held:  # --overwrite: the old metrics must not mix with the new run's
+        (path / METRICS_NAME).unlink(missing_ok=True)
+    return path
+
+
+def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None
+                 ) -> Path:
+    """Atomically write ``model.safetensors`` (the model's own key names)."""
+    from safetensors.torch import save_model
+
+    target = Path(run_dir) / WEIGHTS_NAME
+    with atomic_path(target) as tmp:
+        save_model(model, tmp, metadata={"format": "pt", **(metadata or {})})
+    return target
+
+
+def save_run_config(run_dir: str | os.PathLike, model: nn.Module, *, info, classes, data_config,
+                    extra: dict[str, Any]) -> Path:
+    """Atomically write ``config.json``: timm's export layout for timm models, plus ``finetune``."""
+    target = Path(run_dir) / CONFIG_NAME
+    model_config = {"label_names": list(classes), "finetune": {"format_version": FORMAT_VERSION,
+                                                              **extra}}
+    with atomic_path(target) as tmp:
+        if info.library == "timm":
+            from timm.models._hub import save_config_for_hf
+
+            save_config_for_hf(model, tmp, model_config=model_config, data_config=data_config)
+        else:
+            config = {"architecture": info.architecture, "num_classes": len(classes),
+                      "num_features": info.num_features, "pretrained_cfg": data_config,
+                      **model_config}
+            Path(tmp).write_text(json.dumps(config, indent=2))
+    return target
+
+
+def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""
+    with open(Path(run_dir) / METRICS_NAME, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_NAME
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} the output of 'finetune run'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the run directory is damaged") from None
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """Fail with a clear message if a safetensors file is missing or truncated."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; the run has no saved weights yet")
+    try:
+        with safe_open(str(path), framework="pt") as f:  # validates header and data size
+            f.keys()
+    except Exception as e:  # safetensors raises SafetensorError for truncated headers
+        raise ValueError(f"{path}: cannot read weights ({e}); the file is truncated or not "
+                         "safetensors - restore it or re-run training") from None
+
+
+def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a fine-tuned model from a run directory (safetensors only, no pickle).
+
+    timm runs load through ``timm.create_model("local-dir:RUN_DIR", pretrained=True)``, the same
+    path any timm user takes; torchvision runs rebuild the architecture and load the weights.
+    """
+    import timm
+    from safetensors.torch import load_model
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    weights = run_dir / WEIGHTS_NAME
+    check_weights_file(weights)
+    try:
+        if str(config.get("architecture", "")).startswith("tv:"):
+            from .backbones import load_backbone
+            from .heads import replace_head
+
+            model, info = load_backbone(config["architecture"], pretrained=False)
+            replace_head(model, config["num_classes"], info)
+            load_model(model, str(weights), strict=True, device=device)
+        else:
+            model = timm.create_model(f"local-dir:{run_dir}", pretrained=True)
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"{weights}: weights do not fit {config.get('architecture')} "
+                         f"({str(e).splitlines()[0][:200]}); the run directory is damaged") from None
+    return model.to(device).eval(), config

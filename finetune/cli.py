@@ -1,0 +1,191 @@
+"""``finetune`` command line: parses flags into a config and calls the API; nothing else.
+
+torch, timm and peft are imported inside the commands, so ``--help`` answers in about a second.
+User errors print one red line and exit with code 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune a pretrained ImageNet backbone on your images.")
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TypeError)
+
+
+def _fail(e: BaseException, debug: bool) -> None:
+    if debug:
+        raise e
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {e}", markup=True,
+                                                soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _quiet_warnings() -> None:
+    # one line per warning, no source line: they are messages for users, not developers
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+
+
+def resolve_recipe(name_or_path: str) -> Path:
+    """A recipe file path, or the name of one in ``recipes/`` (``default`` -> default.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"recipe '{name_or_path}' not found: not a file and not one of "
+                            f"{', '.join(names) or '(no recipes installed)'}")
+
+
+@app.command()
+def run(
+    backbone: Optional[str] = typer.Option(None, help="timm name, hf-hub:ID or tv:NAME (torchvision); default tf_efficientnet_lite0."),
+    data: Optional[Path] = typer.Option(None, help="Image folder: DIR/<class>/* or DIR/train|val|test/<class>/*."),
+    freeze_until: Optional[str] = typer.Option(None, help="First module that trains (layer3, blocks.4, stages.2); earlier ones are frozen."),
+    weights: Optional[Path] = typer.Option(None, help="Pretrained weight file (.safetensors, .pth/.pt/.bin read without pickle)."),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Train from random init on purpose."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe YAML file or name in recipes/; flags override it."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default 10)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default 32)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate after warmup (default 1e-3)."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay on weights, never on biases/norms (default 0.05)."),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear LR warmup length in epochs (default 1)."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Cross-entropy label smoothing (default 0.1)."),
+    head_dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier (default 0)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's pretrained size)."),
+    val_split: Optional[float] = typer.Option(None, help="Fraction per class held out for validation when there is no val/ folder (default 0.2)."),
+    num_workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: chosen from the cores)."),
+    output: Optional[Path] = typer.Option(None, help="Run directory (default runs/<backbone>-<timestamp>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --output."),
+    device: Optional[str] = typer.Option(None, help="auto (default), cpu or cuda."),
+    precision: Optional[str] = typer.Option(None, help="auto (default), fp32, bf16 or fp16."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for init, split and data order (default 0)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Fine-tune a backbone on an image folder and write a run directory."""
+    _quiet_warnings()
+    try:
+        from .config import FinetuneConfig
+
+        cfg = FinetuneConfig.from_yaml(resolve_recipe(recipe)) if recipe else FinetuneConfig()
+        flags: dict[str, Any] = dict(
+            name=backbone, path=str(data) if data else None, freeze_until=freeze_until,
+            weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size,
+            lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing, head_dropout=head_dropout, img_size=img_size,
+            val_split=val_split, num_workers=num_workers,
+            output=str(output) if output else None, device=device, precision=precision,
+            seed=seed)
+        flags.update({k: True for k, v in (("overwrite", overwrite), ("strict", strict)) if v})
+        if no_pretrained:
+            flags["pretrained"] = False
+        cfg = cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
+        if cfg.data.path is None:
+            raise ValueError("--data is required (or set data.path in the recipe); "
+                             "try 'finetune demo' for a built-in example")
+        from .api import adapt
+
+        adapt(cfg.backbone.name, cfg.data.path, cfg, recipe=recipe)
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="Run directory written by 'finetune run'."),
+    images: List[Path] = typer.Argument(..., help="Image files or folders (walked recursively)."),
+    top_k: int = typer.Option(1, help="Labels per image, most likely first."),
+    output: Optional[Path] = typer.Option(None, help="Write results to FILE.csv or FILE.json."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Predict labels for images with a fine-tuned run directory."""
+    _quiet_warnings()
+    try:
+        if output is not None and output.suffix not in (".csv", ".json"):
+            raise ValueError(f"--output {output}: use a .csv or .json file name")
+        from .api import predict as predict_images
+
+        records = predict_images(run_dir, images, top_k=top_k, device=device)
+        _print_predictions(records, top_k)
+        if output is not None:
+            write_predictions(records, output)
+            typer.echo(f"wrote {len(records)} predictions to {output}")
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
+@app.command()
+def demo(
+    epochs: int = typer.Option(4, help="Training epochs."),
+    img_size: int = typer.Option(128, help="Input size in pixels."),
+    output: Optional[Path] = typer.Option(None, help="Run directory (default runs/demo-<timestamp>)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Where to lay out the elpv image folder (symlinks)."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Fine-tune ImageNet EfficientNet-Lite0 on real solar-cell images (elpv), then predict."""
+    _quiet_warnings()
+    try:
+        from .demo import run_demo
+
+        run_demo(epochs=epochs, img_size=img_size, output=output, data_dir=data_dir)
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
+def write_predictions(records: list[dict], path: Path) -> None:
+    """CSV (``path,label,prob,label_2,prob_2,...``) or JSON list of records, written atomically."""
+    import csv
+    import json
+
+    from .checkpoint import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            if path.suffix == ".json":
+                json.dump(records, f, indent=2)
+            else:
+                fields = list(records[0]) if records else ["path", "label", "prob"]
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(records)
+
+
+def _print_predictions(records: list[dict], top_k: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} predictions")
+    table.add_column("path")
+    for rank in range(1, top_k + 1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        if records and f"label{suffix}" in records[0]:
+            table.add_column(f"label{suffix}")
+            table.add_column(f"prob{suffix}", justify="right")
+    for r in records:
+        cells = [r["path"]]
+        for key in list(r)[1:]:
+            cells.append(f"{r[key]:.4f}" if key.startswith("prob") else str(r[key]))
+        table.add_row(*cells)
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Frozen configuration dataclasses: the single source of truth for a run.
+
+A config has one section per part of the pipeline. Recipe YAML files use the same section and
+field names; CLI flags and ``adapt(**overrides)`` use the field names alone (they are unique
+across sections) or ``section.field``. Unknown keys and wrong types are errors that name the key.
+
+Example:
+    >>> cfg = FinetuneConfig().with_overrides(lr=3e-4, epochs=2, freeze_until="layer3")
+    >>> cfg.optim.lr, cfg.policy.freeze_until
+    (0.0003, 'layer3')
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+__all__ = [
+    "BackboneConfig", "DataConfig", "HeadConfig", "PolicyConfig", "OptimConfig", "TrainConfig",
+    "OutputConfig", "FinetuneConfig", "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    # timm name, "hf-hub:ORG/NAME" or "tv:NAME" (torchvision)
+    name: str = "tf_efficientnet_lite0"
+    # an explicit weight file (.safetensors, .pth, .pt, .bin); wins over every other source
+    weights: Optional[str] = None
+    # False trains from random init on purpose
+    pretrained: bool = True
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    # dropout before the new classifier (probability)
+    head_dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Optional[str] = None
+    # square input size in pixels; None = the backbone's pretrained input size
+    img_size: Optional[int] = None
+    # fraction of each class held out for validation when the folder has no val/ split
+    val_split: float = 0.2
+    batch_size: int = 32
+    # DataLoader worker processes; -1 = choose from the machine's cores
+    num_workers: int = -1
+    # fail on the first bad image instead of skipping it with a warning
+    strict: bool = False
+    # training augmentation (timm create_transform): random resized crop keeps this fraction of
+    # the image area at least (0.08 = ImageNet default; raise it when small details carry the
+    # label), flip probabilities, colour jitter strength (0 = off)
+    min_crop_scale: float = 0.08
+    hflip: float = 0.5
+    vflip: float = 0.0
+    color_jitter: float = 0.4
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    # first module that trains; everything before it in forward order is frozen
+    freeze_until: Optional[str] = None
+    # frozen: BatchNorm layers of frozen modules keep their running statistics (eval mode)
+    bn: str = "frozen"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "adamw"
+    # peak learning rate, reached after warmup
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    # SGD momentum (ignored by AdamW)
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    # final LR of the cosine schedule as a fraction of lr
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    # channels_last memory format for CNNs (25-65 % faster CPU steps measured here)
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    # run directory; None = runs/<backbone>-<timestamp>
+    output: Optional[str] = None
+    overwrite: bool = False
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "policy.bn": ("frozen", "train"),
+    "optim.optimizer": ("adamw", "sgd"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything a run needs; see the module docstring for how to build one."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self):
+        _check_values(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "FinetuneConfig":
+        """Build from nested ``{section: {field: value}}``; unknown keys/wrong types raise."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+        sections = {f.name: f for f in fields(cls)}
+        kwargs = {}
+        for name, values in data.items():
+            if name not in sections:
+                raise ConfigError(_unknown(source, name, sections))
+            section_cls = sections[name].default_factory
+            if values is None:
+                values = {}
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{source}: section '{name}' must be a mapping of fields")
+            kwargs[name] = _build_section(section_cls, values, f"{source}: {name}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "FinetuneConfig":
+        """Load a recipe file. Example: ``FinetuneConfig.from_yaml("recipes/default.yaml")``."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, **overrides: Any) -> "FinetuneConfig":
+        """Return a copy with fields replaced; keys are field names or ``section.field``."""
+        by_section: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            section, name = _resolve_key(key)
+            by_section.setdefault(section, {})[name] = value
+        updates = {}
+        for section, values in by_section.items():
+            current = getattr(self, section)
+            merged = {**dataclasses.asdict(current), **values}
+            updates[section] = _build_section(type(current), merged, f"override {section}")
+        return replace(self, **updates)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _section_fields() -> dict[str, str]:
+    """Map each field name to its section; names are unique across sections by design."""
+    index: dict[str, str] = {}
+    for section in fields(FinetuneConfig):
+        for f in fields(section.default_factory):
+            assert f.name not in index, f"duplicate config field {f.name}"
+            index[f.name] = section.name
+    return index
+
+
+FIELD_SECTIONS = _section_fields()
+
+
+def _resolve_key(key: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if FIELD_SECTIONS.get(name) == section:
+            return section, name
+    elif key in FIELD_SECTIONS:
+        return FIELD_SECTIONS[key], key
+    valid = list(FIELD_SECTIONS) + [f"{s}.{n}" for n, s in FIELD_SECTIONS.items()]
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(FIELD_SECTIONS)}")
+
+
+def _unknown(source: str, key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{source}: unknown key '{key}'.{hint} Valid keys: {', '.join(valid)}"
+
+
+def _build_section(section_cls, values: Mapping[str, Any], source: str):
+    hints = typing.get_type_hints(section_cls)
+    valid = [f.name for f in fields(section_cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(_unknown(source, key, valid))
+        kwargs[key] = _coerce(value, hints[key], f"{source}.{key}")
+    return section_cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a field type; ints are accepted for floats, nothing else casts."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _check_values(cfg: FinetuneConfig) -> None:
+    for dotted, choices in CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{dotted}: '{value}' is not one of {', '.join(choices)}")
+    checks = [
+        ("data.val_split", 0.0 <= cfg.data.val_split < 1.0, "must be in [0, 1)"),
+        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
+        ("data.min_crop_scale", 0 < cfg.data.min_crop_scale <= 1, "must be in (0, 1]"),
+        ("data.hflip", 0 <= cfg.data.hflip <= 1, "must be a probability in [0, 1]"),
+        ("data.vflip", 0 <= cfg.data.vflip <= 1, "must be a probability in [0, 1]"),
+        ("data.color_jitter", cfg.data.color_jitter >= 0, "must be >= 0"),
+        ("data.img_size", cfg.data.img_size is None or cfg.data.img_size >= 16, "must be >= 16 px"),
+        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
+        ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),
+        ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+        ("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "must be in [0, 1)"),
+        ("head.head_dropout", 0 <= cfg.head.head_dropout < 1, "must be in [0, 1)"),
+        ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key} {why}")

@@ -1,0 +1,253 @@
+"""Image-folder scanning, splits, bad-file handling, datasets and loaders.
+
+Layouts:
+    DIR/train/<class>/*  (optional DIR/val/<class>/*, DIR/test/<class>/*)
+    DIR/<class>/*        (split into train/val by a stratified, seeded ``val_split``)
+
+Every file is opened and fully decoded once before training (two threads; PIL releases the
+GIL while decoding), so a truncated or corrupt image is reported by name up front and never
+crashes an epoch: it is skipped with a warning, or fails the run with ``strict=True``.
+
+Example:
+    >>> info = scan_folder("my_images", val_split=0.2, seed=0)  # doctest: +SKIP
+    >>> info.classes, len(info.train), len(info.val)  # doctest: +SKIP
+    (['cat', 'dog'], 160, 40)
+"""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["IMG_EXTENSIONS", "DataInfo", "scan_folder", "load_image", "ImageFileDataset",
+           "DataError"]
+
+IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "val", "test")
+Sample = tuple[str, int]
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used as it is; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    root: str
+    layout: str                     # "splits" (train/val[/test] folders) or "classes"
+    classes: tuple[str, ...]
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...]
+    test: tuple[Sample, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = field(default=())  # (path, reason)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class for each split, in class order."""
+        out = {}
+        for split in SPLITS:
+            samples = getattr(self, split)
+            if samples:
+                out[split] = [sum(1 for _, y in samples if y == c) for c in range(self.num_classes)]
+        return out
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image as 8-bit RGB (EXIF rotation applied, 16-bit scaled).
+
+    Example:
+        >>> load_image("scan.tif").mode  # doctest: +SKIP
+        'RGB'
+    """
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit/float data: scale to 8 bit instead of PIL's clipping convert("L")
+        arr = np.asarray(img, dtype=np.float32)
+        hi = 255.0 if arr.max() <= 255 else 65535.0 if arr.max() <= 65535 else float(arr.max())
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
+                strict: bool = False, progress: bool = False) -> DataInfo:
+    """Find classes and images, split them, and check every image decodes.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        DataError: no class folders, a class without images, only one class, a val/test class
+            unknown to train, or (with ``strict``) any unreadable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder not found: {root}")
+    layout = "splits" if (root / "train").is_dir() else "classes"
+    base = root / "train" if layout == "splits" else root
+    classes = _class_folders(base)
+    split_files = {"train": _list_images(base, classes)}
+    for split in ("val", "test"):
+        if layout == "splits" and (root / split).is_dir():
+            split_classes = _class_folders(root / split, require=False)
+            unknown = sorted(set(split_classes) - set(classes))
+            if unknown:
+                raise DataError(f"{root / split}: classes {unknown} are not in {base}; "
+                                f"every {split} class needs a train folder")
+            split_files[split] = _list_images(root / split, split_classes, classes)
+    all_files = [p for samples in split_files.values() for p, _ in samples]
+    bad = dict(_check_images(all_files, progress=progress))
+    if bad and strict:
+        path, reason = next(iter(bad.items()))
+        raise DataError(f"{path}: unreadable image ({reason}); remove or replace it, or drop "
+                        f"--strict to skip bad images ({len(bad)} found)")
+    for path, reason in bad.items():
+        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+    split_files = {k: [(p, y) for p, y in v if p not in bad] for k, v in split_files.items()}
+    _check_classes_nonempty(base, classes, split_files["train"])
+    if "val" not in split_files:
+        split_files["train"], split_files["val"] = _stratified_split(
+            split_files["train"], val_split, seed)
+    return DataInfo(
+        root=str(root), layout=layout, classes=tuple(classes),
+        train=tuple(split_files["train"]), val=tuple(split_files["val"]),
+        test=tuple(split_files.get("test", ())), skipped=tuple(sorted(bad.items())),
+    )
+
+
+def _class_folders(base: Path, require: bool = True) -> list[str]:
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if require and len(classes) == 0:
+        raise DataError(f"{base}: no class folders found; expected {base}/<class>/<image> "
+                        f"or {base}/train/<class>/<image>")
+    if require and len(classes) == 1:
+        raise DataError(f"{base}: only one class folder ('{classes[0]}'); a classifier needs at "
+                        "least two classes, each in its own folder")
+    return classes
+
+
+def _list_images(base: Path, classes: Sequence[str], index_of: Sequence[str] | None = None
+                 ) -> list[Sample]:
+    index = {c: i for i, c in enumerate(index_of or classes)}
+    samples = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(base / c, followlinks=True):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith("."):
+                    samples.append((os.path.join(dirpath, f), index[c]))
+    if index_of is None:
+        _check_classes_nonempty(base, classes, samples)
+    return samples
+
+
+def _check_classes_nonempty(base: Path, classes: Sequence[str], samples: Sequence[Sample]):
+    counts = np.bincount([y for _, y in samples], minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise DataError(f"{base / empty[0]}: class folder has no readable images "
+                        f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+                        + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""))
+
+
+def _check_one(path: str) -> Optional[str]:
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        load_image(path)
+    except Exception as e:  # PIL raises many types for bad files; report them all by name
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+    return None
+
+
+def _check_images(paths: Sequence[str], *, progress: bool) -> list[tuple[str, str]]:
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(_check_one, paths, chunksize=16)
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(paths), description="Checking images",
+                            transient=True)
+        return [(p, r) for p, r in zip(paths, results) if r is not None]
+
+
+def _stratified_split(samples: Sequence[Sample], val_split: float, seed: int
+                      ) -> tuple[list[Sample], list[Sample]]:
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted({y for _, y in samples}):
+        items = [s for s in samples if s[1] == label]
+        rng.shuffle(items)
+        n_val = round(len(items) * val_split)
+        if val_split > 0 and len(items) >= 2:
+            n_val = min(max(n_val, 1), len(items) - 1)  # keep at least one image on each side
+        val += items[:n_val]
+        train += items[n_val:]
+    return sorted(train), sorted(val)
+
+
+class ImageFileDataset:
+    """``(image_tensor, label)`` pairs from ``(path, label)`` samples.
+
+    A file that fails to decode mid-run (changed on disk after the scan) is replaced by the next
+    sample with a warning naming it, unless ``strict``; an epoch never dies on one bad image.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False):
+        self.samples = list(samples)
+        self.transform = transform
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                return self.transform(load_image(path)), label
+            except Exception as e:  # see _check_one
+                if self.strict:
+                    raise DataError(f"{path}: unreadable image ({e})") from None
+                warnings.warn(f"skipping unreadable image {path}: {e}")
+        raise DataError("no readable image left in the dataset")
+
+
+def default_num_workers() -> int:
+    """Loader workers: none on <= 2 cores (decoding in workers would steal the cores the model
+    needs; measured in bench/), else half the cores up to 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if (cores or 1) <= 2 else min(8, (cores or 1) // 2)
+
+
+def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int = -1,
+                 seed: int = 0, pin_memory: bool = False):
+    """A DataLoader with the project's defaults (seeded shuffle for training, no drop of the
+    last partial eval batch)."""
+    import torch
+
+    workers = default_num_workers() if num_workers < 0 else num_workers
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=training, generator=generator,
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+        drop_last=training and len(dataset) > batch_size,
+    )

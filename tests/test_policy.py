@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from finetune.backbones import load_backbone
+from finetune.config import PolicyConfig
+from finetune.heads import replace_head
+from finetune.policy import apply_policy, set_train_mode
+
+
+def _build(name, num_classes=3):
+    model, info = load_backbone(name, pretrained=False)
+    replace_head(model, num_classes, info)
+    return model, info
+
+
+def _trainable(model):
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("name, until, frozen_prefixes, trained_prefixes", [
+    ("test_resnet", "layer3", ("conv1", "bn1", "layer1", "layer2"), ("layer3", "layer4", "fc")),
+    ("test_efficientnet", "blocks.2", ("conv_stem", "bn1", "blocks.0", "blocks.1"),
+     ("blocks.2", "conv_head", "bn2", "classifier")),
+    ("test_convnext", "stages.2", ("stem", "stages.0", "stages.1"), ("stages.2", "head")),
+    ("test_vit", "blocks.1", ("cls_token", "pos_embed", "patch_embed", "blocks.0"),
+     ("blocks.1", "norm", "head")),
+])
+def test_freeze_until(name, until, frozen_prefixes, trained_prefixes):
+    model, info = _build(name)
+    report = apply_policy(model, PolicyConfig(freeze_until=until), info)
+    trainable = _trainable(model)
+    for n, _ in model.named_parameters():
+        if n.startswith(frozen_prefixes):
+            assert n not in trainable, n
+        if n.startswith(trained_prefixes):
+            assert n in trainable, n
+    assert 0 < report.trainable < report.total
+
+
+def test_head_always_trains_even_when_named_first_is_later():
+    model, info = _build("test_resnet")
+    apply_policy(model, PolicyConfig(freeze_until="fc"), info)
+    assert _trainable(model) == {"fc.weight", "fc.bias"}
+
+
+def test_unknown_module_lists_stage_names():
+    model, info = _build("test_resnet")
+    with pytest.raises(ValueError) as e:
+        apply_policy(model, PolicyConfig(freeze_until="layer5"), info)
+    msg = str(e.value)
+    assert "no module named 'layer5'" in msg
+    assert "Valid stage names: conv1, bn1, layer1, layer2, layer3, layer4, fc" in msg
+
+
+def test_frozen_batchnorm_statistics_stay_bit_identical():
+    model, info = _build("test_resnet")
+    report = apply_policy(model, PolicyConfig(freeze_until="layer3"), info)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    set_train_mode(model, report)
+    for _ in range(2):
+        loss = model(torch.randn(4, 3, 64, 64)).logsumexp(1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    after = model.state_dict()
+    for k in before:
+        if k.startswith(("conv1", "bn1", "layer1", "layer2")):
+            assert torch.equal(before[k], after[k]), k  # weights and BN running stats
+    assert not torch.equal(before["layer3.0.bn1.running_mean"], after["layer3.0.bn1.running_mean"])
+    assert not model.layer1[0].bn1.training and model.layer3[0].bn1.training
+
+
+def test_bn_train_mode_lets_frozen_statistics_update():
+    model, info = _build("test_resnet")
+    report = apply_policy(model, PolicyConfig(freeze_until="layer3", bn="train"), info)
+    assert report.frozen_bn == ()
+    set_train_mode(model, report)
+    mean = model.bn1.running_mean.clone()
+    model(torch.randn(4, 3, 64, 64))
+    assert not torch.equal(mean, model.bn1.running_mean)
+
+
+def test_frozen_prefix_gets_no_gradients():
+    model, info = _build("test_efficientnet")
+    apply_policy(model, PolicyConfig(freeze_until="blocks.3"), info)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("blocks.0"))
+    assert model.classifier.weight.grad is not None
+
+
+def test_report_table_counts_every_parameter():
+    model, info = _build("test_vit")
+    report = apply_policy(model, PolicyConfig(freeze_until="blocks.1"), info)
+    assert report.total == sum(p.numel() for p in model.parameters())
+    assert report.stages[0].name.startswith("(root: cls_token, pos_embed")
+    assert "trainable%" in report.summary()
