@@ -74,11 +74,12 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
         cfg = cfg.with_overrides(name=model)
     console = _console(verbose)
     _seed_everything(cfg.train.seed)
+    data = _scan_data(dataset, cfg, console)  # bad data fails before a long model load
     net, info = _resolve_model(model, cfg)
     console.print(f"[bold]backbone[/] {info.name}: weights from {info.weights_source}")
     if info.weight_mapping:
         console.print(f"  {info.weight_mapping}")
-    data, train_set, val_set, test_set = _resolve_data(dataset, cfg, info, console)
+    train_set, val_set, test_set = _build_datasets(dataset, data, cfg, info)
     replace_head(net, data.num_classes, info)
     policy = apply_policy(net, cfg.policy, info)
     console.print(policy.table())
@@ -113,7 +114,10 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
     console.print(f"training {cfg.train.epochs} epochs on {device} ({precision}), "
                   f"{len(train_set)} train / {len(val_set)} val images at {img_size} px, "
                   f"batch {cfg.data.batch_size} -> {run_dir}")
-    history = trainer.fit(loaders["train"], loaders["val"], epochs=cfg.train.epochs,
+    if "val" not in loaders:
+        console.print("[yellow]no validation images (val_split 0, no val/ folder): the last "
+                      "epoch is kept[/]")
+    history = trainer.fit(loaders["train"], loaders.get("val"), epochs=cfg.train.epochs,
                           run_dir=run_dir, weights_metadata={"architecture": info.architecture})
 
     from safetensors.torch import load_model
@@ -209,9 +213,8 @@ def _resolve_model(model, cfg: FinetuneConfig) -> tuple[nn.Module, BackboneInfo]
     return model, describe_module(model)
 
 
-def _resolve_data(dataset, cfg: FinetuneConfig, info: BackboneInfo, console):
-    train_tf = build_transform(info, cfg.data, training=True)
-    eval_tf = build_transform(info, cfg.data, training=False)
+def _scan_data(dataset, cfg: FinetuneConfig, console) -> DataInfo:
+    """Classes and splits of a folder (every image checked) or of a torch Dataset."""
     if isinstance(dataset, (str, os.PathLike)):
         data = scan_folder(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
                            strict=cfg.data.strict, progress=console.is_terminal)
@@ -220,9 +223,7 @@ def _resolve_data(dataset, cfg: FinetuneConfig, info: BackboneInfo, console):
                       + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
                       + (f"; [yellow]{len(data.skipped)} unreadable files skipped[/]"
                          if data.skipped else ""))
-        make = lambda samples, tf: ImageFileDataset(samples, tf, strict=cfg.data.strict)  # noqa
-        return (data, make(data.train, train_tf), make(data.val, eval_tf),
-                make(data.test, eval_tf) if data.test else None)
+        return data
     if not isinstance(dataset, torch.utils.data.Dataset):
         raise TypeError("dataset must be a folder path or a torch Dataset, "
                         f"got {type(dataset).__name__}")
@@ -238,8 +239,19 @@ def _resolve_data(dataset, cfg: FinetuneConfig, info: BackboneInfo, console):
                     train=tuple(train_idx), val=tuple(val_idx))
     console.print(f"[bold]data[/] {data.root}: {len(classes)} classes; train {len(train_idx)}; "
                   f"val {len(val_idx)}")
-    return (data, _IndexedDataset(dataset, [i for i, _ in train_idx], train_tf),
-            _IndexedDataset(dataset, [i for i, _ in val_idx], eval_tf), None)
+    return data
+
+
+def _build_datasets(dataset, data: DataInfo, cfg: FinetuneConfig, info: BackboneInfo):
+    """(train, val, test or None) datasets with the backbone's preprocessing."""
+    train_tf = build_transform(info, cfg.data, training=True)
+    eval_tf = build_transform(info, cfg.data, training=False)
+    if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
+        return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
+                _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
+    make = lambda samples, tf: ImageFileDataset(samples, tf, strict=cfg.data.strict)  # noqa: E731
+    return (make(data.train, train_tf), make(data.val, eval_tf),
+            make(data.test, eval_tf) if data.test else None)
 
 
 class _IndexedDataset(torch.utils.data.Dataset):

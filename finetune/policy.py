@@ -172,13 +172,13 @@ def _unknown_module(name: str, model: nn.Module, stages: list[str]) -> str:
     close = difflib.get_close_matches(name, all_names, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return (f"--freeze-until: no module named '{name}' runs in this model's forward pass.{hint} "
-            f"Valid stage names: {', '.join(stages)} (or any submodule, e.g. "
-            f"'{_example_sub(model, stages)}'; 'finetune run --help' explains)")
+            f"Valid stage names: {', '.join(stages)} (or a submodule such as "
+            f"'{_example_sub(model, stages)}')")
 
 
 def _example_sub(model: nn.Module, stages: list[str]) -> str:
-    for stage in stages:
-        children = [n for n, _ in model.get_submodule(stage).named_children()]
-        if children:
-            return f"{stage}.{children[len(children) // 2]}"
-    return stages[0] if stages else ""
+    with_children = [s for s in stages if any(True for _ in model.get_submodule(s).children())]
+    if not with_children:
+        return stages[0] if stages else ""
+    stage = with_children[len(with_children) // 2]
+    return f"{stage}.{next(n for n, _ in model.get_submodule(stage).named_children())}"

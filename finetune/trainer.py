@@ -104,25 +104,29 @@ class Trainer:
         images = images.to(self.device, non_blocking=non_blocking, memory_format=self.memory_format)
         return images, targets.to(self.device, non_blocking=non_blocking)
 
-    def fit(self, train_loader, val_loader, *, epochs: int, run_dir: Optional[str | Path] = None,
+    def fit(self, train_loader, val_loader=None, *, epochs: int, run_dir: Optional[str | Path] = None,
             weights_metadata: Optional[dict[str, str]] = None) -> FitHistory:
-        """Train ``epochs`` epochs; after each, validate and keep the best weights in ``run_dir``."""
+        """Train ``epochs`` epochs; after each, validate and keep the best weights in ``run_dir``
+        (the last epoch's when there is no ``val_loader``)."""
         history = FitHistory()
         start = time.perf_counter()
         for epoch in range(epochs):
             t0 = time.perf_counter()
             train_loss, train_acc, seen = self._train_epoch(train_loader, epoch, epochs)
             train_seconds = time.perf_counter() - t0
-            val_loss, logits, targets = self.evaluate(val_loader)
-            val_acc = float((logits.argmax(1) == targets).float().mean()) if len(targets) else 0.0
+            val_loss = val_acc = None
+            if val_loader is not None:
+                val_loss, logits, targets = self.evaluate(val_loader)
+                val_acc = float((logits.argmax(1) == targets).float().mean())
             record = dict(epoch=epoch + 1, step=self.step, train_loss=train_loss,
                           train_accuracy=train_acc, val_loss=val_loss, val_accuracy=val_acc,
                           lr=self.optimizer.param_groups[0]["lr"],
                           train_images_per_s=seen / max(train_seconds, 1e-9),
                           epoch_seconds=time.perf_counter() - t0)
-            improved = val_acc > history.best_val_accuracy
+            # without validation data the last epoch is the one kept
+            improved = val_acc is None or val_acc > history.best_val_accuracy
             if improved:
-                history.best_epoch, history.best_val_accuracy = epoch + 1, val_acc
+                history.best_epoch, history.best_val_accuracy = epoch + 1, val_acc or -1.0
                 if run_dir is not None:
                     save_weights(run_dir, self.model, {**(weights_metadata or {}),
                                                        "epoch": str(epoch + 1)})
@@ -185,11 +189,12 @@ class Trainer:
     def _log_epoch(self, r: dict, epochs: int) -> None:
         if self.console is None:
             return
-        star = " *" if r["best"] else ""
+        val = "no val data" if r["val_accuracy"] is None else \
+            f"val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f}{' *' if r['best'] else ''}"
         self.console.print(
             f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
-            f"{r['train_accuracy']:.4f} | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f}"
-            f"{star} | {r['train_images_per_s']:.1f} img/s, {r['epoch_seconds']:.0f} s")
+            f"{r['train_accuracy']:.4f} | {val} | {r['train_images_per_s']:.1f} img/s, "
+            f"{r['epoch_seconds']:.0f} s")
 
 
 class _EpochBar:

@@ -2,7 +2,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from finetune.backbones import load_backbone, load_weight_file, map_state_dict
+from finetune.backbones import load_backbone
+from finetune.weights import load_weight_file, map_state_dict
 from finetune.heads import replace_head
 
 
@@ -111,5 +112,14 @@ def test_map_state_dict_reports_the_mapping():
     model, _ = load_backbone("test_resnet", pretrained=False)
     mapped, report = map_state_dict(_renamed(model.state_dict()), model)
     assert report.startswith("mapped ") and "by order and shape" in report
-    assert set(mapped) == {k for k in model.state_dict()
-                           if not k.startswith("fc.") and "num_batches" not in k}
+    # the classifier fits (same class count), so it is kept: an ImageNet head stays usable
+    assert set(mapped) == {k for k in model.state_dict() if "num_batches" not in k}
+
+
+def test_order_mapping_refuses_swapped_roles():
+    model, _ = load_backbone("test_resnet", pretrained=False)
+    items = list(model.state_dict().items())
+    i = next(i for i, (k, _) in enumerate(items) if k.endswith("running_mean"))
+    items[i], items[i + 1] = items[i + 1], items[i]  # running_var before running_mean
+    with pytest.raises(ValueError, match="a running_var into a running_mean"):
+        map_state_dict(_renamed(dict(items)), model)
