@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -21,10 +22,10 @@ from torch import nn
 
 from .augment import build_transform, resolve_img_size
 from .backbones import BackboneInfo, load_backbone
-from .checkpoint import load_run, prepare_run_dir, save_run_config
+from .checkpoint import SKIPPED_NAME, atomic_path, load_run, prepare_run_dir, save_run_config
 from .config import FinetuneConfig
-from .data import (IMG_EXTENSIONS, DataInfo, ImageFileDataset, _stratified_split, build_loader,
-                   load_image, scan_folder, to_rgb)
+from .data import (IMG_EXTENSIONS, DataError, DataInfo, ImageFileDataset, build_loader,
+                   load_image, scan_folder, stratified_split, to_rgb)
 from .heads import replace_head
 from .metrics import classification_report, report_table
 from .optim import build_optimizer, build_scheduler
@@ -61,7 +62,8 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
         config: base config (default ``FinetuneConfig()``); ``overrides`` replace its fields
             by name (``lr=3e-4``, ``freeze_until="layer3"``, ``epochs=5``).
         verbose: print the plan, progress and final tables.
-        recipe: name recorded in ``config.json`` for the recipe the config came from.
+        recipe: recipe name or YAML path; the base config when ``config`` is None, and recorded
+            in ``config.json`` either way.
 
     Returns:
         FitResult with the best epoch's weights loaded, metrics and the run directory.
@@ -69,7 +71,9 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
     Example:
         >>> r = adapt("test_resnet", "tiny_folder", pretrained=False, epochs=1)  # doctest: +SKIP
     """
-    cfg = (config or FinetuneConfig()).with_overrides(**overrides)
+    if config is None:
+        config = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
+    cfg = config.with_overrides(**overrides)
     if isinstance(model, str):
         cfg = cfg.with_overrides(name=model)
     console = _console(verbose)
@@ -101,8 +105,8 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
     save_run_config(run_dir, net, info=info, classes=data.classes, data_config=data_config,
                     extra=extra)
     if data.skipped:
-        (run_dir / "skipped_files.txt").write_text(
-            "".join(f"{p}\t{why}\n" for p, why in data.skipped))
+        with atomic_path(run_dir / SKIPPED_NAME) as tmp:
+            Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in data.skipped))
 
     optimizer = build_optimizer(net, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
@@ -161,8 +165,16 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
     k = max(1, min(top_k, len(labels)))
     records = []
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = torch.stack([transform(load_image(p)) for p in chunk]).to(device)
+        chunk, tensors = [], []
+        for path in paths[start:start + batch_size]:
+            try:
+                tensors.append(transform(load_image(path)))
+                chunk.append(path)
+            except Exception as e:  # PIL raises many types; name the file and go on
+                warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}")
+        if not chunk:
+            continue
+        images = torch.stack(tensors).to(device)
         with torch.inference_mode():
             probs = model(images).float().softmax(-1).cpu()
         top_p, top_i = probs.topk(k, dim=-1)
@@ -227,13 +239,22 @@ def _scan_data(dataset, cfg: FinetuneConfig, console) -> DataInfo:
     if not isinstance(dataset, torch.utils.data.Dataset):
         raise TypeError("dataset must be a folder path or a torch Dataset, "
                         f"got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise DataError(f"{type(dataset).__name__} is empty; a dataset needs labelled images")
     labels = getattr(dataset, "targets", None)
     if labels is None:
         labels = [int(dataset[i][1]) for i in range(len(dataset))]
     labels = [int(y) for y in labels]
     classes = tuple(getattr(dataset, "classes", None) or
                     [str(i) for i in range(max(labels) + 1)])
-    train_idx, val_idx = _stratified_split(list(enumerate(labels)), cfg.data.val_split,
+    bad = sorted({y for y in labels if not 0 <= y < len(classes)})
+    if bad:
+        raise DataError(f"{type(dataset).__name__}: labels {bad[:5]} are outside 0..{len(classes) - 1}"
+                        f" ({len(classes)} classes: {', '.join(classes[:5])}...)")
+    if len(set(labels)) < 2:
+        raise DataError(f"{type(dataset).__name__}: all images have label {labels[0]}; a "
+                        "classifier needs at least two classes")
+    train_idx, val_idx = stratified_split(list(enumerate(labels)), cfg.data.val_split,
                                            cfg.train.seed)
     data = DataInfo(root=f"<{type(dataset).__name__}>", layout="dataset", classes=classes,
                     train=tuple(train_idx), val=tuple(val_idx))

@@ -27,6 +27,8 @@ __all__ = ["atomic_path", "prepare_run_dir", "save_weights", "save_run_config", 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
+SKIPPED_NAME = "skipped_files.txt"
+RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME)
 FORMAT_VERSION = 1
 
 
@@ -36,6 +38,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run must be readable like any file
     try:
         yield tmp
         with open(tmp, "rb+") as f:
@@ -61,8 +66,8 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
         raise FileExistsError(f"output {path} already holds a run ({', '.join(held)}); "
                               "choose another --output or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
-    if held:  # --overwrite: the old metrics must not mix with the new run's
-        (path / METRICS_NAME).unlink(missing_ok=True)
+    for name in RUN_FILES:  # --overwrite: nothing of the old run may mix with the new one
+        (path / name).unlink(missing_ok=True)
     return path
 
 
@@ -73,7 +78,8 @@ def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[st
 
     target = Path(run_dir) / WEIGHTS_NAME
     with atomic_path(target) as tmp:
-        save_model(model, tmp, metadata={"format": "pt", **(metadata or {})})
+        # force_contiguous: channels_last conv weights are not contiguous
+        save_model(model, tmp, metadata={"format": "pt", **(metadata or {})}, force_contiguous=True)
     return target
 
 
@@ -146,16 +152,23 @@ def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Mod
     weights = run_dir / WEIGHTS_NAME
     check_weights_file(weights)
     try:
-        if str(config.get("architecture", "")).startswith("tv:"):
+        arch = str(config.get("architecture", ""))
+        if arch.startswith("module:"):
+            raise ValueError(f"{run_dir} was trained from an nn.Module built in Python ({arch}); "
+                             "build the same module, replace its classifier for "
+                             f"{config['num_classes']} classes and load {weights} with "
+                             "safetensors.torch.load_model")
+        if arch.startswith("tv:"):
             from .backbones import load_backbone
             from .heads import replace_head
 
-            model, info = load_backbone(config["architecture"], pretrained=False)
+            drop = config.get("finetune", {}).get("config", {}).get("head", {}).get("head_dropout")
+            model, info = load_backbone(arch, pretrained=False, drop_rate=drop or 0.0)
             replace_head(model, config["num_classes"], info)
             load_model(model, str(weights), strict=True, device=device)
         else:
             model = timm.create_model(f"local-dir:{run_dir}", pretrained=True)
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError) as e:  # load_state_dict mismatches
         raise ValueError(f"{weights}: weights do not fit {config.get('architecture')} "
                          f"({str(e).splitlines()[0][:200]}); the run directory is damaged") from None
     return model.to(device).eval(), config

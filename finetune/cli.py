@@ -15,16 +15,18 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune a pretrained ImageNet backbone on your images.")
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TypeError)
+# ValueError covers ConfigError/DataError; OSError covers missing files, permissions, full disks;
+# FloatingPointError is a diverged training run. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def _fail(e: BaseException, debug: bool) -> None:
     if debug:
         raise e
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {e}", markup=True,
+    Console(stderr=True, highlight=False).print(f"[red]error:[/] {escape(str(e))}",
                                                 soft_wrap=True)
     raise typer.Exit(2)
 
@@ -32,19 +34,6 @@ def _fail(e: BaseException, debug: bool) -> None:
 def _quiet_warnings() -> None:
     # one line per warning, no source line: they are messages for users, not developers
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-
-
-def resolve_recipe(name_or_path: str) -> Path:
-    """A recipe file path, or the name of one in ``recipes/`` (``default`` -> default.yaml)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"recipe '{name_or_path}' not found: not a file and not one of "
-                            f"{', '.join(names) or '(no recipes installed)'}")
 
 
 @app.command()
@@ -79,7 +68,7 @@ def run(
     try:
         from .config import FinetuneConfig
 
-        cfg = FinetuneConfig.from_yaml(resolve_recipe(recipe)) if recipe else FinetuneConfig()
+        cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
         flags: dict[str, Any] = dict(
             name=backbone, path=str(data) if data else None, freeze_until=freeze_until,
             weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size,

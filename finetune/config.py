@@ -160,6 +160,11 @@ class FinetuneConfig:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_recipe(cls, name_or_path: str | Path) -> "FinetuneConfig":
+        """Load a recipe by file path or by name from the shipped recipes (``default``)."""
+        return cls.from_yaml(resolve_recipe(name_or_path))
+
     def with_overrides(self, **overrides: Any) -> "FinetuneConfig":
         """Return a copy with fields replaced; keys are field names or ``section.field``."""
         by_section: dict[str, dict[str, Any]] = {}
@@ -180,6 +185,29 @@ class FinetuneConfig:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes: ``recipes/`` of the repository, installed as ``finetune.recipes``."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files("finetune.recipes")))
+    except ModuleNotFoundError:  # running from a source tree that is not installed
+        return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file path, or the name of a shipped recipe (``default`` -> default.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = recipes_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+    raise FileNotFoundError(f"recipe '{name_or_path}' not found: not a file and not one of "
+                            f"{', '.join(names) or '(no recipes installed)'}")
 
 
 def _section_fields() -> dict[str, str]:

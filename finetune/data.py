@@ -77,9 +77,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit/float data: scale to 8 bit instead of PIL's clipping convert("L")
+        # 16-bit/float data: scale to 8 bit instead of PIL's clipping convert("L"). 16-bit modes
+        # always use the full 0-65535 range, so dark and bright images of a series stay comparable;
+        # 32-bit int/float images have no stated range and use the one they hold.
         arr = np.asarray(img, dtype=np.float32)
-        hi = 255.0 if arr.max() <= 255 else 65535.0 if arr.max() <= 65535 else float(arr.max())
+        if img.mode.startswith("I;16"):
+            hi = 65535.0
+        else:
+            hi = 255.0 if arr.max() <= 255 else 65535.0 if arr.max() <= 65535 else float(arr.max())
         img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -123,7 +128,7 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
     split_files = {k: [(p, y) for p, y in v if p not in bad] for k, v in split_files.items()}
     _check_classes_nonempty(base, classes, split_files["train"])
     if "val" not in split_files:
-        split_files["train"], split_files["val"] = _stratified_split(
+        split_files["train"], split_files["val"] = stratified_split(
             split_files["train"], val_split, seed)
     return DataInfo(
         root=str(root), layout=layout, classes=tuple(classes),
@@ -189,8 +194,9 @@ def _check_images(paths: Sequence[str], *, progress: bool) -> list[tuple[str, st
         return [(p, r) for p, r in zip(paths, results) if r is not None]
 
 
-def _stratified_split(samples: Sequence[Sample], val_split: float, seed: int
-                      ) -> tuple[list[Sample], list[Sample]]:
+def stratified_split(samples: Sequence[Sample], val_split: float, seed: int
+                     ) -> tuple[list[Sample], list[Sample]]:
+    """Split ``(item, label)`` pairs per label with a seeded shuffle; sorted outputs."""
     rng = random.Random(seed)
     train, val = [], []
     for label in sorted({y for _, y in samples}):
@@ -198,7 +204,8 @@ def _stratified_split(samples: Sequence[Sample], val_split: float, seed: int
         rng.shuffle(items)
         n_val = round(len(items) * val_split)
         if val_split > 0 and len(items) >= 2:
-            n_val = min(max(n_val, 1), len(items) - 1)  # keep at least one image on each side
+            n_val = max(n_val, 1)  # every class is validated...
+        n_val = min(n_val, len(items) - 1)  # ...and every class keeps a training image
         val += items[:n_val]
         train += items[n_val:]
     return sorted(train), sorted(val)

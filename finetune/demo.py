@@ -23,6 +23,7 @@ __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 
 DEMO_BACKBONE = "tf_efficientnet_lite0"
 SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # the rest trains
+MARKER = ".finetune-demo"
 
 
 def _cache_root() -> Path:
@@ -51,10 +52,17 @@ def elpv_labels() -> list[tuple[Path, str]]:
 def prepare_elpv(root: Optional[Path] = None, *, seed: int = 0) -> Path:
     """Lay out the elpv images as a train/val/test class folder of symlinks; return its path."""
     root = Path(root) if root else _cache_root() / "elpv-binary"
-    marker = root / ".complete"
-    if marker.exists():
-        return root
     rows = elpv_labels()
+    marker = root / MARKER
+    stamp = (f"elpv-dataset images in {rows[0][0].parent}; defective = probability >= 0.5; "
+             f"split seed {seed}\n")
+    if marker.exists():
+        if marker.read_text() == stamp and all(p.exists() for p in root.rglob("*.png")):
+            return root
+        # our own folder, but stale (the package moved with a rebuilt venv): lay it out again
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} is not empty and holds no finetune demo data; choose an "
+                              "empty or new --data-dir")
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     rng = random.Random(seed)
@@ -72,9 +80,8 @@ def prepare_elpv(root: Optional[Path] = None, *, seed: int = 0) -> Path:
                     os.symlink(p, folder / p.name)
                 except OSError:  # no symlinks on this filesystem: copy into the cache instead
                     shutil.copy2(p, folder / p.name)
-    (tmp / ".complete").write_text("elpv-dataset, defective = probability >= 0.5, seed "
-                                   f"{seed}\n")
-    shutil.rmtree(root, ignore_errors=True)
+    (tmp / MARKER).write_text(stamp)
+    shutil.rmtree(root, ignore_errors=True)  # only ever an empty folder or our stale layout
     os.replace(tmp, root)
     return root
 

@@ -118,9 +118,17 @@ def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo) -> Pol
         p.requires_grad_(name not in frozen_names or _in(name, info.classifier))
     frozen_bn = ()
     if cfg.bn == "frozen":
+        limit = order[target] if target is not None else -1
         frozen_bn = tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)
-                          and m.weight is not None and not m.weight.requires_grad)
+                          and _is_frozen(m, order.get(n, limit), limit))
     return PolicyReport(target, cfg.bn, _stage_rows(model, stages), frozen_bn)
+
+
+def _is_frozen(module: nn.Module, position: int, limit: int) -> bool:
+    """A BatchNorm layer is frozen when all its parameters are; one without affine parameters
+    when it runs before the first trained module."""
+    params = list(module.parameters(recurse=False))
+    return all(not p.requires_grad for p in params) if params else position < limit
 
 
 def set_train_mode(model: nn.Module, report: PolicyReport) -> nn.Module:

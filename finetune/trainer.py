@@ -126,7 +126,8 @@ class Trainer:
             # without validation data the last epoch is the one kept
             improved = val_acc is None or val_acc > history.best_val_accuracy
             if improved:
-                history.best_epoch, history.best_val_accuracy = epoch + 1, val_acc or -1.0
+                history.best_epoch = epoch + 1
+                history.best_val_accuracy = -1.0 if val_acc is None else val_acc
                 if run_dir is not None:
                     save_weights(run_dir, self.model, {**(weights_metadata or {}),
                                                        "epoch": str(epoch + 1)})
@@ -162,7 +163,7 @@ class Trainer:
                 if bar.due(i):  # the only host-device syncs in the loop
                     current = float(loss_sum) / seen
                     if not math.isfinite(current):
-                        raise FloatingPointError(f"non-finite training loss at step {self.step}; "
+                        raise FloatingPointError(f"non-finite training loss (detected at step {self.step}); "
                                                  "lower --lr or use --precision fp32")
                     bar.update(i + 1, seen, loss=current, acc=float(correct) / seen)
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen

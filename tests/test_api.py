@@ -88,3 +88,37 @@ def test_without_validation_data_the_last_epoch_is_kept(image_folder, fast_overr
     assert result.metrics["best_epoch"] == 2 and "val" not in result.metrics
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["val_accuracy"] for x in lines] == [None, None]
+
+
+def test_predict_skips_an_unreadable_image_with_a_warning(image_folder, fast_overrides):
+    result = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    (image_folder / "cat" / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning, match="skipping unreadable image .*broken.png"):
+        records = finetune.predict(result.run_dir, [image_folder / "cat"])
+    assert len(records) == 6
+
+
+def test_torchvision_run_with_head_dropout_reloads(image_folder, fast_overrides):
+    result = finetune.adapt("tv:resnet18", image_folder, verbose=False, head_dropout=0.2,
+                            **fast_overrides)
+    assert len(finetune.predict(result.run_dir, [image_folder / "dog"])) == 6
+
+
+@pytest.mark.parametrize("items, message", [
+    ([], "is empty"),
+    ([(Image.new("RGB", (8, 8)), 0)] * 4, "all images have label 0"),
+    ([(Image.new("RGB", (8, 8)), 0), (Image.new("RGB", (8, 8)), 5)], "labels [5] are outside 0..1"),
+])
+def test_bad_torch_datasets_are_clear_errors(items, message, fast_overrides):
+    class Items(torch.utils.data.Dataset):
+        classes = ["a", "b"]
+
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return items[i]
+
+    with pytest.raises(finetune.DataError) as e:
+        finetune.adapt("test_resnet", Items(), verbose=False, **fast_overrides)
+    assert message in str(e.value)

@@ -92,3 +92,8 @@ def test_help_is_fast_and_imports_no_torch():
             "assert r.exit_code == 0 and '--freeze-until' in r.output; "
             "assert 'torch' not in sys.modules, 'torch imported by --help'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    result = invoke("run", "--backbone", "test_resnet", "--data", tmp_path / "[raw]" / "x", *FAST)
+    assert result.exit_code == 2 and "[raw]/x" in result.output

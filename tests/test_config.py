@@ -1,7 +1,6 @@
 import pytest
 
-from finetune.cli import RECIPES_DIR
-from finetune.config import ConfigError, FinetuneConfig
+from finetune.config import ConfigError, FinetuneConfig, recipes_dir
 
 
 def test_overrides_by_field_and_dotted_name():
@@ -47,4 +46,7 @@ def test_yaml_round_trip_and_scientific_notation(tmp_path):
 
 
 def test_default_recipe_writes_out_the_defaults():
-    assert FinetuneConfig.from_yaml(RECIPES_DIR / "default.yaml") == FinetuneConfig()
+    assert FinetuneConfig.from_yaml(recipes_dir() / "default.yaml") == FinetuneConfig()
+    assert FinetuneConfig.from_recipe("default") == FinetuneConfig()
+    with pytest.raises(FileNotFoundError, match="recipe 'nope' not found: .* one of default"):
+        FinetuneConfig.from_recipe("nope")

@@ -89,3 +89,10 @@ def test_dataset_survives_a_file_broken_after_the_scan(image_folder):
     assert size == (40, 32)
     with pytest.raises(DataError):
         ImageFileDataset(info.train, transform=lambda img: img, strict=True)[0]
+
+
+def test_split_keeps_a_training_image_in_every_class(tmp_path):
+    make_folder(tmp_path / "d", classes=("cat",), n=1)
+    make_folder(tmp_path / "d", classes=("dog",), n=4)
+    info = scan_folder(tmp_path / "d", val_split=0.6)
+    assert info.counts() == {"train": [1, 2], "val": [0, 2]}

@@ -95,3 +95,23 @@ def test_report_table_counts_every_parameter():
     assert report.total == sum(p.numel() for p in model.parameters())
     assert report.stages[0].name.startswith("(root: cls_token, pos_embed")
     assert "trainable%" in report.summary()
+
+
+def test_batchnorm_without_affine_params_is_frozen_by_position():
+    from torch import nn
+
+    from finetune.backbones import describe_module
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False))
+            self.body = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, affine=False))
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+    model = Tiny()
+    report = apply_policy(model, PolicyConfig(freeze_until="body"), describe_module(model))
+    assert report.frozen_bn == ("stem.1",)

@@ -1,0 +1,30 @@
+import os
+import stat
+
+import pytest
+
+from finetune.checkpoint import atomic_path, prepare_run_dir
+
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "config.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("crash mid-save")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+    with atomic_path(target) as tmp:
+        open(tmp, "w").write("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
+    assert stat.S_IMODE(target.stat().st_mode) & 0o044  # readable by others, unlike mkstemp's 0600
+
+
+def test_overwrite_clears_every_file_of_the_old_run(tmp_path):
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", "skipped_files.txt"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        prepare_run_dir(tmp_path, overwrite=False)
+    prepare_run_dir(tmp_path, overwrite=True)
+    assert os.listdir(tmp_path) == ["notes.txt"]

@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from finetune.backbones import load_backbone
+from finetune.config import OptimConfig, PolicyConfig
+from finetune.heads import replace_head
+from finetune.optim import build_optimizer, build_scheduler
+from finetune.policy import apply_policy
+
+
+def _model(freeze_until=None):
+    model, info = load_backbone("test_resnet", pretrained=False)
+    replace_head(model, 2, info)
+    apply_policy(model, PolicyConfig(freeze_until=freeze_until), info)
+    return model
+
+
+def test_frozen_params_never_reach_the_optimizer_and_1d_params_get_no_decay():
+    model = _model("layer3")
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.05))
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in in_opt} == {n for n, p in model.named_parameters() if p.requires_grad}
+    for group in opt.param_groups:
+        assert group["weight_decay"] == (0.05 if all(p.ndim > 1 for p in group["params"]) else 0.0)
+
+
+@pytest.mark.parametrize("name, cls", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_optimizer_choice(name, cls):
+    assert isinstance(build_optimizer(_model(), OptimConfig(optimizer=name)), cls)
+
+
+def test_warmup_then_cosine_per_step():
+    model = _model()
+    cfg = OptimConfig(lr=1.0, warmup_epochs=1.0, min_lr_ratio=0.1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=3)
+    lrs = []
+    for step in range(1, 31):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] < lrs[5] < lrs[9]            # linear warmup over the first epoch (10 steps)
+    assert lrs[9] == pytest.approx(1.0)         # peak at the end of warmup
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine decays monotonically
+    assert lrs[-1] == pytest.approx(0.1, abs=0.02)
+
+
+def test_lr_scale_in_a_group_scales_its_lr():
+    model = _model()
+    cfg = OptimConfig(lr=1.0, warmup_epochs=0.0)
+    opt = build_optimizer(model, cfg)
+    opt.param_groups[0]["lr_scale"] = 0.5
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=1)
+    sched.step_update(1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * opt.param_groups[1]["lr"])
+
+
+def test_everything_frozen_is_an_error():
+    model = _model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(model, OptimConfig())
