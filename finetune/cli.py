@@ -118,7 +118,7 @@ def predict(
 
 @app.command()
 def demo(
-    epochs: int = typer.Option(5, help="Training epochs."),
+    epochs: int = typer.Option(7, help="Training epochs."),
     img_size: int = typer.Option(128, help="Input size in pixels."),
     output: Optional[Path] = typer.Option(None, help="Run directory (default runs/demo-<timestamp>)."),
     data_dir: Optional[Path] = typer.Option(None, help="Where to lay out the elpv image folder (symlinks)."),

@@ -1,0 +1,153 @@
+"""Stages: the ordered parameter groups (stem, stage 1..N, head) that policies act on.
+
+timm models describe their own stages through ``group_matcher(coarse=True)`` (timm's layer-wise
+LR decay uses the same grouping), so ``--freeze-stages``, ``--layer-decay`` and gradual
+unfreezing work for every timm architecture. Other modules (torchvision) fall back to their
+top-level children in forward order; a leading run of small modules becomes the ``stem`` and a
+model with a single large container (VGG's ``features``) is split into that container's children.
+
+Example:
+    >>> [s.name for s in model_stages(timm.create_model("resnet18"))]  # doctest: +SKIP
+    ['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'head']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .heads import classifier_name
+
+__all__ = ["Stage", "model_stages"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                 # "stem", "layer1", "blocks.3", "head"
+    params: tuple[str, ...]   # parameter names, in model order
+    modules: tuple[str, ...]  # the modules it covers, for display and --freeze-until hints
+
+    def numel(self, model: nn.Module) -> int:
+        named = dict(model.named_parameters())
+        return sum(named[p].numel() for p in self.params)
+
+
+def model_stages(model: nn.Module, order: dict[str, int] | None = None) -> list[Stage]:
+    """Ordered stages of ``model``; the classifier is always in the last one, named ``head``.
+
+    Args:
+        order: module forward order (``policy.forward_order``), used by the fallback only.
+    """
+    head = classifier_name(model)
+    groups = _timm_groups(model) if hasattr(model, "group_matcher") else None
+    if groups is None:
+        groups = _child_groups(model, order or {})
+    stages = [_stage(params, i, len(groups), model) for i, params in enumerate(groups)]
+    # the classifier must form (or end) the last stage so "freeze N stages" never freezes it
+    head_params = {n for n, _ in model.named_parameters() if _under(n, head)}
+    body = [Stage(s.name, tuple(p for p in s.params if p not in head_params), s.modules)
+            for s in stages]
+    body = [s for s in body if s.params]
+    if body and body[-1].name == "head":
+        last = body.pop()
+        head_params |= set(last.params)
+    ordered = tuple(n for n, _ in model.named_parameters() if n in head_params)
+    return body + [Stage("head", ordered, _modules(ordered))]
+
+
+def _timm_groups(model: nn.Module) -> list[list[str]] | None:
+    from timm.models import group_parameters
+
+    try:
+        grouping = group_parameters(model, model.group_matcher(coarse=True))
+    except (NotImplementedError, AttributeError, TypeError):
+        return None
+    return [list(grouping[k]) for k in sorted(grouping)]
+
+
+def _child_groups(model: nn.Module, order: dict[str, int]) -> list[list[str]]:
+    total = sum(p.numel() for p in model.parameters())
+    children = _param_children(model, "", order)
+    split_all = len(children) <= 2  # VGG/AlexNet: features + classifier; split both
+    expanded = []
+    for name, module in children:
+        expanded += _expand(name, module, total, order, force=split_all)
+    groups: list[list[str]] = []
+    stem: list[str] = [n for n, _ in model.named_parameters(recurse=False)]
+    for name, module in expanded:
+        params = [f"{name}.{p}" for p, _ in module.named_parameters()]
+        if "." not in name and not groups and not any(True for _ in module.children()):
+            stem += params  # leading single layers (conv1, bn1) form the stem
+        else:
+            groups.append(params)
+    return [stem] + groups if stem else groups
+
+
+def _param_children(module: nn.Module, prefix: str, order: dict[str, int]):
+    children = [(f"{prefix}{n}", m) for n, m in module.named_children()
+                if any(True for _ in m.parameters())]
+    return sorted(children, key=lambda c: order.get(c[0], len(order)))
+
+
+def _expand(name: str, module: nn.Module, total: int, order: dict[str, int], force: bool):
+    """A container holding most of the model (torchvision ViT's ``encoder``) is split into its
+    children, recursively, so that it does not form one giant stage."""
+    children = _param_children(module, name + ".", order)
+    big = sum(p.numel() for p in module.parameters()) > total / 2
+    if len(children) >= 2 and (big or force):
+        return [e for n, m in children for e in _expand(n, m, total, order, force=False)]
+    return [(name, module)]
+
+
+def _stage(params: list[str], index: int, count: int, model: nn.Module) -> Stage:
+    modules = _modules(params)
+    if len(modules) == 1:
+        name = _owner(model, params)
+    elif index == 0:
+        name = "stem"
+    elif len(modules) <= 3:
+        name = "+".join(modules)  # a last block with the final norm: "blocks.11+norm"
+    else:
+        name = f"stage{index}"
+    return Stage(name, tuple(params), modules)
+
+
+def _owner(model: nn.Module, params: list[str]) -> str:
+    """The outermost module whose parameters are exactly ``params`` (``layer1``, not
+    ``layer1.0``, when layer1 has a single block)."""
+    wanted = set(params)
+    name = _common_prefix(tuple(p.rsplit(".", 1)[0] for p in params))
+    while "." in name:
+        parent = name.rsplit(".", 1)[0]
+        found = {f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_parameters()}
+        if found != wanted:
+            break
+        name = parent
+    return name or params[0]
+
+
+def _modules(params) -> tuple[str, ...]:
+    """Distinct top-level owners (``layer1``, ``blocks.3`` for numbered containers)."""
+    out: list[str] = []
+    for p in params:
+        parts = p.split(".")
+        name = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        if len(parts) == 1:
+            name = parts[0]
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _common_prefix(modules: tuple[str, ...]) -> str:
+    split = [m.split(".") for m in modules]
+    prefix = []
+    for parts in zip(*split):
+        if len(set(parts)) != 1:
+            break
+        prefix.append(parts[0])
+    return ".".join(prefix)
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
