@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "adapt": "api", "predict": "api", "FitResult": "api",
+    "adapt": "api", "predict": "api", "inspect": "api", "FitResult": "api",
     "FinetuneConfig": "config", "ConfigError": "config",
     "load_backbone": "backbones", "BackboneInfo": "backbones",
     "replace_head": "heads",

@@ -18,21 +18,22 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
-from .augment import build_transform, resolve_img_size
+from .augment import resolve_img_size
 from .backbones import BackboneInfo, load_backbone
-from .checkpoint import SKIPPED_NAME, atomic_path, load_run, prepare_run_dir, save_run_config
+from .checkpoint import (SKIPPED_NAME, WEIGHTS_NAME, atomic_path, load_run, prepare_run_dir,
+                         read_run_config, save_run_config, save_weights)
 from .config import FinetuneConfig
-from .data import (IMG_EXTENSIONS, DataError, DataInfo, ImageFileDataset, build_loader,
-                   load_image, scan_folder, stratified_split, to_rgb)
+from .data import build_datasets, build_loader, load_image, scan_data, walk_images
 from .heads import replace_head
 from .metrics import classification_report, report_table
-from .optim import build_optimizer, build_scheduler
-from .policy import PolicyReport, apply_policy
+from .optim import build_optimizer, build_param_groups, build_scheduler
+from .policy import PolicyReport, apply_policy, plan_table, refresh_report
 from .trainer import Trainer, resolve_device, resolve_precision
 
-__all__ = ["adapt", "predict", "FitResult"]
+__all__ = ["adapt", "predict", "inspect", "FitResult"]
 
 
 @dataclass
@@ -42,28 +43,36 @@ class FitResult:
     model: nn.Module
     classes: tuple[str, ...]
     metrics: dict[str, Any]      # {"val": report, "test": report?, "best_epoch", "epochs", ...}
-    run_dir: Path
+    run_dir: Optional[Path]      # None after a dry run
     config: FinetuneConfig
     backbone: BackboneInfo
     policy: PolicyReport
 
 
-def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.Dataset,
+def adapt(model: str | nn.Module | None = None,
+          dataset: str | os.PathLike | torch.utils.data.Dataset | None = None,
           config: Optional[FinetuneConfig] = None, *, verbose: bool = True,
-          recipe: Optional[str] = None, **overrides: Any) -> FitResult:
+          recipe: Optional[str] = None, dry_run: bool = False,
+          resume: Optional[str | os.PathLike] = None, **overrides: Any) -> FitResult:
     """Fine-tune a pretrained backbone on a labelled image folder or ``Dataset``.
 
     Args:
         model: backbone name (timm name, ``hf-hub:ID``, ``tv:NAME``) or an ``nn.Module`` (timm
-            or torchvision classification model; its classifier is replaced).
+            or torchvision classification model; its classifier is replaced). Default: the
+            config's ``backbone.name``.
         dataset: image folder (``DIR/<class>/*`` or ``DIR/train|val|test/<class>/*``) or a torch
             ``Dataset`` of ``(PIL image or tensor, int label)``; a ``classes`` attribute, if
             present, names the labels. Tensors are used as given (already resized/normalised).
+            Default: the config's ``data.path``.
         config: base config (default ``FinetuneConfig()``); ``overrides`` replace its fields
             by name (``lr=3e-4``, ``freeze_until="layer3"``, ``epochs=5``).
         verbose: print the plan, progress and final tables.
         recipe: recipe name or YAML path; the base config when ``config`` is None, and recorded
             in ``config.json`` either way.
+        dry_run: build the model and the plan, print it, and return without training
+            (``run_dir`` is None).
+        resume: a run directory to continue from its last finished epoch, with the config it
+            was started with (only ``epochs`` may be overridden).
 
     Returns:
         FitResult with the best epoch's weights loaded, metrics and the run directory.
@@ -71,30 +80,30 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
     Example:
         >>> r = adapt("test_resnet", "tiny_folder", pretrained=False, epochs=1)  # doctest: +SKIP
     """
-    if config is None:
-        config = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-    cfg = config.with_overrides(**overrides)
-    if isinstance(model, str):
-        cfg = cfg.with_overrides(name=model)
+    cfg, recipe = _resolve_config(model, config, recipe, resume, overrides)
+    model = model if isinstance(model, nn.Module) else cfg.backbone.name
+    dataset = dataset if dataset is not None else cfg.data.path
+    if dataset is None:
+        raise ValueError("no data: pass a folder or Dataset (CLI: --data DIR)")
     console = _console(verbose)
     _seed_everything(cfg.train.seed)
-    data = _scan_data(dataset, cfg, console)  # bad data fails before a long model load
-    net, info = _resolve_model(model, cfg)
-    console.print(f"[bold]backbone[/] {info.name}: weights from {info.weights_source}")
-    if info.weight_mapping:
-        console.print(f"  {info.weight_mapping}")
-    train_set, val_set, test_set = _build_datasets(dataset, data, cfg, info)
-    replace_head(net, data.num_classes, info)
-    policy = apply_policy(net, cfg.policy, info)
-    console.print(policy.table())
-    run_dir = prepare_run_dir(cfg.output.output or _default_run_dir(info.name),
-                              overwrite=cfg.output.overwrite)
+    data = scan_data(dataset, cfg, console)  # bad data fails before a long model load
+    net, base, info, policy = _build_model(model, cfg, data.num_classes, console)
+    console.print(plan_table(net, policy, cfg.optim))
+    if dry_run:
+        return FitResult(net, data.classes, {}, None, cfg, info, policy)
+    run_dir = Path(resume) if resume else prepare_run_dir(
+        cfg.output.output or _default_run_dir(info.name), overwrite=cfg.output.overwrite)
     device = resolve_device(cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
-    loaders = {name: build_loader(ds, batch_size=cfg.data.batch_size, training=name == "train",
+    cached = cfg.train.cache_features
+    splits = dict(zip(("train", "val", "test"),
+                      build_datasets(dataset, data, cfg, info, train_augment=not cached)))
+    loaders = {name: build_loader(ds, batch_size=cfg.data.batch_size,
+                                  training=name == "train" and not cached,
                                   num_workers=cfg.data.num_workers, seed=cfg.train.seed,
                                   pin_memory=device.type == "cuda")
-               for name, ds in (("train", train_set), ("val", val_set), ("test", test_set)) if ds}
+               for name, ds in splits.items() if ds}
     img_size = resolve_img_size(info, cfg.data.img_size)
     data_config = {**info.data_config, "input_size": (3, img_size, img_size)}
     extra = dict(config=cfg.to_dict(), recipe=recipe, backbone=info.name,
@@ -102,43 +111,71 @@ def adapt(model: str | nn.Module, dataset: str | os.PathLike | torch.utils.data.
                  data=dict(root=data.root, layout=data.layout, counts=data.counts(),
                            skipped=[p for p, _ in data.skipped]),
                  precision=precision, device=str(device))
-    save_run_config(run_dir, net, info=info, classes=data.classes, data_config=data_config,
-                    extra=extra)
-    if data.skipped:
-        with atomic_path(run_dir / SKIPPED_NAME) as tmp:
-            Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in data.skipped))
-
-    optimizer = build_optimizer(net, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
-                                epochs=cfg.train.epochs)
-    trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
-                      precision=precision, channels_last=cfg.train.channels_last and _is_cnn(net),
-                      label_smoothing=cfg.optim.label_smoothing, console=console,
-                      progress=verbose)
+    if not resume:
+        save_run_config(run_dir, base, info=info, classes=data.classes, data_config=data_config,
+                        extra=extra)
+        if data.skipped:
+            with atomic_path(run_dir / SKIPPED_NAME) as tmp:
+                Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in data.skipped))
+    channels_last = cfg.train.channels_last and _is_cnn(base)
+    base.to(device=device, memory_format=torch.channels_last if channels_last
+            else torch.contiguous_format)
+    if cached:
+        trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, loaders, device,
+                                                       precision, console)
+    else:
+        trainer, fit_loaders = _trainer(net, policy, cfg, loaders, device, precision,
+                                        channels_last, console, verbose)
+    save_best = _best_saver(run_dir, base, cfg, info)
+    start_epoch, history = 0, None
+    if resume:
+        start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
+        console.print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.train.epochs}")
     console.print(f"training {cfg.train.epochs} epochs on {device} ({precision}), "
-                  f"{len(train_set)} train / {len(val_set)} val images at {img_size} px, "
-                  f"batch {cfg.data.batch_size} -> {run_dir}")
+                  f"{len(splits['train'])} train / {len(splits['val'] or [])} val images at "
+                  f"{img_size} px, batch {cfg.data.batch_size} -> {run_dir}")
     if "val" not in loaders:
         console.print("[yellow]no validation images (val_split 0, no val/ folder): the last "
                       "epoch is kept[/]")
-    history = trainer.fit(loaders["train"], loaders.get("val"), epochs=cfg.train.epochs,
-                          run_dir=run_dir, weights_metadata={"architecture": info.architecture})
-
-    from safetensors.torch import load_model
-
-    load_model(net, str(run_dir / "model.safetensors"), device=str(device))  # best epoch
+    history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"), epochs=cfg.train.epochs,
+                          run_dir=run_dir, save_best=save_best, start_epoch=start_epoch,
+                          history=history)
+    final, merge_diff = _restore_best(net, base, cfg, run_dir, device, loaders)
     metrics: dict[str, Any] = dict(best_epoch=history.best_epoch, train_seconds=history.seconds,
                                    epochs=history.epochs)
-    for split, loader in loaders.items():
-        if split == "train":
-            continue
-        _, logits, targets = trainer.evaluate(loader)
-        metrics[split] = classification_report(logits, targets, data.classes)
-        console.print(report_table(metrics[split], f"{split} (best epoch {history.best_epoch})"))
-    save_run_config(run_dir, net, info=info, classes=data.classes, data_config=data_config,
+    if merge_diff is not None:
+        metrics["adapter_merge_max_abs_diff"] = merge_diff
+    evaluator = Trainer(final, optimizer=None, scheduler=None, policy=policy, device=device,
+                        precision=precision, channels_last=channels_last)
+    for split in ("val", "test"):
+        if split in loaders:
+            _, logits, targets = evaluator.evaluate(loaders[split])
+            metrics[split] = classification_report(logits, targets, data.classes)
+            console.print(report_table(metrics[split],
+                                       f"{split} (best epoch {history.best_epoch})"))
+    save_run_config(run_dir, final, info=info, classes=data.classes, data_config=data_config,
                     extra={**extra, "metrics": {k: v for k, v in metrics.items() if k != "epochs"}})
     console.print(f"run directory: {run_dir}")
-    return FitResult(net.eval(), data.classes, metrics, run_dir, cfg, info, policy)
+    return FitResult(final.eval(), data.classes, metrics, run_dir, cfg, info, policy)
+
+
+def inspect(model: str | nn.Module | None = None, config: Optional[FinetuneConfig] = None, *,
+            num_classes: int = 2, verbose: bool = True, **overrides: Any):
+    """Build a backbone with random weights, apply the policy and print the plan table.
+
+    Returns ``(model, PolicyReport)``; nothing is downloaded and nothing trains.
+
+    Example:
+        >>> model, report = inspect("resnet50", freeze_until="layer3")  # doctest: +SKIP
+    """
+    cfg = (config or FinetuneConfig()).with_overrides(pretrained=False, **overrides)
+    if isinstance(model, str):
+        cfg = cfg.with_overrides(name=model)
+    console = _console(verbose)
+    net, _, info, policy = _build_model(model if isinstance(model, nn.Module)
+                                        else cfg.backbone.name, cfg, num_classes, console)
+    console.print(plan_table(net, policy, cfg.optim))
+    return net, policy
 
 
 def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, top_k: int = 1,
@@ -161,7 +198,7 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
                                  mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
                                  crop_pct=cfg.get("crop_pct", 0.875),
                                  crop_mode=cfg.get("crop_mode", "center"))
-    paths = list(_walk_images(inputs))
+    paths = list(walk_images(inputs))
     k = max(1, min(top_k, len(labels)))
     records = []
     for start in range(0, len(paths), batch_size):
@@ -189,6 +226,120 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _resolve_config(model, config, recipe, resume, overrides) -> tuple[FinetuneConfig, Any]:
+    if resume is not None:
+        if config is not None or recipe is not None:
+            raise ValueError("--resume continues a run with its own config; drop --recipe")
+        changed = sorted(set(overrides) - {"epochs", "train.epochs"})
+        if changed:
+            raise ValueError(f"--resume continues a run as it was configured; only --epochs may "
+                             f"change (got {', '.join(changed)})")
+        saved = read_run_config(resume).get("finetune", {})
+        if "config" not in saved:
+            raise ValueError(f"{resume}: config.json has no finetune config; not a finetune run")
+        return FinetuneConfig.from_dict(saved["config"]).with_overrides(**overrides), \
+            saved.get("recipe")
+    if config is None:
+        config = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
+    cfg = config.with_overrides(**overrides)
+    if isinstance(model, str):
+        cfg = cfg.with_overrides(name=model)
+    return cfg, recipe
+
+
+def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
+    """(model to train, base model, BackboneInfo, PolicyReport): the base is the plain timm or
+    torchvision module; the trained model is the base or its peft wrapper."""
+    base, info = _resolve_model(model, cfg)
+    console.print(f"[bold]backbone[/] {escape(info.name)}: weights from "
+                  f"{escape(info.weights_source)}")
+    if info.weight_mapping:
+        console.print(f"  {escape(info.weight_mapping)}")
+    replace_head(base, num_classes, info)
+    policy = apply_policy(base, cfg.policy, info, epochs=cfg.train.epochs)
+    if cfg.adapter.peft == "none":
+        return base, base, info, policy
+    from dataclasses import replace as dc_replace
+
+    from .adapters import adapter_stages, apply_adapter
+
+    net = apply_adapter(base, cfg.adapter, head=info.classifier)
+    policy = dc_replace(policy, stages=adapter_stages(policy.stages, net),
+                        description=f"peft {cfg.adapter.peft} (r={cfg.adapter.lora_r})")
+    return net, base, info, refresh_report(net, policy)
+
+
+def _trainer(net, policy, cfg, loaders, device, precision, channels_last, console, verbose):
+    optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
+                                epochs=cfg.train.epochs)
+    trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
+                      precision=precision, channels_last=channels_last,
+                      label_smoothing=cfg.optim.label_smoothing, console=console,
+                      progress=verbose, optim_cfg=cfg.optim)
+    return trainer, loaders
+
+
+def _cached_feature_trainer(base, info, policy, cfg, loaders, device, precision, console):
+    """Linear probe on cached features: the backbone runs once per split, the head trains."""
+    from .features import extract_features, feature_loader
+    from .stages import Stage
+
+    memory = torch.channels_last if cfg.train.channels_last and _is_cnn(base) \
+        else torch.contiguous_format
+    t0 = time.perf_counter()
+    cache = {split: extract_features(base, info.classifier, loader, device, memory)
+             for split, loader in loaders.items() if split != "test"}
+    console.print(f"cached features of {sum(len(t) for _, t in cache.values())} images in "
+                  f"{time.perf_counter() - t0:.1f} s (no augmentation: features are fixed)")
+    fit_loaders = {split: feature_loader(f, t, batch_size=cfg.data.batch_size,
+                                         training=split == "train", seed=cfg.train.seed)
+                   for split, (f, t) in cache.items()}
+    head = base.get_submodule(info.classifier)
+    head_stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (info.classifier,))
+    head_policy = PolicyReport("linear_probe (cached features)", policy.bn_mode, (head_stage,), ())
+    optimizer = build_optimizer(build_param_groups(head, cfg.optim, [head_stage]), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(fit_loaders["train"]),
+                                epochs=cfg.train.epochs)
+    trainer = Trainer(head, optimizer=optimizer, scheduler=scheduler, policy=head_policy,
+                      device=device, precision=precision,
+                      label_smoothing=cfg.optim.label_smoothing, console=console,
+                      optim_cfg=cfg.optim)
+    return trainer, fit_loaders
+
+
+def _best_saver(run_dir: Path, base: nn.Module, cfg: FinetuneConfig, info: BackboneInfo):
+    """How the best epoch is kept: the whole base model, or (peft) the adapter and head."""
+    metadata = {"architecture": info.architecture}
+    if cfg.adapter.peft != "none":
+        from .adapters import save_adapter
+
+        return lambda model, epoch: save_adapter(model, run_dir)
+    return lambda model, epoch: save_weights(run_dir, base, {**metadata, "epoch": str(epoch)})
+
+
+def _restore_best(net, base, cfg, run_dir: Path, device, loaders):
+    """Load the best epoch into the base model; merge adapters into it (peft) and write the
+    merged ``model.safetensors``. Returns (base model, max |merged - unmerged| logit or None)."""
+    from safetensors.torch import load_model
+
+    if cfg.adapter.peft == "none":
+        load_model(base, str(run_dir / WEIGHTS_NAME), device=str(device))
+        return base, None
+    from .adapters import load_adapter, merge_adapter
+
+    load_adapter(net, run_dir)
+    images = next(iter(loaders.get("val") or loaders["train"]))[0][:8].to(device)
+    net.eval()
+    with torch.inference_mode():
+        unmerged = net(images).float()
+        merged_model = merge_adapter(net)
+        diff = float((merged_model(images).float() - unmerged).abs().max())
+    save_weights(run_dir, merged_model, {"architecture": str(cfg.backbone.name),
+                                         "merged_adapter": cfg.adapter.peft})
+    return merged_model, diff
 
 
 def _console(verbose: bool):
@@ -225,82 +376,3 @@ def _resolve_model(model, cfg: FinetuneConfig) -> tuple[nn.Module, BackboneInfo]
     return model, describe_module(model)
 
 
-def _scan_data(dataset, cfg: FinetuneConfig, console) -> DataInfo:
-    """Classes and splits of a folder (every image checked) or of a torch Dataset."""
-    if isinstance(dataset, (str, os.PathLike)):
-        data = scan_folder(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
-                           strict=cfg.data.strict, progress=console.is_terminal)
-        counts = data.counts()
-        console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
-                      + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
-                      + (f"; [yellow]{len(data.skipped)} unreadable files skipped[/]"
-                         if data.skipped else ""))
-        return data
-    if not isinstance(dataset, torch.utils.data.Dataset):
-        raise TypeError("dataset must be a folder path or a torch Dataset, "
-                        f"got {type(dataset).__name__}")
-    if len(dataset) == 0:
-        raise DataError(f"{type(dataset).__name__} is empty; a dataset needs labelled images")
-    labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = [int(dataset[i][1]) for i in range(len(dataset))]
-    labels = [int(y) for y in labels]
-    classes = tuple(getattr(dataset, "classes", None) or
-                    [str(i) for i in range(max(labels) + 1)])
-    bad = sorted({y for y in labels if not 0 <= y < len(classes)})
-    if bad:
-        raise DataError(f"{type(dataset).__name__}: labels {bad[:5]} are outside 0..{len(classes) - 1}"
-                        f" ({len(classes)} classes: {', '.join(classes[:5])}...)")
-    if len(set(labels)) < 2:
-        raise DataError(f"{type(dataset).__name__}: all images have label {labels[0]}; a "
-                        "classifier needs at least two classes")
-    train_idx, val_idx = stratified_split(list(enumerate(labels)), cfg.data.val_split,
-                                           cfg.train.seed)
-    data = DataInfo(root=f"<{type(dataset).__name__}>", layout="dataset", classes=classes,
-                    train=tuple(train_idx), val=tuple(val_idx))
-    console.print(f"[bold]data[/] {data.root}: {len(classes)} classes; train {len(train_idx)}; "
-                  f"val {len(val_idx)}")
-    return data
-
-
-def _build_datasets(dataset, data: DataInfo, cfg: FinetuneConfig, info: BackboneInfo):
-    """(train, val, test or None) datasets with the backbone's preprocessing."""
-    train_tf = build_transform(info, cfg.data, training=True)
-    eval_tf = build_transform(info, cfg.data, training=False)
-    if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
-        return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
-                _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
-    make = lambda samples, tf: ImageFileDataset(samples, tf, strict=cfg.data.strict)  # noqa: E731
-    return (make(data.train, train_tf), make(data.val, eval_tf),
-            make(data.test, eval_tf) if data.test else None)
-
-
-class _IndexedDataset(torch.utils.data.Dataset):
-    """A subset of a user's dataset with our transform applied to PIL images."""
-
-    def __init__(self, dataset, indices: list[int], transform):
-        self.dataset, self.indices, self.transform = dataset, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        image, label = self.dataset[self.indices[i]]
-        if not isinstance(image, torch.Tensor):
-            image = self.transform(to_rgb(image))
-        return image, int(label)
-
-
-def _walk_images(inputs: Sequence[str | os.PathLike]):
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-                dirnames.sort()
-                for f in sorted(filenames):
-                    if f.lower().endswith(IMG_EXTENSIONS):
-                        yield Path(dirpath) / f
-        elif path.is_file():
-            yield path
-        else:
-            raise FileNotFoundError(f"image or folder not found: {path}")

@@ -36,14 +36,51 @@ def _quiet_warnings() -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
 
 
+# Flags shared by `run` and `inspect`: the freezing policy, adapters and LR layout.
+POLICY_FLAGS = dict(
+    freeze_until=typer.Option(None, help="First module that trains (layer3, blocks.4, stages.2); earlier ones are frozen."),
+    freeze_stages=typer.Option(None, help="Freeze the first N stages ('finetune inspect' lists them)."),
+    linear_probe=typer.Option(False, "--linear-probe", help="Freeze everything but the head."),
+    train_only=typer.Option(None, help="Regex over parameter names: only these (and the head) train."),
+    freeze=typer.Option(None, help="Regex over parameter names: freeze these too."),
+    full=typer.Option(False, "--full", help="Train every parameter."),
+    bn=typer.Option(None, help="BatchNorm: frozen (frozen layers keep statistics; default), eval-all, train."),
+    unfreeze_every=typer.Option(None, help="Gradual unfreezing: thaw one more stage every N epochs."),
+    unfreeze_at=typer.Option(None, help="Gradual unfreezing: thaw one more stage at these epochs, e.g. 3,6."),
+    layer_decay=typer.Option(None, help="Layer-wise LR decay per stage from the head down, e.g. 0.75."),
+    head_lr_scale=typer.Option(None, help="LR multiplier for the head, e.g. 10."),
+    peft=typer.Option(None, help="Adapter: none, lora, loha, lokr or ia3 (via peft)."),
+    lora_r=typer.Option(None, help="Adapter rank (default 8)."),
+    lora_alpha=typer.Option(None, help="Adapter alpha (default 16)."),
+    lora_dropout=typer.Option(None, help="Adapter dropout (default 0)."),
+    lora_targets=typer.Option(None, help="Regex over module names to adapt (default: per model family)."),
+)
+
+
 @app.command()
 def run(
     backbone: Optional[str] = typer.Option(None, help="timm name, hf-hub:ID or tv:NAME (torchvision); default tf_efficientnet_lite0."),
     data: Optional[Path] = typer.Option(None, help="Image folder: DIR/<class>/* or DIR/train|val|test/<class>/*."),
-    freeze_until: Optional[str] = typer.Option(None, help="First module that trains (layer3, blocks.4, stages.2); earlier ones are frozen."),
     weights: Optional[Path] = typer.Option(None, help="Pretrained weight file (.safetensors, .pth/.pt/.bin read without pickle)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Train from random init on purpose."),
     recipe: Optional[str] = typer.Option(None, help="Recipe YAML file or name in recipes/; flags override it."),
+    freeze_until: Optional[str] = POLICY_FLAGS["freeze_until"],
+    freeze_stages: Optional[int] = POLICY_FLAGS["freeze_stages"],
+    linear_probe: bool = POLICY_FLAGS["linear_probe"],
+    train_only: Optional[str] = POLICY_FLAGS["train_only"],
+    freeze: Optional[str] = POLICY_FLAGS["freeze"],
+    full: bool = POLICY_FLAGS["full"],
+    bn: Optional[str] = POLICY_FLAGS["bn"],
+    unfreeze_every: Optional[int] = POLICY_FLAGS["unfreeze_every"],
+    unfreeze_at: Optional[str] = POLICY_FLAGS["unfreeze_at"],
+    layer_decay: Optional[float] = POLICY_FLAGS["layer_decay"],
+    head_lr_scale: Optional[float] = POLICY_FLAGS["head_lr_scale"],
+    peft: Optional[str] = POLICY_FLAGS["peft"],
+    lora_r: Optional[int] = POLICY_FLAGS["lora_r"],
+    lora_alpha: Optional[float] = POLICY_FLAGS["lora_alpha"],
+    lora_dropout: Optional[float] = POLICY_FLAGS["lora_dropout"],
+    lora_targets: Optional[str] = POLICY_FLAGS["lora_targets"],
+    cache_features: bool = typer.Option(False, "--cache-features", help="With --linear-probe: compute features once, train the head on them (no augmentation)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default 10)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch (default 32)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate after warmup (default 1e-3)."),
@@ -57,6 +94,8 @@ def run(
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: chosen from the cores)."),
     output: Optional[Path] = typer.Option(None, help="Run directory (default runs/<backbone>-<timestamp>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --output."),
+    resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last finished epoch (its own config; --epochs may change)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stages, what trains, LRs) and exit."),
     device: Optional[str] = typer.Option(None, help="auto (default), cpu or cuda."),
     precision: Optional[str] = typer.Option(None, help="auto (default), fp32, bf16 or fp16."),
     seed: Optional[int] = typer.Option(None, help="Random seed for init, split and data order (default 0)."),
@@ -64,31 +103,79 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ):
     """Fine-tune a backbone on an image folder and write a run directory."""
+    flags = _given(locals(), exclude={"data", "weights", "output", "recipe", "resume",
+                                      "dry_run", "debug", "no_pretrained", "backbone"})
     _quiet_warnings()
     try:
         from .config import FinetuneConfig
 
-        cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-        flags: dict[str, Any] = dict(
-            name=backbone, path=str(data) if data else None, freeze_until=freeze_until,
-            weights=str(weights) if weights else None, epochs=epochs, batch_size=batch_size,
-            lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing, head_dropout=head_dropout, img_size=img_size,
-            val_split=val_split, num_workers=num_workers,
-            output=str(output) if output else None, device=device, precision=precision,
-            seed=seed)
-        flags.update({k: True for k, v in (("overwrite", overwrite), ("strict", strict)) if v})
+        flags.update({k: str(v) for k, v in (("path", data), ("weights", weights),
+                                             ("output", output)) if v is not None})
+        if backbone is not None:
+            flags["name"] = backbone
         if no_pretrained:
             flags["pretrained"] = False
-        cfg = cfg.with_overrides(**{k: v for k, v in flags.items() if v is not None})
+        from .api import adapt
+
+        if resume is not None:
+            adapt(resume=resume, **flags)
+            return
+        cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
+        cfg = cfg.with_overrides(**flags)
         if cfg.data.path is None:
             raise ValueError("--data is required (or set data.path in the recipe); "
                              "try 'finetune demo' for a built-in example")
-        from .api import adapt
-
-        adapt(cfg.backbone.name, cfg.data.path, cfg, recipe=recipe)
+        adapt(cfg.backbone.name, cfg.data.path, cfg, recipe=recipe, dry_run=dry_run)
     except USER_ERRORS as e:
         _fail(e, debug)
+
+
+@app.command()
+def inspect(
+    backbone: str = typer.Option(..., help="timm name, hf-hub:ID or tv:NAME."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (fixed-size models)."),
+    freeze_until: Optional[str] = POLICY_FLAGS["freeze_until"],
+    freeze_stages: Optional[int] = POLICY_FLAGS["freeze_stages"],
+    linear_probe: bool = POLICY_FLAGS["linear_probe"],
+    train_only: Optional[str] = POLICY_FLAGS["train_only"],
+    freeze: Optional[str] = POLICY_FLAGS["freeze"],
+    full: bool = POLICY_FLAGS["full"],
+    bn: Optional[str] = POLICY_FLAGS["bn"],
+    layer_decay: Optional[float] = POLICY_FLAGS["layer_decay"],
+    head_lr_scale: Optional[float] = POLICY_FLAGS["head_lr_scale"],
+    peft: Optional[str] = POLICY_FLAGS["peft"],
+    lora_r: Optional[int] = POLICY_FLAGS["lora_r"],
+    lora_targets: Optional[str] = POLICY_FLAGS["lora_targets"],
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Show a backbone's stages, parameter counts and the plan a policy makes (random weights,
+    nothing downloaded)."""
+    flags = _given(locals(), exclude={"backbone", "debug"})
+    _quiet_warnings()
+    try:
+        from .api import inspect as inspect_model
+
+        model, report = inspect_model(backbone, **flags)
+        from rich.console import Console
+
+        from .adapters import default_targets
+        from .heads import classifier_name
+
+        console = Console(highlight=False)
+        if peft is None:
+            targets = default_targets(model, classifier_name(model))
+            console.print(f"--peft lora would adapt {len(targets)} modules by default, e.g. "
+                          f"{', '.join(targets[:4])}{', ...' if len(targets) > 4 else ''}")
+        console.print("--freeze-until takes any module that runs in forward, e.g. "
+                      + ", ".join(s.modules[0] for s in report.stages[1:-1][:3]))
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
+def _given(values: dict, *, exclude: set[str]) -> dict:
+    """CLI values the user set: None and False mean 'not given' (recipe or default applies)."""
+    return {k: v for k, v in values.items()
+            if k not in exclude and v is not None and v is not False}
 
 
 @app.command()

@@ -21,13 +21,18 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
+if TYPE_CHECKING:
+    from .backbones import BackboneInfo
+    from .config import FinetuneConfig
+
 __all__ = ["IMG_EXTENSIONS", "DataInfo", "scan_folder", "load_image", "ImageFileDataset",
-           "DataError"]
+           "DataError", "scan_data", "build_datasets", "build_loader", "walk_images",
+           "stratified_split"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "val", "test")
@@ -258,3 +263,92 @@ def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int =
         num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
         drop_last=training and len(dataset) > batch_size,
     )
+
+
+def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
+    """Classes and splits of a folder (every image checked) or of a torch Dataset."""
+    if isinstance(dataset, (str, os.PathLike)):
+        data = scan_folder(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
+                           strict=cfg.data.strict, progress=console.is_terminal)
+        counts = data.counts()
+        console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
+                      + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
+                      + (f"; [yellow]{len(data.skipped)} unreadable files skipped[/]"
+                         if data.skipped else ""))
+        return data
+    import torch
+
+    if not isinstance(dataset, torch.utils.data.Dataset):
+        raise TypeError("dataset must be a folder path or a torch Dataset, "
+                        f"got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise DataError(f"{type(dataset).__name__} is empty; a dataset needs labelled images")
+    labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    labels = [int(y) for y in labels]
+    classes = tuple(getattr(dataset, "classes", None) or
+                    [str(i) for i in range(max(labels) + 1)])
+    bad = sorted({y for y in labels if not 0 <= y < len(classes)})
+    if bad:
+        raise DataError(f"{type(dataset).__name__}: labels {bad[:5]} are outside 0..{len(classes) - 1}"
+                        f" ({len(classes)} classes: {', '.join(classes[:5])}...)")
+    if len(set(labels)) < 2:
+        raise DataError(f"{type(dataset).__name__}: all images have label {labels[0]}; a "
+                        "classifier needs at least two classes")
+    train_idx, val_idx = stratified_split(list(enumerate(labels)), cfg.data.val_split,
+                                           cfg.train.seed)
+    data = DataInfo(root=f"<{type(dataset).__name__}>", layout="dataset", classes=classes,
+                    train=tuple(train_idx), val=tuple(val_idx))
+    console.print(f"[bold]data[/] {data.root}: {len(classes)} classes; train {len(train_idx)}; "
+                  f"val {len(val_idx)}")
+    return data
+
+
+def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "BackboneInfo", *,
+                   train_augment: bool = True):
+    """(train, val, test or None) datasets with the backbone's preprocessing; training images
+    get the evaluation transform when ``train_augment`` is False (cached features)."""
+    from .augment import build_transform
+
+    train_tf = build_transform(info, cfg.data, training=train_augment)
+    eval_tf = build_transform(info, cfg.data, training=False)
+    if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
+        return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
+                _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
+    make = lambda samples, tf: ImageFileDataset(samples, tf, strict=cfg.data.strict)  # noqa: E731
+    return (make(data.train, train_tf), make(data.val, eval_tf),
+            make(data.test, eval_tf) if data.test else None)
+
+
+class _IndexedDataset:
+    """A subset of a user's dataset with our transform applied to PIL images."""
+
+    def __init__(self, dataset, indices: list[int], transform):
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        image, label = self.dataset[self.indices[i]]
+        if not isinstance(image, torch.Tensor):
+            image = self.transform(to_rgb(image))
+        return image, int(label)
+
+
+def walk_images(inputs: Sequence[str | os.PathLike]):
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+                dirnames.sort()
+                for f in sorted(filenames):
+                    if f.lower().endswith(IMG_EXTENSIONS):
+                        yield Path(dirpath) / f
+        elif path.is_file():
+            yield path
+        else:
+            raise FileNotFoundError(f"image or folder not found: {path}")

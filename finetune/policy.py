@@ -1,14 +1,22 @@
-"""Freezing policy: which parameters train, which BatchNorm layers keep their statistics.
+"""Freezing policy: which parameters train, which BatchNorm layers keep their statistics, and
+when frozen stages thaw.
 
-``--freeze-until NAME``: NAME is the first module that trains. Every parameter of a module that
-runs before NAME in the forward pass is frozen (``requires_grad=False``); parameters held directly
-by an ancestor of NAME (a ViT's ``cls_token``/``pos_embed``) count as part of the stem. The
-classifier always trains. BatchNorm layers whose parameters are all frozen are held in eval mode so
-their running statistics stay exactly as pretrained (``bn="frozen"``, the default); ``bn="train"``
-lets them update.
+What to freeze (one selector, plus an optional ``freeze`` regex; the head always trains):
 
-Forward order is observed, not guessed: one forward pass of a 1-image dummy batch with
-pre-hooks records the order in which modules first run.
+- ``freeze_until NAME``: NAME is the first module that trains. Every parameter of a module that
+  runs before NAME in the forward pass is frozen; parameters held directly by an ancestor of
+  NAME (a ViT's ``cls_token``/``pos_embed``) count as stem. Forward order is observed with
+  pre-hooks on one forward pass of a 1-image dummy batch, not guessed from registration order.
+- ``freeze_stages N``: the first N stages (``stages.model_stages``) are frozen.
+- ``linear_probe``: everything but the head is frozen.
+- ``train_only REGEX``: only matching parameters (and the head) train.
+- ``full``: nothing is frozen.
+
+BatchNorm: ``frozen`` holds frozen layers' BatchNorm in eval mode so their running statistics stay
+bit-identical; ``eval-all`` holds every BatchNorm layer in eval mode (small batches); ``train``
+lets all of them update. Gradual unfreezing (``unfreeze_every`` / ``unfreeze_at``) thaws the
+frozen stages one at a time from the top; which stages are thawed is a function of the epoch
+alone, so a resumed run continues the same schedule.
 
 Example:
     >>> report = apply_policy(model, PolicyConfig(freeze_until="layer3"), info)  # doctest: +SKIP
@@ -17,7 +25,8 @@ Example:
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -26,49 +35,61 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .backbones import BackboneInfo
 from .config import PolicyConfig
+from .stages import Stage, model_stages
 
-__all__ = ["PolicyReport", "StageRow", "apply_policy", "set_train_mode", "forward_order",
-           "stage_names"]
-
-
-@dataclass(frozen=True)
-class StageRow:
-    name: str
-    trainable: int  # parameter count (elements)
-    frozen: int
+__all__ = ["PolicyReport", "apply_policy", "set_train_mode", "forward_order", "thaw_for_epoch",
+           "refresh_report", "plan_table"]
 
 
 @dataclass(frozen=True)
 class PolicyReport:
-    freeze_until: Optional[str]
+    description: str                    # "freeze_until=layer3", "linear_probe", ...
     bn_mode: str
-    stages: tuple[StageRow, ...]
-    frozen_bn: tuple[str, ...]  # BatchNorm modules held in eval mode while training
+    stages: tuple[Stage, ...]
+    frozen_bn: tuple[str, ...]          # BatchNorm modules held in eval mode while training
+    thaw_order: tuple[str, ...] = ()    # stages that gradual unfreezing thaws, first to last
+    thaw_epochs: tuple[int, ...] = ()   # 1-based epochs at whose start one more stage thaws
+    order: dict = field(default_factory=dict, compare=False, repr=False)
 
-    @property
-    def trainable(self) -> int:
-        return sum(r.trainable for r in self.stages)
+    def counts(self, model: nn.Module) -> tuple[int, int]:
+        """(trainable, total) parameter counts (elements)."""
+        params = list(model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
-    @property
-    def total(self) -> int:
-        return sum(r.trainable + r.frozen for r in self.stages)
+    def summary(self, model: nn.Module) -> str:
+        """One line in the style of peft's ``print_trainable_parameters``."""
+        trainable, total = self.counts(model)
+        return (f"trainable params: {trainable:,} || all params: {total:,} || "
+                f"trainable%: {100.0 * trainable / max(total, 1):.4f}")
 
-    def summary(self) -> str:
-        pct = 100.0 * self.trainable / max(self.total, 1)
-        return (f"trainable params: {self.trainable:,} || all params: {self.total:,} || "
-                f"trainable%: {pct:.2f} || frozen BatchNorm layers (eval mode): {len(self.frozen_bn)}")
 
-    def table(self):
-        from rich.table import Table
+def plan_table(model: nn.Module, report: PolicyReport, optim=None):
+    """The freezing plan as a rich table: per stage its modules, parameter count, what trains,
+    and the peak LR its parameters get (from ``optim``, an ``OptimConfig``). ``finetune
+    inspect``, ``--dry-run`` and the start of every run print this same table."""
+    from rich.table import Table
 
-        table = Table(title=f"Freezing plan (freeze_until={self.freeze_until}, bn={self.bn_mode})")
-        for col in ("stage", "trainable", "frozen", "state"):
-            table.add_column(col, justify="left" if col in ("stage", "state") else "right")
-        for r in self.stages:
-            state = "train" if not r.frozen else ("frozen" if not r.trainable else "partial")
-            table.add_row(r.name, f"{r.trainable:,}", f"{r.frozen:,}", state)
-        table.caption = self.summary()
-        return table
+    from .optim import stage_lr_scales
+
+    named = dict(model.named_parameters())
+    scales = stage_lr_scales(report.stages, optim) if optim is not None else {}
+    thaw = dict(zip(report.thaw_order, report.thaw_epochs))
+    table = Table(title=f"Plan: {report.description}, BatchNorm {report.bn_mode} "
+                        f"({len(report.frozen_bn)} held in eval mode)")
+    for col in ("stage", "modules", "params", "trainable", "state", "peak lr"):
+        table.add_column(col, justify="right" if col in ("params", "trainable", "peak lr")
+                         else "left")
+    for stage in report.stages:
+        total = sum(named[p].numel() for p in stage.params)
+        trainable = sum(named[p].numel() for p in stage.params if named[p].requires_grad)
+        state = "train" if trainable == total else "frozen" if trainable == 0 else "partial"
+        if stage.name in thaw and state != "train":
+            state += f", thaws at epoch {thaw[stage.name]}"
+        mods = ", ".join(stage.modules[:4]) + (", ..." if len(stage.modules) > 4 else "")
+        lr = f"{optim.lr * scales[stage.name]:.3g}" if optim is not None else ""
+        table.add_row(stage.name, mods, f"{total:,}", f"{trainable:,}", state, lr)
+    table.caption = report.summary(model)
+    return table
 
 
 def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, int]:
@@ -93,42 +114,126 @@ def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, in
     return order
 
 
-def stage_names(model: nn.Module, order: dict[str, int]) -> list[str]:
-    """Top-level children that hold parameters, in forward order."""
-    names = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
-    return sorted(names, key=lambda n: order.get(n, len(order)))
+def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo, *,
+                 epochs: Optional[int] = None) -> PolicyReport:
+    """Set ``requires_grad`` and the BatchNorm plan from ``cfg``; return the report.
 
-
-def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo) -> PolicyReport:
-    """Set ``requires_grad`` and the BatchNorm plan from ``cfg``; return the printed report.
+    Args:
+        epochs: run length, to resolve ``unfreeze_every`` into epochs.
 
     Raises:
-        ValueError: ``freeze_until`` names no module that runs in the forward pass; the message
-            lists the valid top-level stage names.
+        ValueError: a module name, stage count or regex that matches nothing; the message lists
+            the valid choices.
     """
     order = forward_order(model, info.input_size)
-    stages = stage_names(model, order)
-    target = cfg.freeze_until
-    frozen_names: set[str] = set()
-    if target is not None:
-        if target not in order:
-            raise ValueError(_unknown_module(target, model, stages))
-        frozen_names = _params_before(model, order, target)
+    stages = tuple(model_stages(model, order))
+    head = set(stages[-1].params)
+    names = [n for n, _ in model.named_parameters()]
+    frozen, description = _select_frozen(model, cfg, stages, order, names)
+    if cfg.freeze is not None:
+        matched = _regex_params(cfg.freeze, names, "--freeze") - head
+        frozen |= matched
+        description += f", freeze=/{cfg.freeze}/"
+    frozen -= head
     for name, p in model.named_parameters():
-        p.requires_grad_(name not in frozen_names or _in(name, info.classifier))
-    frozen_bn = ()
-    if cfg.bn == "frozen":
-        limit = order[target] if target is not None else -1
-        frozen_bn = tuple(n for n, m in model.named_modules() if isinstance(m, _BatchNorm)
-                          and _is_frozen(m, order.get(n, limit), limit))
-    return PolicyReport(target, cfg.bn, _stage_rows(model, stages), frozen_bn)
+        p.requires_grad_(name not in frozen)
+    thaw_order = tuple(s.name for s in reversed(stages[:-1]) if set(s.params) & frozen)
+    report = PolicyReport(description, cfg.bn, stages, (), thaw_order,
+                          _thaw_epochs(cfg, epochs, len(thaw_order)), order)
+    return refresh_report(model, report)
 
 
-def _is_frozen(module: nn.Module, position: int, limit: int) -> bool:
-    """A BatchNorm layer is frozen when all its parameters are; one without affine parameters
-    when it runs before the first trained module."""
-    params = list(module.parameters(recurse=False))
-    return all(not p.requires_grad for p in params) if params else position < limit
+def describe_policy(cfg: PolicyConfig) -> str:
+    for key in ("freeze_until", "train_only"):
+        if getattr(cfg, key) is not None:
+            return f"{key}={getattr(cfg, key)}"
+    if cfg.freeze_stages:
+        return f"freeze_stages={cfg.freeze_stages}"
+    return "linear_probe" if cfg.linear_probe else "full"
+
+
+def _select_frozen(model, cfg: PolicyConfig, stages, order, names) -> tuple[set[str], str]:
+    description = describe_policy(cfg)
+    if cfg.freeze_until is not None:
+        if cfg.freeze_until not in order:
+            raise ValueError(_unknown_module(cfg.freeze_until, model, stages))
+        return _params_before(model, order, cfg.freeze_until), description
+    if cfg.freeze_stages:
+        body = stages[:-1]
+        if cfg.freeze_stages > len(body):
+            raise ValueError(f"--freeze-stages {cfg.freeze_stages}: the model has {len(body)} "
+                             f"stages before the head ({', '.join(s.name for s in body)}); "
+                             f"use 1-{len(body)}, or --linear-probe")
+        return {p for s in body[:cfg.freeze_stages] for p in s.params}, description
+    if cfg.linear_probe:
+        return {p for s in stages[:-1] for p in s.params}, description
+    if cfg.train_only is not None:
+        return set(names) - _regex_params(cfg.train_only, names, "--train-only"), description
+    return set(), description
+
+
+def _regex_params(pattern: str, names: list[str], option: str) -> set[str]:
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{option} '{pattern}': not a valid regular expression ({e})") from None
+    matched = {n for n in names if rx.search(n)}
+    if not matched:
+        examples = ", ".join(names[:: max(1, len(names) // 6)][:6])
+        raise ValueError(f"{option} '{pattern}' matches no parameter name (names look like: "
+                         f"{examples})")
+    return matched
+
+
+def _thaw_epochs(cfg: PolicyConfig, epochs: Optional[int], n_frozen: int) -> tuple[int, ...]:
+    if cfg.unfreeze_at:
+        return tuple(sorted(cfg.unfreeze_at))[:n_frozen]
+    if cfg.unfreeze_every and epochs:
+        every = cfg.unfreeze_every
+        return tuple(e for e in range(every + 1, epochs + 1, every))[:n_frozen]
+    return ()
+
+
+def thaw_for_epoch(model: nn.Module, report: PolicyReport, epoch: int
+                   ) -> list[tuple[str, list[str]]]:
+    """Thaw the stages scheduled to be trainable at the start of 1-based ``epoch``.
+
+    Returns ``(stage, parameter names)`` for each stage that thawed now, in thaw order (empty if
+    none). The thawed set depends on ``epoch`` alone, so a resumed run restores the schedule.
+    """
+    due = sum(1 for e in report.thaw_epochs if e <= epoch)
+    stages = {s.name: s for s in report.stages}
+    named = dict(model.named_parameters())
+    thawed = []
+    for stage_name in report.thaw_order[:due]:
+        newly = [p for p in stages[stage_name].params if not named[p].requires_grad]
+        for p in newly:
+            named[p].requires_grad_(True)
+        if newly:
+            thawed.append((stage_name, newly))
+    return thawed
+
+
+def refresh_report(model: nn.Module, report: PolicyReport) -> PolicyReport:
+    """The report with its frozen BatchNorm list recomputed from the current ``requires_grad``."""
+    if report.bn_mode == "train":
+        return replace(report, frozen_bn=())
+    bns = [(n, m) for n, m in model.named_modules() if isinstance(m, _BatchNorm)]
+    if report.bn_mode == "eval-all":
+        return replace(report, frozen_bn=tuple(n for n, _ in bns))
+    # a BatchNorm without affine parameters is frozen when it runs before the first module
+    # that trains
+    owners = [report.order.get(n) for n, m in model.named_modules()
+              if any(p.requires_grad for p in m.parameters(recurse=False))]
+    first_trained = min((o for o in owners if o is not None), default=-1)
+    frozen = []
+    for name, module in bns:
+        params = list(module.parameters(recurse=False))
+        if params and all(not p.requires_grad for p in params):
+            frozen.append(name)
+        elif not params and report.order.get(name, first_trained) < first_trained:
+            frozen.append(name)
+    return replace(report, frozen_bn=tuple(frozen))
 
 
 def set_train_mode(model: nn.Module, report: PolicyReport) -> nn.Module:
@@ -161,32 +266,13 @@ def _in(name: str, prefix: str) -> bool:
     return prefix == "" or name == prefix or name.startswith(prefix + ".")
 
 
-def _stage_rows(model: nn.Module, stages: list[str]) -> tuple[StageRow, ...]:
-    rows = []
-    for stage in stages:
-        params = list(model.get_submodule(stage).parameters())
-        rows.append(StageRow(stage, sum(p.numel() for p in params if p.requires_grad),
-                             sum(p.numel() for p in params if not p.requires_grad)))
-    own = list(model.parameters(recurse=False))
-    if own:  # parameters held by the root itself (cls_token, pos_embed)
-        rows.insert(0, StageRow("(root: " + ", ".join(n for n, _ in model.named_parameters(
-            recurse=False)) + ")", sum(p.numel() for p in own if p.requires_grad),
-            sum(p.numel() for p in own if not p.requires_grad)))
-    return tuple(rows)
-
-
-def _unknown_module(name: str, model: nn.Module, stages: list[str]) -> str:
+def _unknown_module(name: str, model: nn.Module, stages) -> str:
     all_names = [n for n, _ in model.named_modules() if n]
     close = difflib.get_close_matches(name, all_names, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    top = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
+    numbered = next((m for s in stages for m in s.modules if "." in m), None)
+    example = f" such as '{numbered}'" if numbered else ""
     return (f"--freeze-until: no module named '{name}' runs in this model's forward pass.{hint} "
-            f"Valid stage names: {', '.join(stages)} (or a submodule such as "
-            f"'{_example_sub(model, stages)}')")
-
-
-def _example_sub(model: nn.Module, stages: list[str]) -> str:
-    with_children = [s for s in stages if any(True for _ in model.get_submodule(s).children())]
-    if not with_children:
-        return stages[0] if stages else ""
-    stage = with_children[len(with_children) // 2]
-    return f"{stage}.{next(n for n, _ in model.get_submodule(stage).named_children())}"
+            f"Valid stage names: {', '.join(top)} (or any submodule{example}; "
+            "'finetune inspect --backbone NAME' lists them)")

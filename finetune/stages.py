@@ -42,17 +42,13 @@ def model_stages(model: nn.Module, order: dict[str, int] | None = None) -> list[
     groups = _timm_groups(model) if hasattr(model, "group_matcher") else None
     if groups is None:
         groups = _child_groups(model, order or {})
-    stages = [_stage(params, i, len(groups), model) for i, params in enumerate(groups)]
-    # the classifier must form (or end) the last stage so "freeze N stages" never freezes it
+    # the classifier forms the last stage, so "freeze N stages" can never freeze it
     head_params = {n for n, _ in model.named_parameters() if _under(n, head)}
-    body = [Stage(s.name, tuple(p for p in s.params if p not in head_params), s.modules)
-            for s in stages]
-    body = [s for s in body if s.params]
-    if body and body[-1].name == "head":
-        last = body.pop()
-        head_params |= set(last.params)
+    groups = [[p for p in g if p not in head_params] for g in groups]
+    groups = [g for g in groups if g]
+    stages = [_stage(params, i, len(groups) + 1, model) for i, params in enumerate(groups)]
     ordered = tuple(n for n, _ in model.named_parameters() if n in head_params)
-    return body + [Stage("head", ordered, _modules(ordered))]
+    return stages + [Stage("head", ordered, (head,))]
 
 
 def _timm_groups(model: nn.Module) -> list[list[str]] | None:
@@ -90,10 +86,10 @@ def _param_children(module: nn.Module, prefix: str, order: dict[str, int]):
 
 
 def _expand(name: str, module: nn.Module, total: int, order: dict[str, int], force: bool):
-    """A container holding most of the model (torchvision ViT's ``encoder``) is split into its
-    children, recursively, so that it does not form one giant stage."""
+    """A container holding nearly all of the model (> 80 %, torchvision ViT's ``encoder``) is
+    split into its children, recursively, so that it does not form one giant stage."""
     children = _param_children(module, name + ".", order)
-    big = sum(p.numel() for p in module.parameters()) > total / 2
+    big = sum(p.numel() for p in module.parameters()) > 0.8 * total
     if len(children) >= 2 and (big or force):
         return [e for n, m in children for e in _expand(n, m, total, order, force=False)]
     return [(name, module)]
@@ -101,8 +97,9 @@ def _expand(name: str, module: nn.Module, total: int, order: dict[str, int], for
 
 def _stage(params: list[str], index: int, count: int, model: nn.Module) -> Stage:
     modules = _modules(params)
-    if len(modules) == 1:
-        name = _owner(model, params)
+    owner = _owner(model, params)
+    if owner:
+        name, modules = owner, (owner,)
     elif index == 0:
         name = "stem"
     elif len(modules) <= 3:
@@ -113,17 +110,25 @@ def _stage(params: list[str], index: int, count: int, model: nn.Module) -> Stage
 
 
 def _owner(model: nn.Module, params: list[str]) -> str:
-    """The outermost module whose parameters are exactly ``params`` (``layer1``, not
-    ``layer1.0``, when layer1 has a single block)."""
+    """The outermost module whose parameters are exactly ``params`` (``layer1``, also when it
+    has a single block); '' when no module holds exactly them."""
     wanted = set(params)
+    if len(wanted) == 1 and "." not in params[0]:
+        return params[0]  # a root parameter such as cls_token
+
+    def exact(name: str) -> bool:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            return False
+        return {f"{name}.{n}" for n, _ in module.named_parameters()} == wanted
+
     name = _common_prefix(tuple(p.rsplit(".", 1)[0] for p in params))
-    while "." in name:
-        parent = name.rsplit(".", 1)[0]
-        found = {f"{parent}.{n}" for n, _ in model.get_submodule(parent).named_parameters()}
-        if found != wanted:
-            break
-        name = parent
-    return name or params[0]
+    if not name or not exact(name):
+        return ""
+    while "." in name and exact(name.rsplit(".", 1)[0]):
+        name = name.rsplit(".", 1)[0]
+    return name
 
 
 def _modules(params) -> tuple[str, ...]:

@@ -16,17 +16,21 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from .checkpoint import append_metrics, save_weights
-from .policy import PolicyReport, set_train_mode
+from .checkpoint import append_metrics, atomic_path
+from .config import OptimConfig
+from .optim import add_param_groups, build_param_groups
+from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 
 __all__ = ["Trainer", "FitHistory", "resolve_device", "resolve_precision", "cpu_has_native_bf16"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LAST_WEIGHTS = "last.safetensors"
+STATE_NAME = "trainer_state.pt"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -79,7 +83,8 @@ class Trainer:
     def __init__(self, model: nn.Module, *, optimizer: torch.optim.Optimizer, scheduler,
                  policy: PolicyReport, device: torch.device = torch.device("cpu"),
                  precision: str = "fp32", channels_last: bool = False,
-                 label_smoothing: float = 0.0, console=None, progress: bool = True):
+                 label_smoothing: float = 0.0, console=None, progress: bool = True,
+                 optim_cfg: Optional[OptimConfig] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -92,6 +97,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.console = console
         self.progress = progress
+        self.optim_cfg = optim_cfg or OptimConfig()
         self.step = 0
         self.model.to(device=device, memory_format=self.memory_format)
 
@@ -104,13 +110,19 @@ class Trainer:
         images = images.to(self.device, non_blocking=non_blocking, memory_format=self.memory_format)
         return images, targets.to(self.device, non_blocking=non_blocking)
 
-    def fit(self, train_loader, val_loader=None, *, epochs: int, run_dir: Optional[str | Path] = None,
-            weights_metadata: Optional[dict[str, str]] = None) -> FitHistory:
-        """Train ``epochs`` epochs; after each, validate and keep the best weights in ``run_dir``
-        (the last epoch's when there is no ``val_loader``)."""
-        history = FitHistory()
-        start = time.perf_counter()
-        for epoch in range(epochs):
+    def fit(self, train_loader, val_loader=None, *, epochs: int,
+            run_dir: Optional[str | Path] = None, save_best: Optional[Callable] = None,
+            start_epoch: int = 0, history: Optional[FitHistory] = None) -> FitHistory:
+        """Train until ``epochs``; after each epoch validate, call ``save_best(model, epoch)``
+        when validation accuracy improved (every epoch without ``val_loader``), and, with
+        ``run_dir``, append to metrics.jsonl and write the resumable state.
+
+        ``start_epoch``/``history`` continue a resumed run (see ``load_state``).
+        """
+        history = history or FitHistory()
+        start = time.perf_counter() - history.seconds
+        for epoch in range(start_epoch, epochs):
+            self.thaw(epoch + 1)
             t0 = time.perf_counter()
             train_loss, train_acc, seen = self._train_epoch(train_loader, epoch, epochs)
             train_seconds = time.perf_counter() - t0
@@ -120,7 +132,7 @@ class Trainer:
                 val_acc = float((logits.argmax(1) == targets).float().mean())
             record = dict(epoch=epoch + 1, step=self.step, train_loss=train_loss,
                           train_accuracy=train_acc, val_loss=val_loss, val_accuracy=val_acc,
-                          lr=self.optimizer.param_groups[0]["lr"],
+                          lr=max(g["lr"] for g in self.optimizer.param_groups),
                           train_images_per_s=seen / max(train_seconds, 1e-9),
                           epoch_seconds=time.perf_counter() - t0)
             # without validation data the last epoch is the one kept
@@ -128,16 +140,80 @@ class Trainer:
             if improved:
                 history.best_epoch = epoch + 1
                 history.best_val_accuracy = -1.0 if val_acc is None else val_acc
-                if run_dir is not None:
-                    save_weights(run_dir, self.model, {**(weights_metadata or {}),
-                                                       "epoch": str(epoch + 1)})
+                if save_best is not None:
+                    save_best(self.model, epoch + 1)
             record["best"] = improved
             history.epochs.append(record)
+            history.seconds = time.perf_counter() - start
             if run_dir is not None:
                 append_metrics(run_dir, record)
+                self.save_state(run_dir, epoch + 1, history, train_loader)
             self._log_epoch(record, epochs)
-        history.seconds = time.perf_counter() - start
         return history
+
+    def thaw(self, epoch: int) -> None:
+        """Gradual unfreezing: thaw the stages due at the start of 1-based ``epoch`` and give
+        their parameters to the optimizer, one stage at a time in thaw order (so a resumed run
+        rebuilds the same param groups)."""
+        if not self.policy.thaw_epochs:
+            return
+        for stage, params in thaw_for_epoch(self.model, self.policy, epoch):
+            groups = build_param_groups(self.model, self.optim_cfg, self.policy.stages,
+                                        only=set(params))
+            add_param_groups(self.optimizer, self.scheduler, groups, base_lr=self.optim_cfg.lr,
+                             step=self.step)
+            if self.console is not None:
+                self.console.print(f"epoch {epoch}: thawed {stage} "
+                                   f"({sum(p.numel() for g in groups for p in g['params']):,} "
+                                   "params)")
+        self.policy = refresh_report(self.model, self.policy)
+
+    def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader) -> None:
+        """Atomically write what a resumed run needs: the last weights (``last.safetensors``) and
+        ``trainer_state.pt`` (optimizer, scheduler, scaler, RNG and data-order state, history).
+        ``trainer_state.pt`` holds only tensors and plain containers: it loads with
+        ``weights_only=True``."""
+        from safetensors.torch import save_model
+
+        run_dir = Path(run_dir)
+        with atomic_path(run_dir / LAST_WEIGHTS) as tmp:
+            save_model(self.model, tmp, force_contiguous=True)
+        generator = getattr(train_loader, "generator", None)
+        state = dict(epoch=epoch, step=self.step, optimizer=self.optimizer.state_dict(),
+                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
+                     history=dict(epochs=history.epochs, best_epoch=history.best_epoch,
+                                  best_val_accuracy=history.best_val_accuracy,
+                                  seconds=history.seconds),
+                     rng=_rng_state(), loader_rng=generator.get_state() if generator else None)
+        with atomic_path(run_dir / STATE_NAME) as tmp:
+            torch.save(state, tmp)
+
+    def load_state(self, run_dir, train_loader) -> tuple[int, FitHistory]:
+        """Restore a run written by ``save_state``; returns (epochs done, history)."""
+        from safetensors.torch import load_model
+
+        run_dir = Path(run_dir)
+        try:
+            state = torch.load(run_dir / STATE_NAME, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{run_dir / STATE_NAME} not found: the run never finished "
+                                    "an epoch, so there is nothing to resume; start it again")
+        except Exception as e:  # a truncated or foreign file
+            raise ValueError(f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
+                             "the resume state is damaged") from None
+        self.thaw(state["epoch"] + 1)  # param groups as the interrupted run had them next
+        load_model(self.model, str(run_dir / LAST_WEIGHTS), device=str(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = state["step"]
+        _set_rng_state(state["rng"])
+        generator = getattr(train_loader, "generator", None)
+        if generator is not None and state["loader_rng"] is not None:
+            generator.set_state(state["loader_rng"])
+        h = state["history"]
+        return state["epoch"], FitHistory(list(h["epochs"]), h["best_epoch"],
+                                          h["best_val_accuracy"], h["seconds"])
 
     def _train_epoch(self, loader, epoch: int, epochs: int) -> tuple[float, float, int]:
         set_train_mode(self.model, self.policy)
@@ -237,3 +313,24 @@ class _EpochBar:
             rate = seen / max(time.perf_counter() - self.start, 1e-9)
             self.progress.update(self.task, completed=done,
                                  stats=f"loss {loss:.4f} acc {acc:.4f} {rate:.1f} img/s")
+
+
+def _rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), python=list(random.getstate()[1]),
+                python_pos=random.getstate()[2],
+                numpy=torch.from_numpy(np_state[1].astype("int64")), numpy_pos=int(np_state[2]))
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype("uint32"), state["numpy_pos"]))

@@ -25,7 +25,8 @@ def test_adapt_writes_a_complete_run_directory(image_folder, fast_overrides):
     assert ft["metrics"]["val"]["num_samples"] == 2 and ft["metrics"]["best_epoch"] == 1
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1]
-    assert result.classes == ("cat", "dog") and result.policy.trainable < result.policy.total
+    trainable, total = result.policy.counts(result.model)
+    assert result.classes == ("cat", "dog") and 0 < trainable < total
 
 
 def test_timm_local_dir_and_predict_agree(split_folder, fast_overrides):

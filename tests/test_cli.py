@@ -22,7 +22,7 @@ def run_dir(image_folder, tmp_path):
     result = invoke("run", "--backbone", "test_resnet", "--data", image_folder, "--output", out,
                     *FAST)
     assert result.exit_code == 0, result.output
-    assert "run directory" in result.output and "Freezing plan" in result.output
+    assert "run directory" in result.output and "Plan: full" in result.output
     return out
 
 
