@@ -3,7 +3,8 @@ models, the head always trainable and saved.
 
 Default targets per family: ViT/DeiT/Swin (modules named ``*.attn.qkv``) adapt the attention
 qkv/proj and MLP fc1/fc2 linears; CNNs (ResNet, EfficientNet, ConvNeXt...) adapt every pointwise
-(1x1, ungrouped) convolution and linear layer except the classifier. ``lora_targets`` (a regex
+(1x1, ungrouped) convolution and linear layer except the classifier; CNNs whose blocks have no
+pointwise convs (BasicBlock ResNets) adapt their ungrouped 3x3 convs instead. ``lora_targets`` (a regex
 searched in module names) overrides them. peft is imported only when an adapter is asked for
 (it pulls in transformers, ~4 s).
 
@@ -37,10 +38,14 @@ def default_targets(model: nn.Module, head: str) -> list[str]:
     if any(n.endswith("attn.qkv") for n in names):
         rx = re.compile(VIT_TARGETS)
         return [n for n, m in model.named_modules() if rx.search(n) and isinstance(m, nn.Linear)]
-    return [n for n, m in model.named_modules()
-            if not (n == head or n.startswith(head + "."))
-            and (isinstance(m, nn.Linear)
-                 or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1))]
+    body = [(n, m) for n, m in model.named_modules() if not (n == head or n.startswith(head + "."))]
+    convs = [(n, m) for n, m in body if isinstance(m, nn.Conv2d) and m.groups == 1]
+    pointwise = [n for n, m in convs if m.kernel_size == (1, 1)]
+    if sum("downsample" not in n for n in pointwise) < 2:
+        # BasicBlock ResNets (resnet18/34) have no 1x1 convs in their blocks: adapt the 3x3s
+        pointwise = [n for n, _ in convs]
+    linears = [n for n, m in body if isinstance(m, nn.Linear)]
+    return [n for n, _ in body if n in set(pointwise) | set(linears)]
 
 
 def _targets(model: nn.Module, cfg: AdapterConfig, head: str) -> list[str]:

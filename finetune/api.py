@@ -85,6 +85,8 @@ def adapt(model: str | nn.Module | None = None,
     dataset = dataset if dataset is not None else cfg.data.path
     if dataset is None:
         raise ValueError("no data: pass a folder or Dataset (CLI: --data DIR)")
+    if isinstance(dataset, (str, os.PathLike)):  # recorded, so that --resume finds it
+        cfg = cfg.with_overrides(path=str(dataset))
     console = _console(verbose)
     _seed_everything(cfg.train.seed)
     data = scan_data(dataset, cfg, console)  # bad data fails before a long model load

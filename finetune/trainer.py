@@ -201,7 +201,7 @@ class Trainer:
         except Exception as e:  # a truncated or foreign file
             raise ValueError(f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
                              "the resume state is damaged") from None
-        self.thaw(state["epoch"] + 1)  # param groups as the interrupted run had them next
+        self.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
         load_model(self.model, str(run_dir / LAST_WEIGHTS), device=str(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -97,3 +97,30 @@ def test_help_is_fast_and_imports_no_torch():
 def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     result = invoke("run", "--backbone", "test_resnet", "--data", tmp_path / "[raw]" / "x", *FAST)
     assert result.exit_code == 2 and "[raw]/x" in result.output
+
+
+def test_inspect_prints_stages_and_the_plan():
+    result = invoke("inspect", "--backbone", "test_efficientnet", "--freeze-stages", "2",
+                    "--layer-decay", "0.5")
+    assert result.exit_code == 0, result.output
+    for text in ("Plan: freeze_stages=2", "blocks.0", "frozen", "peak lr", "trainable%",
+                 "--peft lora would adapt"):
+        assert text in result.output, text
+    result = invoke("inspect", "--backbone", "test_resnet", "--freeze-until", "layer9")
+    assert result.exit_code == 2 and "Valid stage names" in result.output
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", "--backbone", "test_vit", "--data", image_folder, "--output", out,
+                    "--peft", "lora", "--lora-r", "4", "--dry-run", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "Plan: peft lora (r=4)" in result.output and not out.exists()
+
+
+def test_unfreeze_schedule_from_the_cli(image_folder, tmp_path):
+    result = invoke("run", "--backbone", "test_resnet", "--data", image_folder, "--output",
+                    tmp_path / "run", "--freeze-stages", "4", "--unfreeze-at", "2", *FAST[:-4],
+                    "--epochs", "2", "--batch-size", "4", "--num-workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "thaws at" in result.output and "epoch 2: thawed layer3" in result.output
