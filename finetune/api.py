@@ -71,8 +71,8 @@ def adapt(model: str | nn.Module | None = None,
             in ``config.json`` either way.
         dry_run: build the model and the plan, print it, and return without training
             (``run_dir`` is None).
-        resume: a run directory to continue from its last finished epoch, with the config it
-            was started with (only ``epochs`` may be overridden).
+        resume: a run directory to continue from its last finished epoch, exactly as it was
+            configured (no overrides).
 
     Returns:
         FitResult with the best epoch's weights loaded, metrics and the run directory.
@@ -142,7 +142,7 @@ def adapt(model: str | nn.Module | None = None,
     history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"), epochs=cfg.train.epochs,
                           run_dir=run_dir, save_best=save_best, start_epoch=start_epoch,
                           history=history)
-    final, merge_diff = _restore_best(net, base, cfg, run_dir, device, loaders)
+    final, merge_diff = _restore_best(net, base, cfg, info, run_dir, device, loaders)
     metrics: dict[str, Any] = dict(best_epoch=history.best_epoch, train_seconds=history.seconds,
                                    epochs=history.epochs)
     if merge_diff is not None:
@@ -234,10 +234,10 @@ def _resolve_config(model, config, recipe, resume, overrides) -> tuple[FinetuneC
     if resume is not None:
         if config is not None or recipe is not None:
             raise ValueError("--resume continues a run with its own config; drop --recipe")
-        changed = sorted(set(overrides) - {"epochs", "train.epochs"})
-        if changed:
-            raise ValueError(f"--resume continues a run as it was configured; only --epochs may "
-                             f"change (got {', '.join(changed)})")
+        if overrides:
+            # the LR schedule, data order and unfreeze plan were fixed by the original config
+            raise ValueError("--resume continues a run exactly as it was configured; drop "
+                             f"{', '.join('--' + k.replace('_', '-') for k in sorted(overrides))}")
         saved = read_run_config(resume).get("finetune", {})
         if "config" not in saved:
             raise ValueError(f"{resume}: config.json has no finetune config; not a finetune run")
@@ -322,7 +322,7 @@ def _best_saver(run_dir: Path, base: nn.Module, cfg: FinetuneConfig, info: Backb
     return lambda model, epoch: save_weights(run_dir, base, {**metadata, "epoch": str(epoch)})
 
 
-def _restore_best(net, base, cfg, run_dir: Path, device, loaders):
+def _restore_best(net, base, cfg, info, run_dir: Path, device, loaders):
     """Load the best epoch into the base model; merge adapters into it (peft) and write the
     merged ``model.safetensors``. Returns (base model, max |merged - unmerged| logit or None)."""
     from safetensors.torch import load_model
@@ -339,7 +339,7 @@ def _restore_best(net, base, cfg, run_dir: Path, device, loaders):
         unmerged = net(images).float()
         merged_model = merge_adapter(net)
         diff = float((merged_model(images).float() - unmerged).abs().max())
-    save_weights(run_dir, merged_model, {"architecture": str(cfg.backbone.name),
+    save_weights(run_dir, merged_model, {"architecture": info.architecture,
                                          "merged_adapter": cfg.adapter.peft})
     return merged_model, diff
 

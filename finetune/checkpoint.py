@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,9 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 SKIPPED_NAME = "skipped_files.txt"
-RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME)
+# everything a run writes: weights, config, metrics, skipped files, resume state, adapter folder
+RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME, "last.safetensors",
+             "trainer_state.pt", "adapter")
 FORMAT_VERSION = 1
 
 
@@ -67,7 +70,11 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
                               "choose another --output or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:  # --overwrite: nothing of the old run may mix with the new one
-        (path / name).unlink(missing_ok=True)
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
     return path
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
@@ -94,7 +94,7 @@ def run(
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: chosen from the cores)."),
     output: Optional[Path] = typer.Option(None, help="Run directory (default runs/<backbone>-<timestamp>)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in --output."),
-    resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last finished epoch (its own config; --epochs may change)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue RUN_DIR from its last finished epoch, exactly as configured."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stages, what trains, LRs) and exit."),
     device: Optional[str] = typer.Option(None, help="auto (default), cpu or cuda."),
     precision: Optional[str] = typer.Option(None, help="auto (default), fp32, bf16 or fp16."),
@@ -121,7 +121,7 @@ def run(
             adapt(resume=resume, **flags)
             return
         cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-        cfg = cfg.with_overrides(**flags)
+        cfg = cfg.with_overrides(**_selector_reset(flags), **flags)
         if cfg.data.path is None:
             raise ValueError("--data is required (or set data.path in the recipe); "
                              "try 'finetune demo' for a built-in example")
@@ -170,6 +170,17 @@ def inspect(
                       + ", ".join(s.modules[0] for s in report.stages[1:-1][:3]))
     except USER_ERRORS as e:
         _fail(e, debug)
+
+
+SELECTORS = {"freeze_until": None, "freeze_stages": 0, "linear_probe": False, "train_only": None,
+             "full": False}
+
+
+def _selector_reset(flags: dict) -> dict:
+    """A freezing selector given as a flag replaces the recipe's, instead of conflicting."""
+    if not SELECTORS.keys() & flags.keys():
+        return {}
+    return {k: v for k, v in SELECTORS.items() if k not in flags}
 
 
 def _given(values: dict, *, exclude: set[str]) -> dict:

@@ -378,6 +378,22 @@ def _check_combinations(cfg: FinetuneConfig) -> None:
     if unfreezing and not {"freeze_until", "freeze_stages", "linear_probe"} & set(selectors):
         raise ConfigError("policy: gradual unfreezing needs a frozen start: add freeze_until, "
                           "freeze_stages or linear_probe")
+    if unfreezing and p.freeze is not None:
+        raise ConfigError("policy: gradual unfreezing would thaw what freeze pins; use "
+                          "train_only or freeze_stages for the start instead of freeze")
     if cfg.train.cache_features and (not p.linear_probe or unfreezing):
         raise ConfigError("train.cache_features needs linear_probe without gradual unfreezing "
                           "(features are only fixed while the whole backbone is frozen)")
+    if cfg.train.cache_features and (p.bn == "train" or cfg.head.head_dropout > 0):
+        raise ConfigError("train.cache_features computes features once in eval mode; drop "
+                          + ("bn=train" if p.bn == "train" else "head_dropout"))
+    adapter = cfg.adapter
+    if adapter.peft != "none" and p.bn == "train":
+        raise ConfigError("adapter.peft saves adapters and the head, not BatchNorm statistics; "
+                          "use bn=frozen or eval-all with an adapter")
+    defaults = AdapterConfig()
+    changed = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
+               if getattr(adapter, k) != getattr(defaults, k)]
+    if adapter.peft == "none" and changed:
+        raise ConfigError(f"adapter.{changed[0]} is set but adapter.peft is none; add "
+                          "--peft lora (or loha, lokr, ia3)")

@@ -103,4 +103,8 @@ def add_param_groups(optimizer: torch.optim.Optimizer, scheduler, groups: list[d
         g["lr"] = g["initial_lr"] = base_lr
         optimizer.add_param_group(g)
         scheduler.base_values.append(base_lr)
+        # timm precomputes one warmup slope per group and zips groups with LR values: a group
+        # without its slope would silently keep the LR it was added with during warmup
+        scheduler.warmup_steps.append((base_lr - scheduler.warmup_lr_init) / scheduler.warmup_t
+                                      if scheduler.warmup_t else 1)
     scheduler.step_update(step)

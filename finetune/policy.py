@@ -76,9 +76,9 @@ def plan_table(model: nn.Module, report: PolicyReport, optim=None):
     thaw = dict(zip(report.thaw_order, report.thaw_epochs))
     table = Table(title=f"Plan: {report.description}, BatchNorm {report.bn_mode} "
                         f"({len(report.frozen_bn)} held in eval mode)")
-    for col in ("stage", "modules", "params", "trainable", "state", "peak lr"):
-        table.add_column(col, justify="right" if col in ("params", "trainable", "peak lr")
-                         else "left")
+    for col in ("stage", "modules", "params", "trainable", "state", "peak lr", "wd"):
+        table.add_column(col, justify="left" if col in ("stage", "modules", "state")
+                         else "right")
     for stage in report.stages:
         total = sum(named[p].numel() for p in stage.params)
         trainable = sum(named[p].numel() for p in stage.params if named[p].requires_grad)
@@ -87,8 +87,11 @@ def plan_table(model: nn.Module, report: PolicyReport, optim=None):
             state += f", thaws at epoch {thaw[stage.name]}"
         mods = ", ".join(stage.modules[:4]) + (", ..." if len(stage.modules) > 4 else "")
         lr = f"{optim.lr * scales[stage.name]:.3g}" if optim is not None else ""
-        table.add_row(stage.name, mods, f"{total:,}", f"{trainable:,}", state, lr)
-    table.caption = report.summary(model)
+        wd = f"{optim.weight_decay:g}" if optim is not None else ""
+        table.add_row(stage.name, mods, f"{total:,}", f"{trainable:,}", state, lr, wd)
+    table.caption = report.summary(model) + (
+        "\nwd applies to weights only; biases, norm weights and position/class tokens get none"
+        if optim is not None else "")
     return table
 
 
@@ -132,6 +135,9 @@ def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo, *,
     frozen, description = _select_frozen(model, cfg, stages, order, names)
     if cfg.freeze is not None:
         matched = _regex_params(cfg.freeze, names, "--freeze") - head
+        if not matched:
+            raise ValueError(f"--freeze '{cfg.freeze}' matches only head parameters, and the "
+                             "head always trains; use --linear-probe style options instead")
         frozen |= matched
         description += f", freeze=/{cfg.freeze}/"
     frozen -= head
@@ -187,7 +193,14 @@ def _regex_params(pattern: str, names: list[str], option: str) -> set[str]:
 
 def _thaw_epochs(cfg: PolicyConfig, epochs: Optional[int], n_frozen: int) -> tuple[int, ...]:
     if cfg.unfreeze_at:
-        return tuple(sorted(cfg.unfreeze_at))[:n_frozen]
+        late = [e for e in cfg.unfreeze_at if epochs and e > epochs]
+        if late:
+            raise ValueError(f"--unfreeze-at {','.join(map(str, cfg.unfreeze_at))}: epoch "
+                             f"{late[0]} is after the last epoch ({epochs})")
+        if len(cfg.unfreeze_at) > n_frozen:
+            raise ValueError(f"--unfreeze-at lists {len(cfg.unfreeze_at)} epochs but only "
+                             f"{n_frozen} stages are frozen; list at most {n_frozen}")
+        return tuple(sorted(cfg.unfreeze_at))
     if cfg.unfreeze_every and epochs:
         every = cfg.unfreeze_every
         return tuple(e for e in range(every + 1, epochs + 1, every))[:n_frozen]

@@ -46,7 +46,7 @@ def model_stages(model: nn.Module, order: dict[str, int] | None = None) -> list[
     head_params = {n for n, _ in model.named_parameters() if _under(n, head)}
     groups = [[p for p in g if p not in head_params] for g in groups]
     groups = [g for g in groups if g]
-    stages = [_stage(params, i, len(groups) + 1, model) for i, params in enumerate(groups)]
+    stages = [_stage(params, i, model) for i, params in enumerate(groups)]
     ordered = tuple(n for n, _ in model.named_parameters() if n in head_params)
     return stages + [Stage("head", ordered, (head,))]
 
@@ -70,9 +70,9 @@ def _child_groups(model: nn.Module, order: dict[str, int]) -> list[list[str]]:
         expanded += _expand(name, module, total, order, force=split_all)
     groups: list[list[str]] = []
     stem: list[str] = [n for n, _ in model.named_parameters(recurse=False)]
-    for name, module in expanded:
-        params = [f"{name}.{p}" for p, _ in module.named_parameters()]
-        if "." not in name and not groups and not any(True for _ in module.children()):
+    for name, module, params in expanded:
+        if "." not in name and not groups and module is not None \
+                and not any(True for _ in module.children()):
             stem += params  # leading single layers (conv1, bn1) form the stem
         else:
             groups.append(params)
@@ -86,16 +86,20 @@ def _param_children(module: nn.Module, prefix: str, order: dict[str, int]):
 
 
 def _expand(name: str, module: nn.Module, total: int, order: dict[str, int], force: bool):
-    """A container holding nearly all of the model (> 80 %, torchvision ViT's ``encoder``) is
-    split into its children, recursively, so that it does not form one giant stage."""
+    """``[(name, module, parameter names)]``. A container holding nearly all of the model
+    (> 80 %, torchvision ViT's ``encoder``) is split into its children, recursively, so that it
+    does not form one giant stage; parameters it holds itself (``encoder.pos_embedding``) form
+    their own entry in front."""
     children = _param_children(module, name + ".", order)
     big = sum(p.numel() for p in module.parameters()) > 0.8 * total
     if len(children) >= 2 and (big or force):
-        return [e for n, m in children for e in _expand(n, m, total, order, force=False)]
-    return [(name, module)]
+        own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+        head = [(name, None, own)] if own else []
+        return head + [e for n, m in children for e in _expand(n, m, total, order, force=False)]
+    return [(name, module, [f"{name}.{p}" for p, _ in module.named_parameters()])]
 
 
-def _stage(params: list[str], index: int, count: int, model: nn.Module) -> Stage:
+def _stage(params: list[str], index: int, model: nn.Module) -> Stage:
     modules = _modules(params)
     owner = _owner(model, params)
     if owner:

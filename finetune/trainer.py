@@ -163,9 +163,11 @@ class Trainer:
             add_param_groups(self.optimizer, self.scheduler, groups, base_lr=self.optim_cfg.lr,
                              step=self.step)
             if self.console is not None:
-                self.console.print(f"epoch {epoch}: thawed {stage} "
-                                   f"({sum(p.numel() for g in groups for p in g['params']):,} "
-                                   "params)")
+                count = sum(p.numel() for g in groups for p in g["params"])
+                self.console.print(
+                    f"epoch {epoch}: thawed {stage} ({count:,} params) at lr "
+                    f"{groups[0]['lr']:.3g} now (peak {self.optim_cfg.lr * groups[0]['lr_scale']:.3g},"
+                    " following the schedule)")
         self.policy = refresh_report(self.model, self.policy)
 
     def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader) -> None:

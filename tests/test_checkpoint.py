@@ -21,8 +21,11 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
 
 
 def test_overwrite_clears_every_file_of_the_old_run(tmp_path):
-    for name in ("model.safetensors", "config.json", "metrics.jsonl", "skipped_files.txt"):
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", "skipped_files.txt",
+                 "last.safetensors", "trainer_state.pt"):
         (tmp_path / name).write_text("old")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_text("old")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run"):
         prepare_run_dir(tmp_path, overwrite=False)

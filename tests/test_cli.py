@@ -13,7 +13,8 @@ FAST = ["--no-pretrained", "--epochs", "1", "--img-size", "32", "--batch-size", 
 
 
 def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+    # a wide console, so that table cells are not wrapped across lines
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 @pytest.fixture
@@ -124,3 +125,12 @@ def test_unfreeze_schedule_from_the_cli(image_folder, tmp_path):
                     "--epochs", "2", "--batch-size", "4", "--num-workers", "0")
     assert result.exit_code == 0, result.output
     assert "thaws at" in result.output and "epoch 2: thawed layer3" in result.output
+
+
+def test_a_selector_flag_replaces_the_recipes_selector(image_folder, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("backbone:\n  name: test_resnet\npolicy:\n  freeze_until: layer2\n")
+    result = invoke("run", "--recipe", recipe, "--data", image_folder, "--freeze-stages", "3",
+                    "--dry-run", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "Plan: freeze_stages=3" in result.output

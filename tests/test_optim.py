@@ -61,3 +61,23 @@ def test_everything_frozen_is_an_error():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(model, OptimConfig())
+
+
+def test_groups_added_during_warmup_follow_the_warmup_with_their_scale():
+    from finetune.optim import add_param_groups
+
+    model = _model("layer4")
+    cfg = OptimConfig(lr=1.0, warmup_epochs=1.0)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=2)
+    for step in range(1, 3):
+        sched.step_update(step)
+    for n, p in model.named_parameters():
+        if n.startswith("layer3"):
+            p.requires_grad_(True)
+    new = [dict(params=[p for n, p in model.named_parameters() if n.startswith("layer3")],
+                weight_decay=0.0, lr_scale=0.5, stage="layer3")]
+    add_param_groups(opt, sched, new, base_lr=cfg.lr, step=2)
+    sched.step_update(5)
+    old_lr, new_lr = opt.param_groups[0]["lr"], opt.param_groups[-1]["lr"]
+    assert old_lr < 1.0 and new_lr == pytest.approx(0.5 * old_lr)

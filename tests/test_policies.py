@@ -55,13 +55,16 @@ def test_regex_policies(name, train_only, freeze):
 
 @pytest.mark.parametrize("cfg, message", [
     (PolicyConfig(freeze_stages=99), "stages before the head"),
+    (PolicyConfig(freeze="^fc"), "matches only head parameters"),
+    (PolicyConfig(freeze_stages=1, unfreeze_at=(2, 3)), "only 1 stages are frozen"),
+    (PolicyConfig(freeze_stages=3, unfreeze_at=(9,)), "after the last epoch (4)"),
     (PolicyConfig(train_only="nomatch"), "matches no parameter name"),
     (PolicyConfig(freeze="(["), "not a valid regular expression"),
 ])
 def test_policy_errors_name_the_option(cfg, message):
     model, info = _build("test_resnet")
     with pytest.raises(ValueError, match=None) as e:
-        apply_policy(model, cfg, info)
+        apply_policy(model, cfg, info, epochs=4)
     assert message in str(e.value)
 
 
@@ -75,6 +78,10 @@ def test_policy_errors_name_the_option(cfg, message):
     (dict(cache_features=True, full=True), "cache_features needs linear_probe"),
     (dict(layer_decay=1.5), "optim.layer_decay must be in (0, 1]"),
     (dict(bn="freeze"), "policy.bn: 'freeze' is not one of frozen, eval-all, train"),
+    (dict(freeze_stages=2, unfreeze_every=1, freeze="bn"), "would thaw what freeze pins"),
+    (dict(linear_probe=True, cache_features=True, head_dropout=0.2), "drop head_dropout"),
+    (dict(peft="lora", bn="train"), "not BatchNorm statistics"),
+    (dict(lora_r=4), "adapter.lora_r is set but adapter.peft is none"),
 ])
 def test_bad_combinations_fail_naming_the_options(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -138,3 +145,17 @@ def test_frozen_prefix_builds_no_backward_graph():
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     assert seen == {"layer2": False, "layer3": True}  # autograd records nothing before layer3
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("layer1"))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "convnext_atto",
+                                  "vit_tiny_patch16_224", "mobilenetv3_small_100",
+                                  "regnety_002", "tv:mobilenet_v3_small", "tv:vit_b_16"])
+def test_inspect_works_for_real_architectures(name):
+    import finetune
+
+    model, report = finetune.inspect(name, verbose=False, freeze_stages=2, layer_decay=0.8)
+    assert len(report.stages) >= 4 and report.stages[-1].name == "head"
+    named = dict(model.named_parameters())
+    assert sorted(p for s in report.stages for p in s.params) == sorted(named)
+    frozen = [s.name for s in report.stages if not any(named[p].requires_grad for p in s.params)]
+    assert frozen == [s.name for s in report.stages[:2]]

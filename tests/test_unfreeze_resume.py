@@ -23,18 +23,19 @@ def test_unfreezing_adds_param_groups_at_the_scheduled_epochs(image_folder, tmp_
     assert result.policy.thaw_epochs == (2, 3)
 
 
+@pytest.mark.parametrize("crash_epoch", [2, 3])  # before the first / the second thaw
 def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
-        image_folder, tmp_path, monkeypatch):
+        image_folder, tmp_path, monkeypatch, crash_epoch):
     reference = _run(image_folder, tmp_path / "ref")
 
     real_thaw = Trainer.thaw
 
-    def crash_at_epoch_2(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated crash before the unfreeze at epoch 2")
+    def crash(self, epoch):
+        if epoch == crash_epoch:
+            raise KeyboardInterrupt(f"simulated crash before the unfreeze at epoch {epoch}")
         return real_thaw(self, epoch)
 
-    monkeypatch.setattr(Trainer, "thaw", crash_at_epoch_2)
+    monkeypatch.setattr(Trainer, "thaw", crash)
     with pytest.raises(KeyboardInterrupt):
         _run(image_folder, tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "thaw", real_thaw)
@@ -52,7 +53,7 @@ def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
 
 
 def test_resume_errors(image_folder, tmp_path):
-    with pytest.raises(ValueError, match="only --epochs may change"):
+    with pytest.raises(ValueError, match="exactly as it was configured; drop --lr"):
         finetune.adapt(resume=tmp_path, lr=0.1)
     with pytest.raises(FileNotFoundError, match="config.json not found"):
         finetune.adapt(resume=tmp_path, verbose=False)
