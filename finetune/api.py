@@ -26,7 +26,8 @@ from .backbones import BackboneInfo, load_backbone
 from .checkpoint import (SKIPPED_NAME, WEIGHTS_NAME, atomic_path, load_run, prepare_run_dir,
                          read_run_config, save_run_config, save_weights)
 from .config import FinetuneConfig
-from .data import build_datasets, build_loader, load_image, scan_data, walk_images
+from .data import (build_datasets, build_loader, class_balance, load_image, scan_data,
+                   walk_images)
 from .heads import replace_head
 from .metrics import classification_report, report_table
 from .optim import build_optimizer, build_param_groups, build_scheduler
@@ -101,10 +102,12 @@ def adapt(model: str | nn.Module | None = None,
     cached = cfg.train.cache_features
     splits = dict(zip(("train", "val", "test"),
                       build_datasets(dataset, data, cfg, info, train_augment=not cached)))
+    class_weights, sample_weights = class_balance(data, cfg)
     loaders = {name: build_loader(ds, batch_size=cfg.data.batch_size,
                                   training=name == "train" and not cached,
                                   num_workers=cfg.data.num_workers, seed=cfg.train.seed,
-                                  pin_memory=device.type == "cuda")
+                                  pin_memory=device.type == "cuda",
+                                  sample_weights=sample_weights if name == "train" else None)
                for name, ds in splits.items() if ds}
     img_size = resolve_img_size(info, cfg.data.img_size)
     data_config = {**info.data_config, "input_size": (3, img_size, img_size)}
@@ -123,11 +126,11 @@ def adapt(model: str | nn.Module | None = None,
     base.to(device=device, memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
     if cached:
-        trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, loaders, device,
-                                                       precision, console)
+        trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, data, loaders,
+                                                       device, precision, console, class_weights)
     else:
         trainer, fit_loaders = _trainer(net, policy, cfg, loaders, device, precision,
-                                        channels_last, console, verbose)
+                                        channels_last, console, verbose, class_weights)
     save_best = _best_saver(run_dir, base, cfg, info)
     start_epoch, history = 0, None
     if resume:
@@ -273,18 +276,20 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
     return net, base, info, refresh_report(net, policy)
 
 
-def _trainer(net, policy, cfg, loaders, device, precision, channels_last, console, verbose):
+def _trainer(net, policy, cfg, loaders, device, precision, channels_last, console, verbose,
+             class_weights):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
                                 epochs=cfg.train.epochs)
     trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
                       precision=precision, channels_last=channels_last,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
-                      progress=verbose, optim_cfg=cfg.optim)
+                      progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights)
     return trainer, loaders
 
 
-def _cached_feature_trainer(base, info, policy, cfg, loaders, device, precision, console):
+def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, precision, console,
+                            class_weights):
     """Linear probe on cached features: the backbone runs once per split, the head trains."""
     from .features import extract_features, feature_loader
     from .stages import Stage
@@ -296,8 +301,10 @@ def _cached_feature_trainer(base, info, policy, cfg, loaders, device, precision,
              for split, loader in loaders.items() if split != "test"}
     console.print(f"cached features of {sum(len(t) for _, t in cache.values())} images in "
                   f"{time.perf_counter() - t0:.1f} s (no augmentation: features are fixed)")
+    _, sample_weights = class_balance(data, cfg)
     fit_loaders = {split: feature_loader(f, t, batch_size=cfg.data.batch_size,
-                                         training=split == "train", seed=cfg.train.seed)
+                                         training=split == "train", seed=cfg.train.seed,
+                                         sample_weights=sample_weights)
                    for split, (f, t) in cache.items()}
     head = base.get_submodule(info.classifier)
     head_stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (info.classifier,))
@@ -308,7 +315,7 @@ def _cached_feature_trainer(base, info, policy, cfg, loaders, device, precision,
     trainer = Trainer(head, optimizer=optimizer, scheduler=scheduler, policy=head_policy,
                       device=device, precision=precision,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
-                      optim_cfg=cfg.optim)
+                      optim_cfg=cfg.optim, class_weights=class_weights)
     return trainer, fit_loaders
 
 

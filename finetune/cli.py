@@ -99,7 +99,10 @@ def run(
     device: Optional[str] = typer.Option(None, help="auto (default), cpu or cuda."),
     precision: Optional[str] = typer.Option(None, help="auto (default), fp32, bf16 or fp16."),
     seed: Optional[int] = typer.Option(None, help="Random seed for init, split and data order (default 0)."),
-    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable or suspicious image instead of skipping it."),
+    max_pixels: Optional[int] = typer.Option(None, help="Images with more pixels are skipped as decompression bombs."),
+    class_weights: Optional[str] = typer.Option(None, help="Class imbalance: auto weighs the loss by inverse class frequency; none (default)."),
+    sampler: Optional[str] = typer.Option(None, help="Class imbalance: balanced draws training images class-balanced; none (default)."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ):
     """Fine-tune a backbone on an image folder and write a run directory."""
@@ -187,6 +190,34 @@ def _given(values: dict, *, exclude: set[str]) -> dict:
     """CLI values the user set: None and False mean 'not given' (recipe or default applies)."""
     return {k: v for k, v in values.items()
             if k not in exclude and v is not None and v is not False}
+
+
+@app.command()
+def scan(
+    data: Path = typer.Argument(..., help="Image folder: DIR/<class>/* or DIR/train|val|test/<class>/*."),
+    val_split: float = typer.Option(0.2, help="Validation fraction used when there is no val/ folder."),
+    seed: int = typer.Option(0, help="Split seed."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with an error on any bad or suspicious file."),
+    max_pixels: int = typer.Option(89_478_485, help="Larger images count as decompression bombs."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Check every image of a folder and report classes, splits, sizes, imbalance, bad files and
+    duplicates (cached: a second scan of an unchanged folder decodes nothing)."""
+    _quiet_warnings()
+    try:
+        from rich.console import Console
+
+        from .data import scan_folder
+        from .scan import scan_report
+
+        console = Console(highlight=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report lists them
+            info = scan_folder(data, val_split=val_split, seed=seed, strict=strict,
+                               progress=console.is_terminal, max_pixels=max_pixels)
+        scan_report(info, console)
+    except USER_ERRORS as e:
+        _fail(e, debug)
 
 
 @app.command()

@@ -56,8 +56,14 @@ class DataConfig:
     batch_size: int = 32
     # DataLoader worker processes; -1 = choose from the machine's cores
     num_workers: int = -1
-    # fail on the first bad image instead of skipping it with a warning
+    # fail on the first bad or suspicious image instead of skipping it with a warning
     strict: bool = False
+    # images with more pixels are treated as decompression bombs and skipped
+    max_pixels: int = 89_478_485
+    # class imbalance: "auto" weighs the loss by inverse class frequency
+    class_weights: str = "none"
+    # "balanced" draws training images with a class-balanced weighted sampler
+    sampler: str = "none"
     # training augmentation (timm create_transform): random resized crop keeps this fraction of
     # the image area at least (0.08 = ImageNet default; raise it when small details carry the
     # label), flip probabilities, colour jitter strength (0 = off)
@@ -142,6 +148,8 @@ class OutputConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "policy.bn": ("frozen", "eval-all", "train"),
+    "data.class_weights": ("none", "auto"),
+    "data.sampler": ("none", "balanced"),
     "adapter.peft": ("none", "lora", "loha", "lokr", "ia3"),
     "optim.optimizer": ("adamw", "sgd"),
     "train.device": ("auto", "cpu", "cuda"),

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .scan import DEFAULT_MAX_PIXELS, check_files
 
 if TYPE_CHECKING:
     from .backbones import BackboneInfo
@@ -52,6 +54,11 @@ class DataInfo:
     val: tuple[Sample, ...]
     test: tuple[Sample, ...] = ()
     skipped: tuple[tuple[str, str], ...] = field(default=())  # (path, reason)
+    suspicious: tuple[tuple[str, str], ...] = ()  # usable but odd: (path, warning)
+    duplicates: tuple[tuple[str, str], ...] = ()  # same bytes in two splits
+    checks: dict = field(default_factory=dict, compare=False, repr=False)  # path -> FileCheck
+    scan_seconds: float = field(default=0.0, compare=False)
+    cache_hits: int = field(default=0, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -99,7 +106,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
-                strict: bool = False, progress: bool = False) -> DataInfo:
+                strict: bool = False, progress: bool = False,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> DataInfo:
     """Find classes and images, split them, and check every image decodes.
 
     Raises:
@@ -123,11 +131,15 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
                                 f"every {split} class needs a train folder")
             split_files[split] = _list_images(root / split, split_classes, classes)
     all_files = [p for samples in split_files.values() for p, _ in samples]
-    bad = dict(_check_images(all_files, progress=progress))
-    if bad and strict:
-        path, reason = next(iter(bad.items()))
-        raise DataError(f"{path}: unreadable image ({reason}); remove or replace it, or drop "
-                        f"--strict to skip bad images ({len(bad)} found)")
+    t0 = time.perf_counter()
+    checks, hits = check_files(all_files, root=root, max_pixels=max_pixels, progress=progress)
+    bad = {p: c.problem for p, c in checks.items() if c.problem}
+    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
+    if (bad or odd) and strict:
+        path, reason = next(iter({**bad, **odd}.items()))
+        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
+                        f"({reason}); remove or fix it, or drop --strict to skip bad images "
+                        f"({len(bad)} bad, {len(odd)} suspicious)")
     for path, reason in bad.items():
         warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
     split_files = {k: [(p, y) for p, y in v if p not in bad] for k, v in split_files.items()}
@@ -135,11 +147,31 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
     if "val" not in split_files:
         split_files["train"], split_files["val"] = stratified_split(
             split_files["train"], val_split, seed)
+    duplicates = _cross_split_duplicates(split_files, checks)
+    if duplicates:
+        warnings.warn(f"{len(duplicates)} images have an identical copy in another split (e.g. "
+                      f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
+                      "accuracy: remove the copies", stacklevel=2)
     return DataInfo(
         root=str(root), layout=layout, classes=tuple(classes),
         train=tuple(split_files["train"]), val=tuple(split_files["val"]),
         test=tuple(split_files.get("test", ())), skipped=tuple(sorted(bad.items())),
+        suspicious=tuple(sorted(odd.items())), duplicates=tuple(duplicates),
+        checks=checks, scan_seconds=time.perf_counter() - t0, cache_hits=hits,
     )
+
+
+def _cross_split_duplicates(split_files, checks) -> list[tuple[str, str]]:
+    """Pairs of files with the same bytes in different splits (first seen, duplicate)."""
+    seen: dict[str, tuple[str, str]] = {}
+    pairs = []
+    for split in SPLITS:
+        for path, _ in split_files.get(split, ()):
+            digest = checks[path].digest
+            if digest in seen and seen[digest][1] != split:
+                pairs.append((seen[digest][0], path))
+            seen.setdefault(digest, (path, split))
+    return pairs
 
 
 def _class_folders(base: Path, require: bool = True) -> list[str]:
@@ -175,28 +207,6 @@ def _check_classes_nonempty(base: Path, classes: Sequence[str], samples: Sequenc
         raise DataError(f"{base / empty[0]}: class folder has no readable images "
                         f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
                         + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""))
-
-
-def _check_one(path: str) -> Optional[str]:
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file"
-        load_image(path)
-    except Exception as e:  # PIL raises many types for bad files; report them all by name
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-    return None
-
-
-def _check_images(paths: Sequence[str], *, progress: bool) -> list[tuple[str, str]]:
-    workers = min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(_check_one, paths, chunksize=16)
-        if progress:
-            from rich.progress import track
-
-            results = track(results, total=len(paths), description="Checking images",
-                            transient=True)
-        return [(p, r) for p, r in zip(paths, results) if r is not None]
 
 
 def stratified_split(samples: Sequence[Sample], val_split: float, seed: int
@@ -251,30 +261,58 @@ def default_num_workers() -> int:
 
 
 def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int = -1,
-                 seed: int = 0, pin_memory: bool = False):
+                 seed: int = 0, pin_memory: bool = False, sample_weights=None):
     """A DataLoader with the project's defaults (seeded shuffle for training, no drop of the
-    last partial eval batch)."""
+    last partial eval batch). ``sample_weights`` (training only) draws samples with a seeded
+    ``WeightedRandomSampler`` instead of shuffling."""
     import torch
 
     workers = default_num_workers() if num_workers < 0 else num_workers
     generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if training and sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(
+            sample_weights, num_samples=len(dataset), replacement=True, generator=generator)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=training, generator=generator,
+        dataset, batch_size=batch_size, shuffle=training and sampler is None,
+        sampler=sampler, generator=generator,
         num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
         drop_last=training and len(dataset) > batch_size,
     )
+
+
+def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
+    """(loss class weights or None, training sample weights or None) for the imbalance options:
+    inverse class frequency, normalised so a balanced set gets weight 1 everywhere."""
+    import torch
+
+    counts = torch.tensor(data.counts()["train"], dtype=torch.float64)
+    inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
+    loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
+    sample_weights = None
+    if cfg.data.sampler == "balanced":
+        sample_weights = torch.tensor([float(inverse[y]) for _, y in data.train],
+                                      dtype=torch.float64)
+    return loss_weights, sample_weights
 
 
 def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
     """Classes and splits of a folder (every image checked) or of a torch Dataset."""
     if isinstance(dataset, (str, os.PathLike)):
         data = scan_folder(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
-                           strict=cfg.data.strict, progress=console.is_terminal)
+                           strict=cfg.data.strict, progress=console.is_terminal,
+                           max_pixels=cfg.data.max_pixels)
         counts = data.counts()
         console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
                       + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
                       + (f"; [yellow]{len(data.skipped)} unreadable files skipped[/]"
-                         if data.skipped else ""))
+                         if data.skipped else "")
+                      + (f"; [yellow]{len(data.suspicious)} suspicious[/]"
+                         if data.suspicious else "")
+                      + (f"; [yellow]{len(data.duplicates)} duplicated across splits[/]"
+                         if data.duplicates else "")
+                      + f" (scan {data.scan_seconds:.1f} s, {data.cache_hits} cached; "
+                        "'finetune scan' shows the full report)")
         return data
     import torch
 

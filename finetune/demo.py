@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from .scan import cache_dir
+
 __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 
 DEMO_BACKBONE = "tf_efficientnet_lite0"
@@ -26,9 +28,6 @@ SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # the rest trains
 MARKER = ".finetune-demo"
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "finetune" / "datasets"
 
 
 def elpv_labels() -> list[tuple[Path, str]]:
@@ -51,7 +50,7 @@ def elpv_labels() -> list[tuple[Path, str]]:
 
 def prepare_elpv(root: Optional[Path] = None, *, seed: int = 0) -> Path:
     """Lay out the elpv images as a train/val/test class folder of symlinks; return its path."""
-    root = Path(root) if root else _cache_root() / "elpv-binary"
+    root = Path(root) if root else cache_dir() / "datasets" / "elpv-binary"
     rows = elpv_labels()
     marker = root / MARKER
     stamp = (f"elpv-dataset images in {rows[0][0].parent}; defective = probability >= 0.5; "

@@ -38,9 +38,11 @@ def extract_features(model: nn.Module, classifier: str, loader, device: torch.de
 
 
 def feature_loader(features: torch.Tensor, targets: torch.Tensor, *, batch_size: int,
-                   training: bool, seed: int):
-    """A DataLoader over cached features, shuffled with a seeded generator for training."""
-    dataset = torch.utils.data.TensorDataset(features, targets)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=training,
-                                       generator=generator)
+                   training: bool, seed: int, sample_weights=None):
+    """A DataLoader over cached features, shuffled (or class-balanced) with a seeded generator
+    for training."""
+    from .data import build_loader
+
+    return build_loader(torch.utils.data.TensorDataset(features, targets),
+                        batch_size=batch_size, training=training, num_workers=0, seed=seed,
+                        sample_weights=sample_weights)

@@ -84,7 +84,8 @@ class Trainer:
                  policy: PolicyReport, device: torch.device = torch.device("cpu"),
                  precision: str = "fp32", channels_last: bool = False,
                  label_smoothing: float = 0.0, console=None, progress: bool = True,
-                 optim_cfg: Optional[OptimConfig] = None):
+                 optim_cfg: Optional[OptimConfig] = None,
+                 class_weights: Optional[torch.Tensor] = None):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -93,7 +94,8 @@ class Trainer:
         self.precision = precision
         self.dtype = PRECISIONS[precision]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        weight = class_weights.to(device) if class_weights is not None else None
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.console = console
         self.progress = progress

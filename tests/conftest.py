@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 
+import tempfile  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ["FINETUNE_CACHE"] = tempfile.mkdtemp(prefix="finetune-test-cache-")  # scan caches
 
 from pathlib import Path  # noqa: E402
 

@@ -96,3 +96,15 @@ def test_split_keeps_a_training_image_in_every_class(tmp_path):
     make_folder(tmp_path / "d", classes=("dog",), n=4)
     info = scan_folder(tmp_path / "d", val_split=0.6)
     assert info.counts() == {"train": [1, 2], "val": [0, 2]}
+
+
+def test_cmyk_and_exif_rotation(tmp_path):
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (20, 10), (0, 255, 255, 0)).save(cmyk)
+    img = load_image(cmyk)
+    assert img.mode == "RGB" and img.getpixel((5, 5))[0] > 200  # red survives the conversion
+    rotated = tmp_path / "exif.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (40, 20), (10, 20, 30)).save(rotated, exif=exif)
+    assert load_image(rotated).size == (20, 40)

@@ -1,0 +1,224 @@
+"""Pre-scan of image files: decode each once, in parallel, and remember the result.
+
+Every file is read and fully decoded (two or more threads; PIL releases the GIL while decoding).
+What is learnt - size, mode, format, a content digest, or why the file is bad - is cached per
+folder in ``~/.cache/finetune/scans/`` keyed by file size and modification time, so a second run
+over an unchanged folder decodes nothing.
+
+Bad files (skipped with a warning, or an error with ``strict``): empty files, files that are no
+image, truncated or otherwise undecodable images, and images over the pixel limit (decompression
+bombs). A file whose content does not match its extension (PNG data in ``.jpg``) still loads and
+is only reported, unless ``strict``.
+
+Example:
+    >>> results = check_files(["a.png", "b.jpg"], max_pixels=89_478_485)  # doctest: +SKIP
+    >>> results["b.jpg"].problem  # doctest: +SKIP
+    'truncated: image file is truncated (3 bytes not processed)'
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = ["FileCheck", "check_files", "check_file", "cache_dir", "scan_report",
+           "DEFAULT_MAX_PIXELS"]
+
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (0.25 GiB RGB)
+CACHE_VERSION = 1
+EXTENSION_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+    ".tiff": "TIFF", ".webp": "WEBP",
+}
+
+
+def cache_dir() -> Path:
+    """finetune's cache folder: ``$FINETUNE_CACHE``, else ``$XDG_CACHE_HOME/finetune``, else
+    ``~/.cache/finetune``."""
+    if os.environ.get("FINETUNE_CACHE"):
+        return Path(os.environ["FINETUNE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "finetune"
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    problem: Optional[str] = None   # why the file cannot be used; None = usable
+    warning: Optional[str] = None   # usable, but worth a look (wrong extension)
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    digest: str = ""                # blake2b of the bytes, for duplicate detection
+
+
+def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
+    """Read and fully decode one file; never raises for a bad file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        return FileCheck(problem=f"unreadable: {e.strerror or e}")
+    if not data:
+        return FileCheck(problem="empty file")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                return FileCheck(problem=f"over the pixel limit ({width}x{height} > "
+                                         f"{max_pixels:,} px; raise data.max_pixels if it is "
+                                         "genuine)", width=width, height=height, digest=digest)
+            img.load()
+            mode, fmt = img.mode, img.format or ""
+    except UnidentifiedImageError:
+        return FileCheck(problem="not an image", digest=digest)
+    except Image.DecompressionBombError as e:
+        return FileCheck(problem=f"over the pixel limit ({e})", digest=digest)
+    except OSError as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        kind = "truncated" if "truncated" in text or "broken data" in text else "undecodable"
+        return FileCheck(problem=f"{kind}: {text}"[:200], digest=digest)
+    except Exception as e:  # decoders raise many types (SyntaxError, ValueError, ...)
+        return FileCheck(problem=f"undecodable: {type(e).__name__}: {e}"[:200], digest=digest)
+    warning = None
+    expected = EXTENSION_FORMATS.get(Path(path).suffix.lower())
+    if expected and fmt and fmt != expected and not (expected == "TIFF" and fmt == "TIFF"):
+        warning = f"wrong extension: {fmt} data in a {Path(path).suffix} file"
+    return FileCheck(None, warning, width, height, mode, fmt, digest)
+
+
+def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False
+                ) -> tuple[dict[str, FileCheck], int]:
+    """Check every path (cached by size and mtime when ``root`` names the folder).
+
+    Returns ``(results by path, number of files answered from the cache)``.
+    """
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # a global some libraries set; it would hide truncation
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated images "
+                           "cannot be detected. Set it to False before scanning.")
+    cache_file = _cache_file(root, max_pixels) if root is not None else None
+    cached = _read_cache(cache_file)
+    name = (lambda p: os.path.relpath(p, root)) if root is not None else str
+    results: dict[str, FileCheck] = {}
+    todo = []
+    for p in paths:
+        key = _stat_key(p)
+        hit = cached.get(name(p))
+        if hit is not None and key is not None and hit[0] == key:
+            results[p] = FileCheck(**hit[1])
+        else:
+            todo.append(p)
+    hits = len(results)
+    if todo:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with a clearer message
+        try:
+            workers = max(2, min(8, os.cpu_count() or 1))
+            with ThreadPoolExecutor(workers) as pool:
+                checks = pool.map(lambda p: check_file(p, max_pixels), todo, chunksize=16)
+                if progress:
+                    from rich.progress import track
+
+                    checks = track(checks, total=len(todo), description="Scanning images",
+                                   transient=True)
+                results.update(zip(todo, checks))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    if cache_file is not None and todo:
+        _write_cache(cache_file, {name(p): (_stat_key(p), asdict(results[p])) for p in paths})
+    return results, hits
+
+
+def _stat_key(path: str) -> Optional[list[int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _cache_file(root, max_pixels: int) -> Path:
+    key = hashlib.sha1(f"{Path(root).resolve()}|{max_pixels}|{CACHE_VERSION}".encode())
+    return cache_dir() / "scans" / f"{key.hexdigest()[:20]}.json"
+
+
+def _read_cache(path: Optional[Path]) -> dict:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {p: (entry[0], entry[1]) for p, entry in data["files"].items()}
+    except (ValueError, KeyError, TypeError, IndexError):  # a damaged cache is only a miss
+        return {}
+
+
+def _write_cache(path: Path, entries: dict) -> None:
+    from .checkpoint import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({"version": CACHE_VERSION, "written": time.time(),
+                                             "files": entries}))
+    except OSError:  # a read-only home must not stop training; the next scan decodes again
+        pass
+
+
+def scan_report(data, console, *, max_rows: int = 20) -> None:
+    """Print what a scan found: images per class and split, sizes and modes, imbalance, bad and
+    suspicious files, and duplicates across splits. ``data`` is a ``DataInfo``."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    counts = data.counts()
+    table = Table(title=f"{escape(data.root)} ({data.layout}): {data.num_classes} classes")
+    table.add_column("class")
+    for split in counts:
+        table.add_column(split, justify="right")
+    table.add_column("train share", justify="right")
+    train_total = max(sum(counts["train"]), 1)
+    for i, name in enumerate(data.classes):
+        table.add_row(escape(name), *(f"{counts[s][i]:,}" for s in counts),
+                      f"{100 * counts['train'][i] / train_total:.1f} %")
+    table.add_row("[bold]total[/]", *(f"[bold]{sum(c):,}[/]" for c in counts.values()), "")
+    console.print(table)
+    checks = [c for c in data.checks.values() if not c.problem]
+    if checks:
+        areas = sorted(checks, key=lambda c: c.width * c.height)
+        small, mid, large = areas[0], areas[len(areas) // 2], areas[-1]
+        modes: dict[str, int] = {}
+        for c in checks:
+            key = f"{c.format} {c.mode}"
+            modes[key] = modes.get(key, 0) + 1
+        console.print(f"image sizes: smallest {small.width}x{small.height}, median "
+                      f"{mid.width}x{mid.height}, largest {large.width}x{large.height}; "
+                      + ", ".join(f"{n:,} {k}" for k, n in sorted(modes.items(),
+                                                                   key=lambda kv: -kv[1])))
+    train = [n for n in counts["train"] if n]
+    ratio = max(train) / min(train) if train else 1.0
+    hint = (" - consider --class-weights auto or --sampler balanced" if ratio >= 3 else "")
+    console.print(f"class imbalance (largest / smallest train class): {ratio:.1f}{hint}")
+    for title, rows in (("unreadable files (skipped)", data.skipped),
+                        ("suspicious files (used; --strict rejects them)", data.suspicious),
+                        ("identical files in two splits", data.duplicates)):
+        if not rows:
+            continue
+        bad = Table(title=f"{len(rows)} {title}")
+        bad.add_column("file")
+        bad.add_column("reason" if title != "identical files in two splits" else "same bytes as")
+        for a, b in rows[:max_rows]:
+            bad.add_row(escape(str(a)), escape(str(b)))
+        if len(rows) > max_rows:
+            bad.caption = f"... and {len(rows) - max_rows} more"
+        console.print(bad)
+    console.print(f"scanned {len(data.checks):,} files in {data.scan_seconds:.1f} s "
+                  f"({data.cache_hits:,} from the scan cache)")
