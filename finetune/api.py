@@ -111,7 +111,8 @@ def adapt(model: str | nn.Module | None = None,
                for name, ds in splits.items() if ds}
     img_size = resolve_img_size(info, cfg.data.img_size)
     data_config = {**info.data_config, "input_size": (3, img_size, img_size)}
-    extra = dict(config=cfg.to_dict(), recipe=recipe, backbone=info.name,
+    extra = dict(config=cfg.to_dict(), recipe=recipe, overrides=_jsonable(overrides),
+                 backbone=info.name,
                  weights_source=info.weights_source, weight_mapping=info.weight_mapping,
                  data=dict(root=data.root, layout=data.layout, counts=data.counts(),
                            skipped=[p for p, _ in data.skipped]),
@@ -252,6 +253,10 @@ def _resolve_config(model, config, recipe, resume, overrides) -> tuple[FinetuneC
     if isinstance(model, str):
         cfg = cfg.with_overrides(name=model)
     return cfg, recipe
+
+
+def _jsonable(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):

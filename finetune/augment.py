@@ -1,7 +1,11 @@
 """Train/eval transforms built from the backbone's own preprocessing (timm ``create_transform``).
 
-Training: random resized crop, flips, colour jitter, set by ``DataConfig`` (defaults: timm's
-ImageNet recipe: crop scale 0.08-1, horizontal flip, jitter 0.4).
+Training, set by ``DataConfig`` (the defaults are timm's ImageNet recipe): rotation by up to
+``rotate`` degrees and the 8 dihedral transforms (``dihedral``, for images with no natural
+orientation: satellite tiles, slides), then timm's random resized crop (area from
+``min_crop_scale``), flips, colour jitter (``color_jitter``, ``hue_jitter``) or an automatic
+policy (``auto_augment``: a timm string such as ``rand-m9-mstd0.5-inc1`` for RandAugment, or
+``trivialaugment`` for torchvision's TrivialAugmentWide), and random erasing (``random_erasing``).
 Evaluation: resize to ``img_size / crop_pct`` then center crop, exactly as the pretrained weights
 were evaluated. Mean, std and interpolation always come from the backbone.
 
@@ -10,12 +14,15 @@ Example:
 """
 from __future__ import annotations
 
+import random
 from typing import Optional
+
+from PIL import Image
 
 from .backbones import BackboneInfo
 from .config import DataConfig
 
-__all__ = ["build_transform", "resolve_img_size"]
+__all__ = ["build_transform", "resolve_img_size", "RandomDihedral"]
 
 
 def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
@@ -23,21 +30,47 @@ def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
     return int(img_size) if img_size else int(info.input_size[-1])
 
 
+class RandomDihedral:
+    """One of the 8 symmetries of the square (4 rotations x optional mirror), uniformly."""
+
+    OPS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+           Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT,
+           Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
+           Image.Transpose.TRANSVERSE)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        op = random.choice(self.OPS)
+        return img if op is None else img.transpose(op)
+
+    def __repr__(self) -> str:
+        return "RandomDihedral()"
+
+
 def build_transform(info: BackboneInfo, data: Optional[DataConfig] = None, *, training: bool):
     """The train or eval transform for ``info``'s preprocessing and ``data``'s augmentation."""
     from timm.data import create_transform
+    from torchvision import transforms as T
 
     data = data or DataConfig()
     size = resolve_img_size(info, data.img_size)
-    train_args = dict(scale=(data.min_crop_scale, 1.0), hflip=data.hflip, vflip=data.vflip,
-                      color_jitter=data.color_jitter) if training else {}
-    return create_transform(
-        input_size=(3, size, size),
-        is_training=training,
-        **train_args,
-        interpolation=info.interpolation,
-        mean=info.mean,
-        std=info.std,
-        crop_pct=info.crop_pct,
-        crop_mode="center",
-    )
+    common = dict(input_size=(3, size, size), interpolation=info.interpolation, mean=info.mean,
+                  std=info.std, crop_pct=info.crop_pct, crop_mode="center")
+    if not training:
+        return create_transform(is_training=False, **common)
+    trivial = data.auto_augment == "trivialaugment"
+    jitter = (data.color_jitter,) * 3 + ((data.hue_jitter,) if data.hue_jitter else ())
+    tf = create_transform(
+        is_training=True, scale=(data.min_crop_scale, 1.0), hflip=data.hflip, vflip=data.vflip,
+        color_jitter=None if trivial or not (data.color_jitter or data.hue_jitter) else jitter,
+        auto_augment=None if trivial else data.auto_augment, re_prob=data.random_erasing,
+        **common)
+    steps = list(tf.transforms)
+    if trivial:  # after crop and flips, before the tensor conversion, as in torchvision
+        at = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+        steps.insert(at, T.TrivialAugmentWide())
+    front = []
+    if data.rotate:
+        front.append(T.RandomRotation(data.rotate, interpolation=T.InterpolationMode.BILINEAR))
+    if data.dihedral:
+        front.append(RandomDihedral())
+    return T.Compose(front + steps)

@@ -123,12 +123,13 @@ def run(
         if resume is not None:
             adapt(resume=resume, **flags)
             return
-        cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-        cfg = cfg.with_overrides(**_selector_reset(flags), **flags)
+        base = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
+        overrides = {**_selector_reset(flags), **flags}
+        cfg = base.with_overrides(**overrides)
         if cfg.data.path is None:
             raise ValueError("--data is required (or set data.path in the recipe); "
                              "try 'finetune demo' for a built-in example")
-        adapt(cfg.backbone.name, cfg.data.path, cfg, recipe=recipe, dry_run=dry_run)
+        adapt(None, None, base, recipe=recipe, dry_run=dry_run, **overrides)
     except USER_ERRORS as e:
         _fail(e, debug)
 
@@ -190,6 +191,74 @@ def _given(values: dict, *, exclude: set[str]) -> dict:
     """CLI values the user set: None and False mean 'not given' (recipe or default applies)."""
     return {k: v for k, v in values.items()
             if k not in exclude and v is not None and v is not False}
+
+
+recipes_app = typer.Typer(no_args_is_help=True, help="List and show the shipped recipes.")
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.command("list")
+def recipes_list():
+    """Each shipped recipe with the first line of its header."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import recipes_dir
+
+    table = Table(title=f"recipes in {recipes_dir()}")
+    table.add_column("name")
+    table.add_column("for")
+    for path in sorted(recipes_dir().glob("*.yaml")):
+        about = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#") or line.startswith(("# Why", "# Data", "# Checked")) \
+                    or (about and line.startswith("# ") and ":" in line[:12]):
+                break
+            about.append(line.lstrip("# ").strip())
+        table.add_row(path.stem, " ".join(about).split(" - ", 1)[-1])
+    Console(highlight=False).print(table)
+    typer.echo("use: finetune run --recipe NAME --data DIR; finetune recipes show NAME")
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name (finetune recipes list) or YAML path."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """A recipe's header and every resolved value (its own and the defaults it keeps)."""
+    try:
+        from .config import FinetuneConfig, resolve_recipe
+
+        path = resolve_recipe(name)
+        cfg = FinetuneConfig.from_yaml(path)
+        header = [line for line in path.read_text().splitlines() if line.startswith("#")]
+        typer.echo("\n".join(header + [f"# resolved from {path}", cfg.to_yaml()]))
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
+@app.command("augment-preview")
+def augment_preview(
+    data: Path = typer.Option(..., help="Image folder to sample from."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe name or YAML path (default: the defaults)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone whose preprocessing to use (default: the recipe's)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels."),
+    images: int = typer.Option(4, help="Source images (rows)."),
+    samples: int = typer.Option(6, help="Augmented samples per image (columns after the original)."),
+    output: Path = typer.Option(Path("augment-preview.png"), help="PNG file to write."),
+    seed: int = typer.Option(0, help="Random seed."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """Write a PNG grid: each row one image, first its evaluation view, then augmented samples
+    as training sees them (before normalisation)."""
+    try:
+        from .preview import augment_preview as make_preview
+
+        path = make_preview(data, recipe=recipe, backbone=backbone, img_size=img_size,
+                            images=images, samples=samples, output=output, seed=seed)
+        typer.echo(f"wrote {path}")
+    except USER_ERRORS as e:
+        _fail(e, debug)
 
 
 @app.command()

@@ -64,6 +64,9 @@ class DataConfig:
     class_weights: str = "none"
     # "balanced" draws training images with a class-balanced weighted sampler
     sampler: str = "none"
+    # decoded images kept between epochs: auto (memory if it fits, else a disk file), memory,
+    # disk, none
+    cache_images: str = "auto"
     # training augmentation (timm create_transform): random resized crop keeps this fraction of
     # the image area at least (0.08 = ImageNet default; raise it when small details carry the
     # label), flip probabilities, colour jitter strength (0 = off)
@@ -71,6 +74,17 @@ class DataConfig:
     hflip: float = 0.5
     vflip: float = 0.0
     color_jitter: float = 0.4
+    # hue jitter (0-0.5; stain/colour variation in pathology), 0 = off
+    hue_jitter: float = 0.0
+    # random rotation range in degrees (+-), before the crop
+    rotate: float = 0.0
+    # all 8 rotations/mirrors of the square (no natural orientation: satellite, slides)
+    dihedral: bool = False
+    # None, a timm policy ("rand-m9-mstd0.5-inc1", "augmix-m5-w4-d2", "original") or
+    # "trivialaugment"; replaces colour jitter
+    auto_augment: Optional[str] = None
+    # random erasing probability (timm RandomErasing)
+    random_erasing: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "policy.bn": ("frozen", "eval-all", "train"),
     "data.class_weights": ("none", "auto"),
     "data.sampler": ("none", "balanced"),
+    "data.cache_images": ("auto", "memory", "disk", "none"),
     "adapter.peft": ("none", "lora", "loha", "lokr", "ia3"),
     "optim.optimizer": ("adamw", "sgd"),
     "train.device": ("auto", "cpu", "cuda"),
@@ -340,6 +355,12 @@ def _check_values(cfg: FinetuneConfig) -> None:
         ("data.hflip", 0 <= cfg.data.hflip <= 1, "must be a probability in [0, 1]"),
         ("data.vflip", 0 <= cfg.data.vflip <= 1, "must be a probability in [0, 1]"),
         ("data.color_jitter", cfg.data.color_jitter >= 0, "must be >= 0"),
+        ("data.hue_jitter", 0 <= cfg.data.hue_jitter <= 0.5, "must be in [0, 0.5]"),
+        ("data.rotate", 0 <= cfg.data.rotate <= 180, "must be in [0, 180] degrees"),
+        ("data.random_erasing", 0 <= cfg.data.random_erasing <= 1, "must be in [0, 1]"),
+        ("data.auto_augment", cfg.data.auto_augment is None or cfg.data.auto_augment.startswith(
+            ("rand", "augmix", "original", "v0", "3a", "trivialaugment")),
+         "must be a timm policy (rand-..., augmix-..., original, v0, 3a) or trivialaugment"),
         ("data.img_size", cfg.data.img_size is None or cfg.data.img_size >= 16, "must be >= 16 px"),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),

@@ -233,19 +233,30 @@ class ImageFileDataset:
     sample with a warning naming it, unless ``strict``; an epoch never dies on one bad image.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False):
+    def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False,
+                 cache=None, prepare: Callable | None = None):
         self.samples = list(samples)
         self.transform = transform
         self.strict = strict
+        self.cache = cache      # ImageCache of prepared images, or None
+        self.prepare = prepare  # what the cache applied (eval resize/crop), for uncached files
+
+    def _image(self, i: int):
+        cached = self.cache.image(i) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        image = load_image(self.samples[i][0])
+        return self.prepare(image) if self.prepare is not None else image
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
         for attempt in range(len(self.samples)):
-            path, label = self.samples[(index + attempt) % len(self.samples)]
+            i = (index + attempt) % len(self.samples)
+            path, label = self.samples[i]
             try:
-                return self.transform(load_image(path)), label
+                return self.transform(self._image(i)), label
             except Exception as e:  # see _check_one
                 if self.strict:
                     raise DataError(f"{path}: unreadable image ({e})") from None
@@ -347,16 +358,37 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
                    train_augment: bool = True):
     """(train, val, test or None) datasets with the backbone's preprocessing; training images
     get the evaluation transform when ``train_augment`` is False (cached features)."""
-    from .augment import build_transform
+    from .augment import build_transform, resolve_img_size
+    from .imagecache import ImageCache, cache_side, downsizer, eval_preparer, split_transform
 
     train_tf = build_transform(info, cfg.data, training=train_augment)
     eval_tf = build_transform(info, cfg.data, training=False)
     if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
         return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
                 _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
-    make = lambda samples, tf: ImageFileDataset(samples, tf, strict=cfg.data.strict)  # noqa: E731
-    return (make(data.train, train_tf), make(data.val, eval_tf),
-            make(data.test, eval_tf) if data.test else None)
+    mode, strict = cfg.data.cache_images, cfg.data.strict
+    size = resolve_img_size(info, cfg.data.img_size)
+
+    def make_eval(samples):
+        if mode == "none":
+            return ImageFileDataset(samples, eval_tf, strict=strict)
+        pil, tensor = split_transform(eval_tf)
+        cache = ImageCache.build([p for p, _ in samples], prepare=eval_preparer(pil), mode=mode,
+                                 side=size)
+        return ImageFileDataset(samples, tensor, strict=strict, cache=cache, prepare=pil)
+
+    def make_train(samples):
+        if not train_augment:
+            return make_eval(samples)
+        if mode == "none":
+            return ImageFileDataset(samples, train_tf, strict=strict)
+        side = cache_side(size, info.crop_pct)
+        cache = ImageCache.build([p for p, _ in samples], prepare=downsizer(side), mode=mode,
+                                 side=side)
+        return ImageFileDataset(samples, train_tf, strict=strict, cache=cache)
+
+    return (make_train(data.train), make_eval(data.val),
+            make_eval(data.test) if data.test else None)
 
 
 class _IndexedDataset:

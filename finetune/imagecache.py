@@ -1,0 +1,182 @@
+"""Decoded, prepared images kept as uint8 arrays, so epochs after the first decode nothing.
+
+Each image is decoded once (threads) and prepared: training images get their shorter side
+resized to ``side`` pixels (``cache_side``: 1.25x the evaluation resize, so random resized crops
+keep their detail); evaluation images get the whole deterministic part of the evaluation
+transform (resize and center crop), so cached validation is bit-identical to ``predict``. The
+results are stored as:
+
+- ``memory``: a list of arrays in this process (small sets; the default when the estimate fits
+  in a quarter of the free RAM, at most 4 GiB);
+- ``disk``: one flat uint8 file in ``~/.cache/finetune/images/`` memory-mapped by every process,
+  reused by the next run over the same files (keyed by path, size, mtime and ``side``);
+- ``none``: decode from the original file every time.
+
+Example:
+    >>> cache = ImageCache.build(paths, prepare=downsizer(160), key="train160")  # doctest: +SKIP
+    >>> cache.image(0).size  # a PIL image whose shorter side is 160 px  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .data import load_image
+from .scan import cache_dir
+
+__all__ = ["ImageCache", "cache_side", "downsizer", "eval_preparer"]
+
+MEMORY_LIMIT = 4 << 30  # bytes
+
+
+def cache_side(img_size: int, crop_pct: float) -> int:
+    """Stored shorter side in px: the eval resize (img_size / crop_pct), plus 25 % headroom for
+    random resized crops of part of the image."""
+    return int(round(max(img_size / crop_pct, img_size) * 1.25))
+
+
+def downsizer(side: int) -> Callable[[str], np.ndarray]:
+    """Prepare a training image: shorter side down to ``side`` px (never up)."""
+    def prepare(path: str) -> np.ndarray:
+        img = load_image(path)
+        scale = side / min(img.size)
+        if scale < 1:
+            size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        return np.asarray(img, dtype=np.uint8)
+    prepare.key = f"downsize{side}"
+    return prepare
+
+
+def eval_preparer(pil_steps) -> Callable[[str], np.ndarray]:
+    """Prepare an evaluation image: the PIL part of the evaluation transform (resize, crop)."""
+    def prepare(path: str) -> np.ndarray:
+        return np.asarray(pil_steps(load_image(path)), dtype=np.uint8)
+    prepare.key = repr(pil_steps)
+    return prepare
+
+
+def split_transform(transform):
+    """(PIL steps, tensor steps) of a torchvision Compose: everything before ToTensor is
+    deterministic for evaluation transforms and can be cached."""
+    from torchvision import transforms as T
+
+    steps = list(transform.transforms)
+    at = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+    return T.Compose(steps[:at]), T.Compose(steps[at:])
+
+
+class ImageCache:
+    """Downsized RGB images by index; see the module docstring."""
+
+    def __init__(self, arrays=None, flat=None, index=None, mode: str = "none",
+                 paths: Sequence[str] = ()):
+        self.arrays, self.flat, self.index, self.mode = arrays, flat, index, mode
+        self.paths = list(paths)
+
+    @classmethod
+    def build(cls, paths: Sequence[str], *, prepare: Callable[[str], np.ndarray],
+              mode: str = "auto", side: int = 0, progress: bool = False) -> "ImageCache":
+        """Prepare every image now; ``side`` (px) sizes the memory estimate for ``auto``."""
+        paths = list(paths)
+        if mode == "none" or not paths:
+            return cls(mode="none", paths=paths)
+        if mode == "auto":
+            mode = "memory" if _estimate_bytes(paths, side) < _memory_budget() else "disk"
+        if mode == "disk":
+            return cls._disk(paths, prepare, progress)
+        return cls(arrays=_decode_all(paths, prepare, progress), mode="memory", paths=paths)
+
+    @classmethod
+    def _disk(cls, paths: list[str], prepare, progress: bool) -> "ImageCache":
+        key = hashlib.sha1(json.dumps([prepare.key] + [(p, *_stat(p)) for p in paths]).encode())
+        folder = cache_dir() / "images"
+        data_file = folder / f"{key.hexdigest()[:24]}.u8"
+        index_file = data_file.with_suffix(".json")
+        if not (data_file.is_file() and index_file.is_file()):
+            from .checkpoint import atomic_path
+
+            arrays = _decode_all(paths, prepare, progress)
+            index, offset = [], 0
+            for a in arrays:
+                index.append([offset, *a.shape] if a is not None else [offset, 0, 0, 0])
+                offset += a.size if a is not None else 0
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(data_file) as tmp:
+                with open(tmp, "wb") as f:
+                    for a in arrays:
+                        if a is not None:
+                            f.write(np.ascontiguousarray(a).tobytes())
+            with atomic_path(index_file) as tmp:
+                Path(tmp).write_text(json.dumps(index))
+        index = json.loads(index_file.read_text())
+        flat = np.memmap(data_file, dtype=np.uint8, mode="r")
+        return cls(flat=flat, index=index, mode="disk", paths=paths)
+
+    def image(self, i: int) -> Optional[Image.Image]:
+        """The prepared image, or None when it must be read from its file (not cached, or it
+        failed to decode while caching)."""
+        if self.mode == "memory":
+            return None if self.arrays[i] is None else Image.fromarray(self.arrays[i])
+        if self.mode == "disk":
+            offset, h, w, c = self.index[i]
+            if h == 0:
+                return None
+            return Image.fromarray(np.asarray(self.flat[offset:offset + h * w * c])
+                                   .reshape(h, w, c))
+        return None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _decode_all(paths: list[str], prepare, progress: bool) -> list[Optional[np.ndarray]]:
+    def safe(path):
+        try:
+            return prepare(path)
+        except Exception:  # changed since the scan: the dataset reads (and reports) the file
+            return None
+
+    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
+        results = pool.map(safe, paths, chunksize=16)
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(paths), description="Caching images",
+                            transient=True)
+        return list(results)
+
+
+def _estimate_bytes(paths: list[str], side: int) -> int:
+    # reads headers only: PIL knows the size before it decodes any pixel
+    sample = paths[:: max(1, len(paths) // 64)]
+    total = 0
+    for p in sample:
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+        except Exception:  # unreadable files are skipped by the dataset anyway
+            continue
+        scale = min(1.0, side / min(w, h)) if side else 1.0
+        total += round(w * scale) * round(h * scale) * 3
+    return total * len(paths) // max(1, len(sample))
+
+
+def _memory_budget() -> int:
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 8 << 30
+    return min(MEMORY_LIMIT, free // 4)
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
