@@ -29,7 +29,8 @@ from .config import FinetuneConfig
 from .data import (build_datasets, build_loader, class_balance, load_image, scan_data,
                    walk_images)
 from .heads import replace_head
-from .metrics import classification_report, report_table
+from .metrics import (best_thresholds, classification_report, multilabel_report,
+                      multilabel_table, report_table)
 from .optim import build_optimizer, build_param_groups, build_scheduler
 from .policy import PolicyReport, apply_policy, plan_table, refresh_report
 from .trainer import Trainer, resolve_device, resolve_precision
@@ -131,7 +132,8 @@ def adapt(model: str | nn.Module | None = None,
                                                        device, precision, console, class_weights)
     else:
         trainer, fit_loaders = _trainer(net, policy, cfg, loaders, device, precision,
-                                        channels_last, console, verbose, class_weights)
+                                        channels_last, console, verbose, class_weights,
+                                        data.multilabel)
     save_best = _best_saver(run_dir, base, cfg, info)
     start_epoch, history = 0, None
     if resume:
@@ -152,15 +154,14 @@ def adapt(model: str | nn.Module | None = None,
     if merge_diff is not None:
         metrics["adapter_merge_max_abs_diff"] = merge_diff
     evaluator = Trainer(final, optimizer=None, scheduler=None, policy=policy, device=device,
-                        precision=precision, channels_last=channels_last)
-    for split in ("val", "test"):
-        if split in loaders:
-            _, logits, targets = evaluator.evaluate(loaders[split])
-            metrics[split] = classification_report(logits, targets, data.classes)
-            console.print(report_table(metrics[split],
-                                       f"{split} (best epoch {history.best_epoch})"))
+                        precision=precision, channels_last=channels_last,
+                        multilabel=data.multilabel)
+    metrics.update(_evaluate(evaluator, loaders, data, console, history.best_epoch))
+    extra["metrics"] = {k: v for k, v in metrics.items() if k not in ("epochs", "thresholds")}
+    if data.multilabel:
+        extra.update(multi_label=True, thresholds=metrics.get("thresholds"))
     save_run_config(run_dir, final, info=info, classes=data.classes, data_config=data_config,
-                    extra={**extra, "metrics": {k: v for k, v in metrics.items() if k != "epochs"}})
+                    extra=extra)
     console.print(f"run directory: {run_dir}")
     return FitResult(final.eval(), data.classes, metrics, run_dir, cfg, info, policy)
 
@@ -189,7 +190,8 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
     """Top-k labels and probabilities for images (folders are walked recursively).
 
     Uses the run's evaluation preprocessing. Returns one record per image:
-    ``{"path", "label", "prob", "label_2", "prob_2", ...}``.
+    ``{"path", "label", "prob", "label_2", "prob_2", ...}``; for a multi-label run
+    ``{"path", "labels": "a;b", "prob_<label>": ...}`` with the thresholds chosen on validation.
 
     Example:
         >>> predict("runs/my-run", ["photos/"], top_k=3)[0]["label"]  # doctest: +SKIP
@@ -206,6 +208,8 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
                                  crop_mode=cfg.get("crop_mode", "center"))
     paths = list(walk_images(inputs))
     k = max(1, min(top_k, len(labels)))
+    ft = config.get("finetune", {})
+    thresholds = ft.get("thresholds") if ft.get("multi_label") else None
     records = []
     for start in range(0, len(paths), batch_size):
         chunk, tensors = [], []
@@ -219,7 +223,11 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
             continue
         images = torch.stack(tensors).to(device)
         with torch.inference_mode():
-            probs = model(images).float().softmax(-1).cpu()
+            logits = model(images).float().cpu()
+        if thresholds is not None:  # multi-label: every label over its threshold
+            records += _multilabel_records(chunk, logits.sigmoid(), labels, thresholds)
+            continue
+        probs = logits.softmax(-1)
         top_p, top_i = probs.topk(k, dim=-1)
         for path, ps, idx in zip(chunk, top_p.tolist(), top_i.tolist()):
             record: dict[str, Any] = {"path": str(path)}
@@ -255,6 +263,36 @@ def _resolve_config(model, config, recipe, resume, overrides) -> tuple[FinetuneC
     return cfg, recipe
 
 
+def _multilabel_records(paths, probs, labels, thresholds) -> list[dict[str, Any]]:
+    records = []
+    for path, row in zip(paths, probs.tolist()):
+        chosen = [name for name, p, t in zip(labels, row, thresholds) if p >= t]
+        record: dict[str, Any] = {"path": str(path), "labels": ";".join(chosen)}
+        record.update({f"prob_{name}": round(p, 6) for name, p in zip(labels, row)})
+        records.append(record)
+    return records
+
+
+def _evaluate(evaluator: Trainer, loaders, data, console, best_epoch: int) -> dict:
+    """Reports on val and test. Multi-label: per-label thresholds that maximise F1 on val (0.5
+    without val data) are chosen first and applied to both, and returned as ``thresholds``."""
+    out: dict[str, Any] = {}
+    logits = {s: evaluator.evaluate(loaders[s])[1:] for s in ("val", "test") if s in loaders}
+    if data.multilabel:
+        out["thresholds"] = (best_thresholds(logits["val"][0].sigmoid(), logits["val"][1])
+                             if "val" in logits else [0.5] * data.num_classes)
+    for split, (split_logits, targets) in logits.items():
+        title = f"{split} (best epoch {best_epoch})"
+        if data.multilabel:
+            out[split] = multilabel_report(split_logits, targets, data.classes,
+                                           out["thresholds"])
+            console.print(multilabel_table(out[split], title))
+        else:
+            out[split] = classification_report(split_logits, targets, data.classes)
+            console.print(report_table(out[split], title))
+    return out
+
+
 def _jsonable(values: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -282,14 +320,15 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
 
 
 def _trainer(net, policy, cfg, loaders, device, precision, channels_last, console, verbose,
-             class_weights):
+             class_weights, multilabel):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
                                 epochs=cfg.train.epochs)
     trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
                       precision=precision, channels_last=channels_last,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
-                      progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights)
+                      progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights,
+                      multilabel=multilabel)
     return trainer, loaders
 
 
@@ -320,7 +359,8 @@ def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, prec
     trainer = Trainer(head, optimizer=optimizer, scheduler=scheduler, policy=head_policy,
                       device=device, precision=precision,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
-                      optim_cfg=cfg.optim, class_weights=class_weights)
+                      optim_cfg=cfg.optim, class_weights=class_weights,
+                      multilabel=data.multilabel)
     return trainer, fit_loaders
 
 

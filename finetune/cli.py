@@ -353,20 +353,16 @@ def write_predictions(records: list[dict], path: Path) -> None:
 
 def _print_predictions(records: list[dict], top_k: int) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{len(records)} predictions")
-    table.add_column("path")
-    for rank in range(1, top_k + 1):
-        suffix = "" if rank == 1 else f"_{rank}"
-        if records and f"label{suffix}" in records[0]:
-            table.add_column(f"label{suffix}")
-            table.add_column(f"prob{suffix}", justify="right")
+    keys = list(records[0]) if records else ["path", "label", "prob"]
+    for key in keys:
+        table.add_column(key, justify="right" if key.startswith("prob") else "left")
     for r in records:
-        cells = [r["path"]]
-        for key in list(r)[1:]:
-            cells.append(f"{r[key]:.4f}" if key.startswith("prob") else str(r[key]))
-        table.add_row(*cells)
+        table.add_row(*(f"{r[k]:.4f}" if k.startswith("prob") else escape(str(r[k]))
+                        for k in keys))
     Console(highlight=False).print(table)
 
 

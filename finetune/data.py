@@ -59,18 +59,21 @@ class DataInfo:
     checks: dict = field(default_factory=dict, compare=False, repr=False)  # path -> FileCheck
     scan_seconds: float = field(default=0.0, compare=False)
     cache_hits: int = field(default=0, compare=False)
+    multilabel: bool = False  # labels are tuples of class indices (CSV "labels" column)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def counts(self) -> dict[str, list[int]]:
-        """Images per class for each split, in class order."""
+        """Images per class for each split, in class order (multi-label: images carrying it)."""
         out = {}
         for split in SPLITS:
             samples = getattr(self, split)
             if samples:
-                out[split] = [sum(1 for _, y in samples if y == c) for c in range(self.num_classes)]
+                has = (lambda y, c: c in y) if self.multilabel else (lambda y, c: y == c)
+                out[split] = [sum(1 for _, y in samples if has(y, c))
+                              for c in range(self.num_classes)]
         return out
 
 
@@ -234,7 +237,8 @@ class ImageFileDataset:
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False,
-                 cache=None, prepare: Callable | None = None):
+                 cache=None, prepare: Callable | None = None, num_classes: int = 0):
+        self.num_classes = num_classes  # > 0: labels are tuples, returned as multi-hot vectors
         self.samples = list(samples)
         self.transform = transform
         self.strict = strict
@@ -256,7 +260,14 @@ class ImageFileDataset:
             i = (index + attempt) % len(self.samples)
             path, label = self.samples[i]
             try:
-                return self.transform(self._image(i)), label
+                image = self.transform(self._image(i))
+                if self.num_classes:
+                    import torch
+
+                    target = torch.zeros(self.num_classes)
+                    target[list(label)] = 1.0
+                    return image, target
+                return image, label
             except Exception as e:  # see _check_one
                 if self.strict:
                     raise DataError(f"{path}: unreadable image ({e})") from None
@@ -298,21 +309,33 @@ def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
     import torch
 
     counts = torch.tensor(data.counts()["train"], dtype=torch.float64)
-    inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
-    loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
+    if data.multilabel:
+        # BCE pos_weight: negatives per positive of each label; a sample weighs as its rarest label
+        n = len(data.train)
+        loss_weights = ((n - counts) / counts.clamp(min=1)).float() \
+            if cfg.data.class_weights == "auto" else None
+        inverse = n / counts.clamp(min=1)
+        per_sample = [max((float(inverse[c]) for c in y), default=1.0) for _, y in data.train]
+    else:
+        inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
+        loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
+        per_sample = [float(inverse[y]) for _, y in data.train]
     sample_weights = None
     if cfg.data.sampler == "balanced":
-        sample_weights = torch.tensor([float(inverse[y]) for _, y in data.train],
-                                      dtype=torch.float64)
+        sample_weights = torch.tensor(per_sample, dtype=torch.float64)
     return loss_weights, sample_weights
 
 
 def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
-    """Classes and splits of a folder (every image checked) or of a torch Dataset."""
+    """Classes and splits of a folder or CSV manifest (every image checked) or of a torch
+    Dataset."""
     if isinstance(dataset, (str, os.PathLike)):
-        data = scan_folder(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
-                           strict=cfg.data.strict, progress=console.is_terminal,
-                           max_pixels=cfg.data.max_pixels)
+        scan = scan_folder
+        if str(dataset).lower().endswith(".csv"):
+            from .manifest import scan_csv as scan
+        data = scan(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
+                    strict=cfg.data.strict, progress=console.is_terminal,
+                    max_pixels=cfg.data.max_pixels)
         counts = data.counts()
         console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
                       + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
@@ -366,26 +389,26 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
     if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
         return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
                 _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
-    mode, strict = cfg.data.cache_images, cfg.data.strict
-    size = resolve_img_size(info, cfg.data.img_size)
+    mode, size = cfg.data.cache_images, resolve_img_size(info, cfg.data.img_size)
+    common = dict(strict=cfg.data.strict, num_classes=data.num_classes if data.multilabel else 0)
 
     def make_eval(samples):
         if mode == "none":
-            return ImageFileDataset(samples, eval_tf, strict=strict)
+            return ImageFileDataset(samples, eval_tf, **common)
         pil, tensor = split_transform(eval_tf)
         cache = ImageCache.build([p for p, _ in samples], prepare=eval_preparer(pil), mode=mode,
                                  side=size)
-        return ImageFileDataset(samples, tensor, strict=strict, cache=cache, prepare=pil)
+        return ImageFileDataset(samples, tensor, cache=cache, prepare=pil, **common)
 
     def make_train(samples):
         if not train_augment:
             return make_eval(samples)
         if mode == "none":
-            return ImageFileDataset(samples, train_tf, strict=strict)
+            return ImageFileDataset(samples, train_tf, **common)
         side = cache_side(size, info.crop_pct)
         cache = ImageCache.build([p for p, _ in samples], prepare=downsizer(side), mode=mode,
                                  side=side)
-        return ImageFileDataset(samples, train_tf, strict=strict, cache=cache)
+        return ImageFileDataset(samples, train_tf, cache=cache, **common)
 
     return (make_train(data.train), make_eval(data.val),
             make_eval(data.test) if data.test else None)

@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["confusion_matrix", "classification_report", "report_table"]
+__all__ = ["confusion_matrix", "classification_report", "report_table", "multilabel_report",
+           "multilabel_table", "average_precision", "roc_auc", "best_thresholds"]
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -58,4 +59,96 @@ def report_table(report: dict, title: str):
     for name, row in report["per_class"].items():
         table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
+    return table
+
+
+def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Area under the precision-recall curve of one label (NaN without positives)."""
+    positives = float(targets.sum())
+    if positives == 0:
+        return float("nan")
+    hits = targets[scores.argsort(descending=True)].double()
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+    return float((precision * hits).sum() / positives)
+
+
+def roc_auc(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """ROC AUC of one label (Mann-Whitney U with average ranks for ties; NaN if one-sided)."""
+    pos = targets.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    sorted_scores, order = scores.double().sort()
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
+                                                  return_counts=True)
+    ends = counts.cumsum(0).double()
+    average_rank = (ends - (counts.double() - 1) / 2)[inverse]
+    ranks = torch.empty_like(average_rank)
+    ranks[order] = average_rank
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def best_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per label, the probability threshold with the best F1 on these samples (0.5 without
+    positives). Chosen on validation data, stored in config.json, applied by predict."""
+    out = []
+    for j in range(probs.shape[1]):
+        p, t = probs[:, j], targets[:, j]
+        if t.sum() == 0:
+            out.append(0.5)
+            continue
+        candidates = torch.unique(p)
+        pred = p[None, :] >= candidates[:, None]
+        tp = (pred & t.bool()[None]).sum(1).double()
+        f1 = 2 * tp / (pred.sum(1) + t.sum()).double()
+        out.append(round(float(candidates[int(f1.argmax())]), 6))
+    return out
+
+
+def multilabel_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
+                      thresholds: Sequence[float] | None = None) -> dict:
+    """Per-label AUC, AP, F1 (at ``thresholds``, default 0.5) and support; mAP, macro AUC,
+    macro/micro F1."""
+    probs = logits.float().sigmoid()
+    thresholds = list(thresholds) if thresholds is not None else [0.5] * len(classes)
+    pred = probs >= torch.tensor(thresholds)[None, :]
+    truth = targets.bool()
+    per_label = {}
+    for j, name in enumerate(classes):
+        tp = int((pred[:, j] & truth[:, j]).sum())
+        fp = int((pred[:, j] & ~truth[:, j]).sum())
+        fn = int((~pred[:, j] & truth[:, j]).sum())
+        per_label[name] = {
+            "auc": roc_auc(probs[:, j], truth[:, j]), "ap": average_precision(probs[:, j],
+                                                                               truth[:, j]),
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+            "support": int(truth[:, j].sum()), "threshold": thresholds[j],
+        }
+
+    def mean(key):
+        values = [v[key] for v in per_label.values() if v["support"] and v[key] == v[key]]
+        return sum(values) / len(values) if values else 0.0
+
+    tp = int((pred & truth).sum())
+    micro_den = int(pred.sum()) + int(truth.sum())
+    return {
+        "mAP": mean("ap"), "macro_auc": mean("auc"), "macro_f1": mean("f1"),
+        "micro_f1": 2 * tp / micro_den if micro_den else 0.0,
+        "label_accuracy": float((pred == truth).float().mean()),
+        "num_samples": int(len(targets)), "per_label": per_label,
+    }
+
+
+def multilabel_table(report: dict, title: str):
+    from rich.table import Table
+
+    table = Table(title=f"{title}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
+                        f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})")
+    for col in ("label", "AUC", "AP", "F1", "threshold", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for name, row in report["per_label"].items():
+        table.add_row(name, f"{row['auc']:.3f}", f"{row['ap']:.3f}", f"{row['f1']:.3f}",
+                      f"{row['threshold']:.3f}", str(row["support"]))
     return table

@@ -85,7 +85,7 @@ class Trainer:
                  precision: str = "fp32", channels_last: bool = False,
                  label_smoothing: float = 0.0, console=None, progress: bool = True,
                  optim_cfg: Optional[OptimConfig] = None,
-                 class_weights: Optional[torch.Tensor] = None):
+                 class_weights: Optional[torch.Tensor] = None, multilabel: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -95,7 +95,15 @@ class Trainer:
         self.dtype = PRECISIONS[precision]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         weight = class_weights.to(device) if class_weights is not None else None
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        self.multilabel = multilabel
+        if multilabel:  # sigmoid per label; class_weights are BCE pos_weights here
+            bce = nn.BCEWithLogitsLoss(pos_weight=weight)
+            self.loss_fn = lambda logits, t: bce(logits, t * (1 - label_smoothing)
+                                                 + label_smoothing / 2)
+        else:
+            self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+        # the validation score that picks the best epoch
+        self.score_name = "val_map" if multilabel else "val_accuracy"
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.console = console
         self.progress = progress
@@ -131,9 +139,10 @@ class Trainer:
             val_loss = val_acc = None
             if val_loader is not None:
                 val_loss, logits, targets = self.evaluate(val_loader)
-                val_acc = float((logits.argmax(1) == targets).float().mean())
+                val_acc = self.score(logits, targets)
             record = dict(epoch=epoch + 1, step=self.step, train_loss=train_loss,
-                          train_accuracy=train_acc, val_loss=val_loss, val_accuracy=val_acc,
+                          train_accuracy=train_acc, val_loss=val_loss,
+                          **{self.score_name: val_acc},
                           lr=max(g["lr"] for g in self.optimizer.param_groups),
                           train_images_per_s=seen / max(train_seconds, 1e-9),
                           epoch_seconds=time.perf_counter() - t0)
@@ -152,6 +161,15 @@ class Trainer:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
             self._log_epoch(record, epochs)
         return history
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
+        """Validation score: accuracy, or mAP for multi-label tasks."""
+        if self.multilabel:
+            from .metrics import multilabel_report
+
+            return multilabel_report(logits, targets, [str(i) for i in range(logits.shape[1])]
+                                     )["mAP"]
+        return float((logits.argmax(1) == targets).float().mean())
 
     def thaw(self, epoch: int) -> None:
         """Gradual unfreezing: thaw the stages due at the start of 1-based ``epoch`` and give
@@ -222,7 +240,7 @@ class Trainer:
     def _train_epoch(self, loader, epoch: int, epochs: int) -> tuple[float, float, int]:
         set_train_mode(self.model, self.policy)
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        correct = torch.zeros((), device=self.device)  # float: multi-label adds fractions
         seen = 0
         bar = _EpochBar(self.console, f"epoch {epoch + 1}/{epochs}", len(loader), self.progress)
         with bar:
@@ -238,7 +256,10 @@ class Trainer:
                 self.step += 1
                 self.scheduler.step_update(self.step)
                 loss_sum += loss.detach() * len(targets)
-                correct += (logits.detach().argmax(1) == targets).sum()
+                if self.multilabel:  # label-wise accuracy at probability 0.5
+                    correct += ((logits.detach() > 0) == targets.bool()).float().mean(1).sum()
+                else:
+                    correct += (logits.detach().argmax(1) == targets).sum()
                 seen += len(targets)
                 if bar.due(i):  # the only host-device syncs in the loop
                     current = float(loss_sum) / seen
@@ -259,7 +280,11 @@ class Trainer:
             with self._autocast():
                 logits = self.model(images)
             logits = logits.float()
-            loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            if self.multilabel:
+                loss_sum += float(nn.functional.binary_cross_entropy_with_logits(
+                    logits, targets.float(), reduction="sum")) / max(1, logits.shape[1])
+            else:
+                loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
             seen += len(targets)
             all_logits.append(logits.cpu())
             all_targets.append(targets.cpu())
@@ -270,8 +295,10 @@ class Trainer:
     def _log_epoch(self, r: dict, epochs: int) -> None:
         if self.console is None:
             return
-        val = "no val data" if r["val_accuracy"] is None else \
-            f"val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.4f}{' *' if r['best'] else ''}"
+        score = r[self.score_name]
+        name = "mAP" if self.multilabel else "acc"
+        val = "no val data" if score is None else \
+            f"val loss {r['val_loss']:.4f} {name} {score:.4f}{' *' if r['best'] else ''}"
         self.console.print(
             f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
             f"{r['train_accuracy']:.4f} | {val} | {r['train_images_per_s']:.1f} img/s, "

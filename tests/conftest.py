@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import tempfile  # noqa: E402
+import zlib  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ["FINETUNE_CACHE"] = tempfile.mkdtemp(prefix="finetune-test-cache-")  # scan caches
@@ -33,7 +34,9 @@ def make_folder(root: Path, classes=("cat", "dog"), n=6, split=None, ext=".png")
     for c in classes:
         for i in range(n):
             base = root / split / c if split else root / c
-            make_image(base / f"{c}{i}{ext}", COLOURS[c], seed=hash((c, i, split)) % 1000)
+            # a distinct, reproducible seed per file (hash() of str is salted per process, and
+            # two equal images in different splits are duplicates the scan reports)
+            make_image(base / f"{c}{i}{ext}", COLOURS[c], seed=zlib.crc32(f"{c}/{i}/{split}".encode()))
     return root
 
 

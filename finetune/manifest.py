@@ -1,0 +1,119 @@
+"""CSV manifests: ``--data labels.csv`` instead of class folders.
+
+Columns (a header row is required):
+
+- ``path``: image path, relative to the CSV's folder (or absolute);
+- ``label``: one class per image (single-label), or ``labels``: ``;``-separated classes, possibly
+  none, per image (multi-label, ChestX-ray14 style: ``Effusion;Infiltration``; an empty cell or
+  ``No Finding`` means no label);
+- ``split`` (optional): ``train``, ``val`` or ``test``; without it the rows are split by the
+  seeded ``val_split`` (stratified by class for single-label, by first label for multi-label).
+
+Example:
+    >>> info = scan_csv("xrays/labels.csv", val_split=0.2, seed=0)  # doctest: +SKIP
+    >>> info.multilabel, info.classes[:2]  # doctest: +SKIP
+    (True, ('Atelectasis', 'Cardiomegaly'))
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+import warnings
+from pathlib import Path
+
+from .data import SPLITS, DataError, DataInfo, stratified_split
+from .scan import DEFAULT_MAX_PIXELS, check_files
+
+__all__ = ["scan_csv", "NO_LABEL"]
+
+NO_LABEL = ("", "no finding", "none")  # case-insensitive cells meaning "no label"
+
+
+def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
+             strict: bool = False, progress: bool = False,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> DataInfo:
+    """Read a manifest, check every image (as ``scan_folder`` does) and split it."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"manifest not found: {csv_path}")
+    rows, multilabel = _read_rows(csv_path)
+    base = csv_path.parent
+    classes = sorted({c for _, labels, _ in rows for c in labels})
+    if len(classes) < 2 and not (multilabel and classes):
+        raise DataError(f"{csv_path}: {len(classes)} distinct label(s) ({', '.join(classes)}); a "
+                        "classifier needs at least two classes")
+    index = {c: i for i, c in enumerate(classes)}
+    samples: dict[str, list] = {s: [] for s in SPLITS}
+    missing = []
+    for line, (rel, labels, split) in enumerate(rows, start=2):
+        path = str(Path(rel) if Path(rel).is_absolute() else base / rel)
+        if not os.path.isfile(path):
+            missing.append((line, path))
+            continue
+        ids = tuple(sorted(index[c] for c in labels))
+        samples[split or "train"].append((path, ids if multilabel else ids[0]))
+    if missing:
+        line, path = missing[0]
+        message = (f"{csv_path}:{line}: image not found: {path} ({len(missing)} missing; paths "
+                   "are relative to the CSV's folder)")
+        if strict or len(missing) == len(rows):
+            raise DataError(message)
+        warnings.warn(message, stacklevel=2)
+    all_paths = [p for split in SPLITS for p, _ in samples[split]]
+    t0 = time.perf_counter()
+    checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels, progress=progress)
+    bad = {p: c.problem for p, c in checks.items() if c.problem}
+    if bad and strict:
+        path, reason = next(iter(bad.items()))
+        raise DataError(f"{path}: unreadable image ({reason}); fix it or drop --strict")
+    for path, reason in bad.items():
+        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+    samples = {k: [(p, y) for p, y in v if p not in bad] for k, v in samples.items()}
+    if not samples["train"]:
+        raise DataError(f"{csv_path}: no readable training images")
+    has_split_column = any(split for _, _, split in rows)
+    if not samples["val"] and not has_split_column:
+        keyed = [((p, y), y[0] if multilabel and y else (-1 if multilabel else y))
+                 for p, y in samples["train"]]
+        train, val = stratified_split(keyed, val_split, seed)
+        samples["train"], samples["val"] = [s for s, _ in train], [s for s, _ in val]
+    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
+    return DataInfo(root=str(csv_path), layout="csv", classes=tuple(classes),
+                    train=tuple(samples["train"]), val=tuple(samples["val"]),
+                    test=tuple(samples["test"]), skipped=tuple(sorted(bad.items())),
+                    suspicious=tuple(sorted(odd.items())), checks=checks,
+                    scan_seconds=time.perf_counter() - t0, cache_hits=hits,
+                    multilabel=multilabel)
+
+
+def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], bool]:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        fields = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = fields
+        if "path" not in fields or not ({"label", "labels"} & set(fields)):
+            raise DataError(f"{csv_path}: needs a header with 'path' and 'label' (single-label) "
+                            f"or 'labels' (multi-label, ';'-separated) columns; found "
+                            f"{', '.join(fields) or 'no header'}")
+        multilabel = "labels" in fields
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            split = (row.get("split") or "").strip().lower()
+            if split and split not in SPLITS:
+                raise DataError(f"{csv_path}:{line}: split '{split}' is not one of "
+                                f"{', '.join(SPLITS)}")
+            if multilabel:
+                cell = (row.get("labels") or "").strip()
+                labels = tuple(sorted({c.strip() for c in cell.split(";")
+                                       if c.strip().lower() not in NO_LABEL}))
+            else:
+                label = (row.get("label") or "").strip()
+                if not label:
+                    raise DataError(f"{csv_path}:{line}: empty label for "
+                                    f"{row.get('path')!r}; every row needs one")
+                labels = (label,)
+            rows.append(((row.get("path") or "").strip(), labels, split))
+    if not rows:
+        raise DataError(f"{csv_path}: no rows below the header")
+    return rows, multilabel
