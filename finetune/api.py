@@ -131,7 +131,7 @@ def adapt(model: str | nn.Module | None = None,
         trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, data, loaders,
                                                        device, precision, console, class_weights)
     else:
-        trainer, fit_loaders = _trainer(net, policy, cfg, loaders, device, precision,
+        trainer, fit_loaders = _trainer(net, info, policy, cfg, loaders, device, precision,
                                         channels_last, console, verbose, class_weights,
                                         data.multilabel)
     save_best = _best_saver(run_dir, base, cfg, info)
@@ -319,7 +319,7 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
     return net, base, info, refresh_report(net, policy)
 
 
-def _trainer(net, policy, cfg, loaders, device, precision, channels_last, console, verbose,
+def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, console, verbose,
              class_weights, multilabel):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
@@ -328,7 +328,7 @@ def _trainer(net, policy, cfg, loaders, device, precision, channels_last, consol
                       precision=precision, channels_last=channels_last,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
                       progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights,
-                      multilabel=multilabel)
+                      multilabel=multilabel, mean=info.mean, std=info.std)
     return trainer, loaders
 
 

@@ -384,7 +384,7 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
     from .augment import build_transform, resolve_img_size
     from .imagecache import ImageCache, cache_side, downsizer, eval_preparer, split_transform
 
-    train_tf = build_transform(info, cfg.data, training=train_augment)
+    train_tf = build_transform(info, cfg.data, training=train_augment, uint8=train_augment)
     eval_tf = build_transform(info, cfg.data, training=False)
     if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
         return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),

@@ -85,7 +85,9 @@ class Trainer:
                  precision: str = "fp32", channels_last: bool = False,
                  label_smoothing: float = 0.0, console=None, progress: bool = True,
                  optim_cfg: Optional[OptimConfig] = None,
-                 class_weights: Optional[torch.Tensor] = None, multilabel: bool = False):
+                 class_weights: Optional[torch.Tensor] = None, multilabel: bool = False,
+                 mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225)):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -109,6 +111,9 @@ class Trainer:
         self.progress = progress
         self.optim_cfg = optim_cfg or OptimConfig()
         self.step = 0
+        # uint8 batches (training transforms stop before normalising) are normalised here
+        self.mean255 = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
         self.model.to(device=device, memory_format=self.memory_format)
 
     def _autocast(self):
@@ -117,7 +122,10 @@ class Trainer:
 
     def _to_device(self, images, targets):
         non_blocking = self.device.type == "cuda"
-        images = images.to(self.device, non_blocking=non_blocking, memory_format=self.memory_format)
+        images = images.to(self.device, non_blocking=non_blocking)
+        if images.dtype == torch.uint8:
+            images = (images.float() - self.mean255) / self.std255
+        images = images.contiguous(memory_format=self.memory_format)
         return images, targets.to(self.device, non_blocking=non_blocking)
 
     def fit(self, train_loader, val_loader=None, *, epochs: int,

@@ -1,0 +1,62 @@
+"""Issue 4: the decoded-image cache and the uint8 training path."""
+import numpy as np
+import pytest
+import torch
+
+from finetune.augment import build_transform
+from finetune.backbones import load_backbone
+from finetune.config import DataConfig, FinetuneConfig
+from finetune.data import build_datasets, load_image, scan_folder
+from finetune.imagecache import ImageCache, downsizer, eval_preparer, split_transform
+from finetune.trainer import Trainer
+from finetune.policy import PolicyReport
+from tests.conftest import COLOURS, make_image
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_cached_images_equal_prepared_originals(tmp_path, mode):
+    paths = [str(make_image(tmp_path / f"{i}.png", COLOURS["cat"], size=(90, 60), seed=i))
+             for i in range(3)]
+    cache = ImageCache.build(paths, prepare=downsizer(40), mode=mode, side=40)
+    for i, p in enumerate(paths):
+        assert np.array_equal(np.asarray(cache.image(i)), downsizer(40)(p))
+        assert cache.image(i).size == (60, 40)  # shorter side 40, aspect kept
+    if mode == "disk":  # a second build reads the same file back instead of decoding
+        again = ImageCache.build(paths, prepare=downsizer(40), mode="disk", side=40)
+        assert again.flat.filename == cache.flat.filename
+
+
+def test_cached_evaluation_is_bit_identical_to_the_plain_transform(image_folder):
+    _, info = load_backbone("test_resnet", pretrained=False)
+    cfg = FinetuneConfig().with_overrides(img_size=32, cache_images="memory")
+    data = scan_folder(image_folder)
+    _, val, _ = build_datasets(None, data, cfg, info)
+    plain = build_transform(info, cfg.data, training=False)
+    for i, (path, label) in enumerate(data.val):
+        image, target = val[i]
+        assert target == label and torch.equal(image, plain(load_image(path)))
+
+
+def test_a_file_broken_after_caching_falls_back_with_a_warning(image_folder):
+    _, info = load_backbone("test_resnet", pretrained=False)
+    pil, _ = split_transform(build_transform(info, DataConfig(img_size=32), training=False))
+    path = str(image_folder / "cat" / "cat0.png")
+    open(path, "wb").close()
+    cache = ImageCache.build([path], prepare=eval_preparer(pil), mode="memory", side=32)
+    assert cache.image(0) is None  # the dataset reads the file instead and reports it
+
+
+def test_uint8_training_batches_are_normalised_like_the_float_transform(tmp_path):
+    _, info = load_backbone("test_resnet", pretrained=False)
+    uint8 = build_transform(info, DataConfig(img_size=32, hflip=0, color_jitter=0,
+                                             min_crop_scale=1.0), training=True, uint8=True)
+    image = load_image(make_image(tmp_path / "u8.png", COLOURS["dog"], size=(32, 32)))
+    torch.manual_seed(0)
+    x = uint8(image)
+    assert x.dtype == torch.uint8
+    trainer = Trainer(torch.nn.Identity(), optimizer=None, scheduler=None,
+                      policy=PolicyReport("", "frozen", (), ()), mean=info.mean, std=info.std)
+    normalised, _ = trainer._to_device(x[None], torch.zeros(1))
+    expected = (x.float() / 255 - torch.tensor(info.mean).view(3, 1, 1)) \
+        / torch.tensor(info.std).view(3, 1, 1)
+    assert torch.allclose(normalised[0], expected, atol=1e-5)
