@@ -111,7 +111,7 @@ def adapt(model: str | nn.Module | None = None,
                                   sample_weights=sample_weights if name == "train" else None)
                for name, ds in splits.items() if ds}
     img_size = resolve_img_size(info, cfg.data.img_size)
-    data_config = {**info.data_config, "input_size": (3, img_size, img_size)}
+    data_config = {**info.data_config, "input_size": (info.input_size[0], img_size, img_size)}
     extra = dict(config=cfg.to_dict(), recipe=recipe, overrides=_jsonable(overrides),
                  backbone=info.name,
                  weights_source=info.weights_source, weight_mapping=info.weight_mapping,
@@ -201,11 +201,27 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
     model, config = load_run(run_dir, device=device)
     labels = config.get("label_names") or [str(i) for i in range(config["num_classes"])]
     cfg = config["pretrained_cfg"]
-    transform = create_transform(input_size=tuple(cfg["input_size"]),
-                                 interpolation=cfg.get("interpolation", "bilinear"),
-                                 mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                                 crop_pct=cfg.get("crop_pct", 0.875),
-                                 crop_mode=cfg.get("crop_mode", "center"))
+    channels = int(cfg["input_size"][0])
+    read = load_image
+    if channels != 3:  # a multi-band run: the same band reader and transform as its evaluation
+        from functools import partial
+
+        from .augment import build_band_transform
+        from .backbones import BackboneInfo
+        from .config import DataConfig
+        from .data import load_bands
+
+        info = BackboneInfo("", "", "timm", "", 0, tuple(cfg["input_size"]), tuple(cfg["mean"]),
+                            tuple(cfg["std"]), cfg.get("interpolation", "bilinear"),
+                            cfg.get("crop_pct", 0.875), "")
+        transform = build_band_transform(info, DataConfig(), training=False)
+        read = partial(load_bands, channels=channels)
+    else:
+        transform = create_transform(input_size=tuple(cfg["input_size"]),
+                                     interpolation=cfg.get("interpolation", "bilinear"),
+                                     mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                                     crop_pct=cfg.get("crop_pct", 0.875),
+                                     crop_mode=cfg.get("crop_mode", "center"))
     paths = list(walk_images(inputs))
     k = max(1, min(top_k, len(labels)))
     ft = config.get("finetune", {})
@@ -215,7 +231,7 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
         chunk, tensors = [], []
         for path in paths[start:start + batch_size]:
             try:
-                tensors.append(transform(load_image(path)))
+                tensors.append(transform(read(path)))
                 chunk.append(path)
             except Exception as e:  # PIL raises many types; name the file and go on
                 warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}")
@@ -422,7 +438,7 @@ def _resolve_model(model, cfg: FinetuneConfig) -> tuple[nn.Module, BackboneInfo]
     if isinstance(model, str):
         return load_backbone(cfg.backbone.name, weights=cfg.backbone.weights,
                              pretrained=cfg.backbone.pretrained, drop_rate=cfg.head.head_dropout,
-                             img_size=cfg.data.img_size)
+                             img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a backbone name or an nn.Module, got {type(model).__name__}")
     from .backbones import describe_module

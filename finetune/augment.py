@@ -22,7 +22,7 @@ from PIL import Image
 from .backbones import BackboneInfo
 from .config import DataConfig
 
-__all__ = ["build_transform", "resolve_img_size", "RandomDihedral"]
+__all__ = ["build_transform", "build_band_transform", "resolve_img_size", "RandomDihedral"]
 
 
 def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
@@ -80,3 +80,35 @@ def build_transform(info: BackboneInfo, data: Optional[DataConfig] = None, *, tr
     if data.dihedral:
         front.append(RandomDihedral())
     return T.Compose(front + steps)
+
+
+class _TensorDihedral:
+    """``RandomDihedral`` for (C, H, W) tensors of any band count."""
+
+    def __call__(self, x):
+        import torch
+
+        x = torch.rot90(x, random.randrange(4), dims=(-2, -1))
+        return x.flip(-1) if random.random() < 0.5 else x
+
+
+def build_band_transform(info: BackboneInfo, data: DataConfig, *, training: bool):
+    """Transforms for multi-band float tensors (``data.in_chans``): crop, flips, dihedral and
+    rotation as for RGB (no colour jitter: band statistics carry the signal), then per-band
+    normalisation with the pretrained mean/std repeated over the bands."""
+    from torchvision.transforms import v2
+
+    size = resolve_img_size(info, data.img_size)
+    norm = v2.Normalize(list(info.mean), list(info.std))
+    if not training:
+        return v2.Compose([v2.Resize(int(size / info.crop_pct), antialias=True),
+                           v2.CenterCrop(size), norm])
+    steps = []
+    if data.rotate:
+        steps.append(v2.RandomRotation(data.rotate))
+    if data.dihedral:
+        steps.append(_TensorDihedral())
+    steps += [v2.RandomResizedCrop(size, scale=(data.min_crop_scale, 1.0), antialias=True),
+              v2.RandomHorizontalFlip(data.hflip), v2.RandomVerticalFlip(data.vflip), norm]
+    return v2.Compose(steps)
+

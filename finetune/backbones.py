@@ -22,7 +22,7 @@ import difflib
 import importlib
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -81,6 +81,7 @@ def load_backbone(
         pretrained: bool = True,
         drop_rate: float = 0.0,
         img_size: Optional[int] = None,
+        in_chans: Optional[int] = None,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a backbone and load its pretrained weights from the first source that has them.
 
@@ -91,6 +92,8 @@ def load_backbone(
         drop_rate: dropout before the classifier (timm's ``drop_rate``; a Dropout for torchvision).
         img_size: input size for architectures with a fixed one (ViTs); timm resamples the
             position embeddings of pretrained weights to it. Other models ignore it here.
+        in_chans: input channels other than 3 (multi-band images); the pretrained first conv is
+            adapted (timm ``adapt_input_conv``: RGB filters repeated, scaled by 3/in_chans).
 
     Raises:
         ValueError: unknown architecture (with close names) or a weight file that does not fit.
@@ -102,22 +105,31 @@ def load_backbone(
         'fc'
     """
     if name.startswith("tv:"):
+        if in_chans not in (None, 3):
+            raise ValueError(f"data.in_chans={in_chans} needs a timm backbone; torchvision models "
+                             "take 3 channels (e.g. use resnet50 instead of tv:resnet50)")
         return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
                                  img_size=img_size)
-    return _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
-                      img_size=img_size)
+    model, info = _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
+                             img_size=img_size, in_chans=in_chans)
+    if in_chans not in (None, 3):  # pretrained mean/std repeated over the bands, as the filters
+        info = replace(info, mean=tuple(info.mean[i % 3] for i in range(in_chans)),
+                       std=tuple(info.std[i % 3] for i in range(in_chans)))
+    return model, info
 
 
 # ---------------------------------------------------------------------------------------------
 # timm
 
 
-def _load_timm(name, *, weights, pretrained, drop_rate, img_size):
+def _load_timm(name, *, weights, pretrained, drop_rate, img_size, in_chans=None):
     import timm
     from timm.models import get_pretrained_cfg_value
 
     arch = name.split(":", 1)[1] if name.startswith("hf-hub:") else name
     kwargs: dict = dict(drop_rate=drop_rate) if drop_rate else {}
+    if in_chans not in (None, 3):
+        kwargs["in_chans"] = in_chans
     if not name.startswith("hf-hub:"):
         if not timm.is_model(arch.split(".")[0]):
             raise ValueError(_unknown_model(arch, timm.list_models(), "timm"))

@@ -90,6 +90,8 @@ def run(
     label_smoothing: Optional[float] = typer.Option(None, help="Cross-entropy label smoothing (default 0.1)."),
     head_dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier (default 0)."),
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's pretrained size)."),
+    in_chans: Optional[int] = typer.Option(None, help="Bands of multi-band TIFFs (e.g. 13 for Sentinel-2); the first conv is adapted."),
+    cache_images: Optional[str] = typer.Option(None, help="Decoded images between epochs: auto (default), memory, disk, none."),
     val_split: Optional[float] = typer.Option(None, help="Fraction per class held out for validation when there is no val/ folder (default 0.2)."),
     num_workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: chosen from the cores)."),
     output: Optional[Path] = typer.Option(None, help="Run directory (default runs/<backbone>-<timestamp>)."),

@@ -51,6 +51,10 @@ class DataConfig:
     path: Optional[str] = None
     # square input size in pixels; None = the backbone's pretrained input size
     img_size: Optional[int] = None
+    # input channels: None = RGB; N = multi-band images (4- or 13-band satellite TIFFs) read as
+    # N channels, the pretrained first conv adapted (RGB filters repeated and rescaled, timm's
+    # in_chans way)
+    in_chans: Optional[int] = None
     # fraction of each class held out for validation when the folder has no val/ split
     val_split: float = 0.2
     batch_size: int = 32
@@ -362,6 +366,7 @@ def _check_values(cfg: FinetuneConfig) -> None:
             ("rand", "augmix", "original", "v0", "3a", "trivialaugment")),
          "must be a timm policy (rand-..., augmix-..., original, v0, 3a) or trivialaugment"),
         ("data.img_size", cfg.data.img_size is None or cfg.data.img_size >= 16, "must be >= 16 px"),
+        ("data.in_chans", cfg.data.in_chans is None or cfg.data.in_chans >= 1, "must be >= 1"),
         ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),

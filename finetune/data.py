@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -237,8 +238,10 @@ class ImageFileDataset:
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False,
-                 cache=None, prepare: Callable | None = None, num_classes: int = 0):
+                 cache=None, prepare: Callable | None = None, num_classes: int = 0,
+                 loader: Callable = load_image):
         self.num_classes = num_classes  # > 0: labels are tuples, returned as multi-hot vectors
+        self.loader = loader            # load_image (RGB) or a multi-band reader
         self.samples = list(samples)
         self.transform = transform
         self.strict = strict
@@ -249,7 +252,7 @@ class ImageFileDataset:
         cached = self.cache.image(i) if self.cache is not None else None
         if cached is not None:
             return cached
-        image = load_image(self.samples[i][0])
+        image = self.loader(self.samples[i][0])
         return self.prepare(image) if self.prepare is not None else image
 
     def __len__(self) -> int:
@@ -336,6 +339,11 @@ def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
         data = scan(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
                     strict=cfg.data.strict, progress=console.is_terminal,
                     max_pixels=cfg.data.max_pixels)
+        banded = sorted({int(c.mode.split("-")[0]) for c in data.checks.values()
+                         if re.match(r"\d+-band ", c.mode)})
+        if banded and cfg.data.in_chans is None:
+            raise DataError(f"{data.root}: {banded[-1]}-band TIFFs found; an RGB model would see "
+                            f"one band of them. Set --in-chans {banded[-1]} (data.in_chans)")
         counts = data.counts()
         console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
                       + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
@@ -391,6 +399,17 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
                 _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
     mode, size = cfg.data.cache_images, resolve_img_size(info, cfg.data.img_size)
     common = dict(strict=cfg.data.strict, num_classes=data.num_classes if data.multilabel else 0)
+    if cfg.data.in_chans not in (None, 3):  # multi-band: float tensors, no uint8 image cache
+        from functools import partial
+
+        from .augment import build_band_transform
+
+        bands = dict(loader=partial(load_bands, channels=cfg.data.in_chans), **common)
+        train_bt = build_band_transform(info, cfg.data, training=train_augment)
+        eval_bt = build_band_transform(info, cfg.data, training=False)
+        return (ImageFileDataset(data.train, train_bt, **bands),
+                ImageFileDataset(data.val, eval_bt, **bands),
+                ImageFileDataset(data.test, eval_bt, **bands) if data.test else None)
 
     def make_eval(samples):
         if mode == "none":
@@ -445,3 +464,39 @@ def walk_images(inputs: Sequence[str | os.PathLike]):
             yield path
         else:
             raise FileNotFoundError(f"image or folder not found: {path}")
+
+
+def load_bands(path: str | os.PathLike, channels: int):
+    """Read an image as a float32 tensor (channels, H, W) in [0, 1], keeping every band.
+
+    TIFFs go through tifffile (any band count, bands first or last); other files through PIL.
+    Integer data is scaled by its type's range (uint8 / 255, uint16 / 65535); float data is
+    taken as is. Fewer bands than ``channels`` is an error; more are cut to ``channels``.
+
+    Example:
+        >>> load_bands("tile.tif", 13).shape  # doctest: +SKIP
+        torch.Size([13, 64, 64])
+    """
+    import torch
+
+    path = str(path)
+    if path.lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        arr = tifffile.imread(path)
+        if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1:]) and arr.shape[0] <= 64:
+            arr = np.moveaxis(arr, 0, -1)  # bands first (C, H, W) -> (H, W, C)
+    else:
+        with Image.open(path) as img:
+            arr = np.asarray(ImageOps.exif_transpose(img))
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / float(np.iinfo(arr.dtype).max)
+    arr = arr.astype(np.float32)
+    if arr.shape[2] < channels:
+        if arr.shape[2] == 1:  # single band: repeat, as grayscale is for RGB models
+            arr = np.repeat(arr, channels, axis=2)
+        else:
+            raise DataError(f"{path}: {arr.shape[2]} bands, but data.in_chans is {channels}")
+    return torch.from_numpy(np.ascontiguousarray(arr[:, :, :channels])).permute(2, 0, 1)

@@ -69,6 +69,11 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
     if not data:
         return FileCheck(problem="empty file")
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        # PIL opens a 13-band TIFF as its first band without complaint: ask tifffile first
+        multiband = _check_tiff(path, digest, max_pixels)
+        if multiband is not None:
+            return multiband
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -93,6 +98,27 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
     if expected and fmt and fmt != expected and not (expected == "TIFF" and fmt == "TIFF"):
         warning = f"wrong extension: {fmt} data in a {Path(path).suffix} file"
     return FileCheck(None, warning, width, height, mode, fmt, digest)
+
+
+def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
+    """A TIFF with more than 4 bands (satellite tiles) through tifffile; None for ordinary
+    TIFFs (and for files tifffile cannot read), which PIL checks."""
+    try:
+        import tifffile
+
+        arr = tifffile.imread(path)
+    except Exception:  # not tifffile's: PIL's check reports what is wrong
+        return None
+    if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1:]):
+        bands, height, width = arr.shape
+    else:
+        height, width = arr.shape[:2]
+        bands = arr.shape[2] if arr.ndim == 3 else 1
+    if bands <= 4:
+        return None
+    if width * height > max_pixels:
+        return FileCheck(problem=f"over the pixel limit ({width}x{height})", digest=digest)
+    return FileCheck(None, None, width, height, f"{bands}-band {arr.dtype}", "TIFF", digest)
 
 
 def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = None,

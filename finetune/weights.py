@@ -103,7 +103,7 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: st
     body = [k for k in target if k not in classifier]
     if set(body) <= set(src):
         extra = [k for k in src if k not in target and k not in classifier]
-        bad = [k for k in body if src[k].shape != target[k].shape]
+        bad = [k for k in body if _adapt_channels(src[k], target[k]).shape != target[k].shape]
         if extra or bad:
             raise ValueError(f"{source}: {len(extra)} keys not in the model (e.g. {extra[:3]}) and "
                              f"{len(bad)} shape mismatches (e.g. {bad[:3]}); is it the right "
@@ -115,7 +115,7 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: st
         report = (f"mapped {len(pairs)} tensors by order and shape ({pairs[0][0]} -> {pairs[0][1]}, "
                   f"..., {pairs[-1][0]} -> {pairs[-1][1]})")
         for i, (s, t) in enumerate(pairs):
-            if src[s].shape != target[t].shape and t not in classifier:
+            if _adapt_channels(src[s], target[t]).shape != target[t].shape and t not in classifier:
                 raise ValueError(f"{source}: tensor #{i} '{s}' {tuple(src[s].shape)} does not fit "
                                  f"'{t}' {tuple(target[t].shape)}; the file is for another "
                                  "architecture")
@@ -125,8 +125,21 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: st
                                  "file cannot be mapped by order")
     # the file's classifier is kept when it fits (ImageNet head on an ImageNet model) and dropped
     # otherwise: replace_head re-creates it for the user's classes either way
-    mapped = {t: src[s] for s, t in pairs if src[s].shape == target[t].shape}
+    mapped = {t: _adapt_channels(src[s], target[t]) for s, t in pairs}
+    mapped = {t: v for t, v in mapped.items() if v.shape == target[t].shape}
     return mapped, report
+
+
+def _adapt_channels(weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """An RGB first-conv weight for a model with another input channel count (timm's
+    ``adapt_input_conv``); anything else unchanged."""
+    if (weight.ndim == 4 and target.ndim == 4 and weight.shape[1] == 3
+            and weight.shape[1] != target.shape[1]
+            and weight.shape[0] == target.shape[0] and weight.shape[2:] == target.shape[2:]):
+        from timm.models import adapt_input_conv
+
+        return adapt_input_conv(target.shape[1], weight)
+    return weight
 
 
 def _pairs_by_order(src_keys: list[str], body: list[str], classifier: list[str], source: str

@@ -1,7 +1,6 @@
 """Issue 4: the pre-scan - every bad-file kind, the cache, duplicates, the report."""
 import os
 import shutil
-import zlib
 
 import pytest
 import torch
