@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -35,7 +36,11 @@ from .optim import build_optimizer, build_param_groups, build_scheduler
 from .policy import PolicyReport, apply_policy, plan_table, refresh_report
 from .trainer import Trainer, resolve_device, resolve_precision
 
-__all__ = ["adapt", "predict", "inspect", "FitResult"]
+__all__ = ["adapt", "predict", "inspect", "FitResult", "Interrupted"]
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C; the message says how to resume."""
 
 
 @dataclass
@@ -145,18 +150,33 @@ def adapt(model: str | nn.Module | None = None,
     if "val" not in loaders:
         console.print("[yellow]no validation images (val_split 0, no val/ folder): the last "
                       "epoch is kept[/]")
-    history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"), epochs=cfg.train.epochs,
-                          run_dir=run_dir, save_best=save_best, start_epoch=start_epoch,
-                          history=history)
+    try:
+        history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"),
+                              epochs=cfg.train.epochs, run_dir=run_dir, save_best=save_best,
+                              start_epoch=start_epoch, history=history)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the best weights and the state after the last finished "
+                          f"epoch are in {run_dir}: continue with "
+                          f"'finetune run --resume {run_dir}'") from None
+    if trainer.ema is not None:  # the EMA weights as their own model
+        save_weights(run_dir, trainer.ema.module, {"architecture": info.architecture,
+                                                   "ema_decay": str(cfg.train.ema_decay)},
+                     name="model_ema.safetensors")
     final, merge_diff = _restore_best(net, base, cfg, info, run_dir, device, loaders)
     metrics: dict[str, Any] = dict(best_epoch=history.best_epoch, train_seconds=history.seconds,
-                                   epochs=history.epochs)
+                                   epochs=history.epochs, stopped_early=history.stopped_early)
     if merge_diff is not None:
         metrics["adapter_merge_max_abs_diff"] = merge_diff
     evaluator = Trainer(final, optimizer=None, scheduler=None, policy=policy, device=device,
                         precision=precision, channels_last=channels_last,
                         multilabel=data.multilabel)
     metrics.update(_evaluate(evaluator, loaders, data, console, history.best_epoch))
+    if trainer.ema is not None:
+        ema_eval = Trainer(trainer.ema.module, optimizer=None, scheduler=None, policy=policy,
+                           device=device, precision=precision, channels_last=channels_last,
+                           multilabel=data.multilabel)
+        ema_metrics = _evaluate(ema_eval, loaders, data, console, history.best_epoch)
+        metrics.update({f"ema_{k}": v for k, v in ema_metrics.items() if k != "thresholds"})
     extra["metrics"] = {k: v for k, v in metrics.items() if k not in ("epochs", "thresholds")}
     if data.multilabel:
         extra.update(multi_label=True, thresholds=metrics.get("thresholds"))
@@ -338,14 +358,39 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
 def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, console, verbose,
              class_weights, multilabel):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(loaders["train"]),
-                                epochs=cfg.train.epochs)
+    scheduler = build_scheduler(optimizer, cfg.optim, epochs=cfg.train.epochs,
+                                steps_per_epoch=math.ceil(len(loaders["train"])
+                                                          / cfg.optim.accum_steps))
+    mixup = None
+    if cfg.train.mixup or cfg.train.cutmix:
+        from timm.data import Mixup
+
+        mixup = Mixup(mixup_alpha=cfg.train.mixup, cutmix_alpha=cfg.train.cutmix,
+                      label_smoothing=cfg.optim.label_smoothing, num_classes=len(info_classes(net)),
+                      multi_label=multilabel)
     trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
                       precision=precision, channels_last=channels_last,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
                       progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights,
-                      multilabel=multilabel, mean=info.mean, std=info.std)
+                      multilabel=multilabel, mean=info.mean, std=info.std, mixup=mixup,
+                      mixup_off_epoch=cfg.train.epochs - cfg.train.mixup_off_epochs,
+                      ema_decay=cfg.train.ema_decay if cfg.train.ema else None,
+                      nan_policy=cfg.train.nan_policy, patience=cfg.train.patience,
+                      save_every=cfg.train.save_every)
+    if cfg.optim.accum_steps > 1 and console is not None:
+        console.print(f"gradient accumulation: {cfg.optim.accum_steps} batches per step, "
+                      f"effective batch {cfg.optim.accum_steps * cfg.data.batch_size}")
     return trainer, loaders
+
+
+def info_classes(model: nn.Module) -> range:
+    """Output classes of a classification model (its head's out_features)."""
+    from .heads import classifier_name
+
+    head = model.get_submodule(classifier_name(model))
+    while isinstance(head, nn.Sequential):
+        head = head[-1]
+    return range(getattr(head, "out_features", 0) or getattr(head, "num_classes", 0))
 
 
 def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, precision, console,
@@ -376,7 +421,8 @@ def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, prec
                       device=device, precision=precision,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
                       optim_cfg=cfg.optim, class_weights=class_weights,
-                      multilabel=data.multilabel)
+                      multilabel=data.multilabel, patience=cfg.train.patience,
+                      nan_policy=cfg.train.nan_policy, save_every=cfg.train.save_every)
     return trainer, fit_loaders
 
 
@@ -438,7 +484,8 @@ def _resolve_model(model, cfg: FinetuneConfig) -> tuple[nn.Module, BackboneInfo]
     if isinstance(model, str):
         return load_backbone(cfg.backbone.name, weights=cfg.backbone.weights,
                              pretrained=cfg.backbone.pretrained, drop_rate=cfg.head.head_dropout,
-                             img_size=cfg.data.img_size, in_chans=cfg.data.in_chans)
+                             img_size=cfg.data.img_size, in_chans=cfg.data.in_chans,
+                             drop_path=cfg.backbone.drop_path)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a backbone name or an nn.Module, got {type(model).__name__}")
     from .backbones import describe_module

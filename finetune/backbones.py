@@ -82,6 +82,7 @@ def load_backbone(
         drop_rate: float = 0.0,
         img_size: Optional[int] = None,
         in_chans: Optional[int] = None,
+        drop_path: float = 0.0,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a backbone and load its pretrained weights from the first source that has them.
 
@@ -105,13 +106,16 @@ def load_backbone(
         'fc'
     """
     if name.startswith("tv:"):
+        if drop_path:
+            raise ValueError("backbone.drop_path needs a timm backbone; torchvision models have "
+                             "no drop_path_rate")
         if in_chans not in (None, 3):
             raise ValueError(f"data.in_chans={in_chans} needs a timm backbone; torchvision models "
                              "take 3 channels (e.g. use resnet50 instead of tv:resnet50)")
         return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
                                  img_size=img_size)
     model, info = _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
-                             img_size=img_size, in_chans=in_chans)
+                             img_size=img_size, in_chans=in_chans, drop_path=drop_path)
     if in_chans not in (None, 3):  # pretrained mean/std repeated over the bands, as the filters
         info = replace(info, mean=tuple(info.mean[i % 3] for i in range(in_chans)),
                        std=tuple(info.std[i % 3] for i in range(in_chans)))
@@ -122,7 +126,7 @@ def load_backbone(
 # timm
 
 
-def _load_timm(name, *, weights, pretrained, drop_rate, img_size, in_chans=None):
+def _load_timm(name, *, weights, pretrained, drop_rate, img_size, in_chans=None, drop_path=0.0):
     import timm
     from timm.models import get_pretrained_cfg_value
 
@@ -130,6 +134,8 @@ def _load_timm(name, *, weights, pretrained, drop_rate, img_size, in_chans=None)
     kwargs: dict = dict(drop_rate=drop_rate) if drop_rate else {}
     if in_chans not in (None, 3):
         kwargs["in_chans"] = in_chans
+    if drop_path:
+        kwargs["drop_path_rate"] = drop_path
     if not name.startswith("hf-hub:"):
         if not timm.is_model(arch.split(".")[0]):
             raise ValueError(_unknown_model(arch, timm.list_models(), "timm"))

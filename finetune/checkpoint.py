@@ -31,7 +31,7 @@ METRICS_NAME = "metrics.jsonl"
 SKIPPED_NAME = "skipped_files.txt"
 # everything a run writes: weights, config, metrics, skipped files, resume state, adapter folder
 RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME, "last.safetensors",
-             "trainer_state.pt", "adapter")
+             "trainer_state.pt", "adapter", "model_ema.safetensors")
 FORMAT_VERSION = 1
 
 
@@ -78,12 +78,12 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
-def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None
-                 ) -> Path:
-    """Atomically write ``model.safetensors`` (the model's own key names)."""
+def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None,
+                 *, name: str = WEIGHTS_NAME) -> Path:
+    """Atomically write ``model.safetensors`` (or ``name``) under the model's own key names."""
     from safetensors.torch import save_model
 
-    target = Path(run_dir) / WEIGHTS_NAME
+    target = Path(run_dir) / name
     with atomic_path(target) as tmp:
         # force_contiguous: channels_last conv weights are not contiguous
         save_model(model, tmp, metadata={"format": "pt", **(metadata or {})}, force_contiguous=True)

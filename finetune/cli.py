@@ -89,6 +89,20 @@ def run(
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear LR warmup length in epochs (default 1)."),
     label_smoothing: Optional[float] = typer.Option(None, help="Cross-entropy label smoothing (default 0.1)."),
     head_dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier (default 0)."),
+    drop_path: Optional[float] = typer.Option(None, help="Stochastic depth of timm backbones, e.g. 0.1."),
+    schedule: Optional[str] = typer.Option(None, help="LR after warmup: cosine (default), step or exponential."),
+    step_epochs: Optional[float] = typer.Option(None, help="step schedule: decay every N epochs (default 30)."),
+    decay_rate: Optional[float] = typer.Option(None, help="step/exponential: LR factor per step/epoch (default 0.1)."),
+    clip_grad: Optional[float] = typer.Option(None, help="Clip the gradient norm to this value."),
+    accum_steps: Optional[int] = typer.Option(None, help="Gradient accumulation: optimizer step every N batches."),
+    mixup: Optional[float] = typer.Option(None, help="Mixup alpha (timm Mixup), e.g. 0.2."),
+    cutmix: Optional[float] = typer.Option(None, help="CutMix alpha, e.g. 1.0."),
+    mixup_off_epochs: Optional[int] = typer.Option(None, help="No mixup/cutmix in the last N epochs."),
+    ema: bool = typer.Option(False, "--ema", help="Keep an EMA of the weights (timm ModelEmaV3); evaluated and saved as model_ema.safetensors."),
+    ema_decay: Optional[float] = typer.Option(None, help="EMA decay per optimizer step (default 0.999)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a better validation score."),
+    nan_policy: Optional[str] = typer.Option(None, help="Non-finite loss: stop (default) or skip-batch."),
+    save_every: Optional[int] = typer.Option(None, help="Write the resumable state every N epochs (default 1)."),
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's pretrained size)."),
     in_chans: Optional[int] = typer.Option(None, help="Bands of multi-band TIFFs (e.g. 13 for Sentinel-2); the first conv is adapted."),
     cache_images: Optional[str] = typer.Option(None, help="Decoded images between epochs: auto (default), memory, disk, none."),
@@ -134,6 +148,11 @@ def run(
         adapt(None, None, base, recipe=recipe, dry_run=dry_run, **overrides)
     except USER_ERRORS as e:
         _fail(e, debug)
+    except Exception as e:
+        if type(e).__name__ != "Interrupted":
+            raise
+        typer.echo(str(e), err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -38,6 +38,8 @@ class BackboneConfig:
     weights: Optional[str] = None
     # False trains from random init on purpose
     pretrained: bool = True
+    # stochastic depth of timm backbones (probability at the last block)
+    drop_path: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,15 @@ class OptimConfig:
     layer_decay: Optional[float] = None
     # LR multiplier of the head
     head_lr_scale: float = 1.0
+    # LR schedule after warmup: cosine; step (x decay_rate every step_epochs); exponential
+    # (x decay_rate every epoch: lr 0.01 with decay_rate 0.905 is 0.01 * exp(-epoch / 10))
+    schedule: str = "cosine"
+    step_epochs: float = 30.0
+    decay_rate: float = 0.1
+    # gradient clipping (max global L2 norm); None = off
+    clip_grad: Optional[float] = None
+    # gradient accumulation: optimizer step every N batches (effective batch = N x batch_size)
+    accum_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,19 @@ class TrainConfig:
     channels_last: bool = True
     # linear probe only: compute backbone features once and train the head on them
     cache_features: bool = False
+    # mixup / cutmix alpha (timm Mixup; 0 = off), switched off for the last N epochs
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_off_epochs: int = 0
+    # exponential moving average of the weights (timm ModelEmaV3), evaluated and saved apart
+    ema: bool = False
+    ema_decay: float = 0.999
+    # stop when the validation score has not improved for this many epochs; 0 = off
+    patience: int = 0
+    # a non-finite loss: stop (keeping the best checkpoint) or skip-batch
+    nan_policy: str = "stop"
+    # write the resumable state every N epochs (and at the end)
+    save_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -171,6 +195,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.cache_images": ("auto", "memory", "disk", "none"),
     "adapter.peft": ("none", "lora", "loha", "lokr", "ia3"),
     "optim.optimizer": ("adamw", "sgd"),
+    "optim.schedule": ("cosine", "step", "exponential"),
+    "train.nan_policy": ("stop", "skip-batch"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
 }
@@ -385,6 +411,15 @@ def _check_values(cfg: FinetuneConfig) -> None:
          or 0 < cfg.optim.layer_decay <= 1, "must be in (0, 1]"),
         ("optim.head_lr_scale", cfg.optim.head_lr_scale > 0, "must be > 0"),
         ("adapter.lora_r", cfg.adapter.lora_r >= 1, "must be >= 1"),
+        ("optim.accum_steps", cfg.optim.accum_steps >= 1, "must be >= 1"),
+        ("optim.clip_grad", cfg.optim.clip_grad is None or cfg.optim.clip_grad > 0, "must be > 0"),
+        ("optim.decay_rate", 0 < cfg.optim.decay_rate <= 1, "must be in (0, 1]"),
+        ("optim.step_epochs", cfg.optim.step_epochs > 0, "must be > 0"),
+        ("train.mixup", cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "alphas must be >= 0"),
+        ("train.ema_decay", 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
+        ("train.patience", cfg.train.patience >= 0, "must be >= 0"),
+        ("train.save_every", cfg.train.save_every >= 1, "must be >= 1"),
+        ("backbone.drop_path", 0 <= cfg.backbone.drop_path < 1, "must be in [0, 1)"),
     ]
     for key, ok, why in checks:
         if not ok:
@@ -418,6 +453,9 @@ def _check_combinations(cfg: FinetuneConfig) -> None:
     if cfg.train.cache_features and (not p.linear_probe or unfreezing):
         raise ConfigError("train.cache_features needs linear_probe without gradual unfreezing "
                           "(features are only fixed while the whole backbone is frozen)")
+    if (cfg.train.mixup or cfg.train.cutmix) and cfg.train.cache_features:
+        raise ConfigError("train.mixup/cutmix mix images; cached features cannot be mixed: "
+                          "drop cache_features")
     if cfg.train.cache_features and (p.bn == "train" or cfg.head.head_dropout > 0):
         raise ConfigError("train.cache_features computes features once in eval mode; drop "
                           + ("bn=train" if p.bn == "train" else "head_dropout"))

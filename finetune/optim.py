@@ -77,13 +77,20 @@ def build_optimizer(groups: list[dict] | nn.Module, cfg: OptimConfig) -> torch.o
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, steps_per_epoch: int,
                     epochs: int):
-    """timm ``CosineLRScheduler`` in optimizer steps; call ``step_update(step)`` after each step."""
-    from timm.scheduler import CosineLRScheduler
+    """A timm scheduler in optimizer steps (cosine, step or exponential after linear warmup);
+    call ``step_update(step)`` after each optimizer step."""
+    from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
     for g in optimizer.param_groups:  # timm schedules from the unscaled base LR
         g["lr"] = cfg.lr
     total = max(1, steps_per_epoch * epochs)
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    if cfg.schedule != "cosine":
+        every = steps_per_epoch * (cfg.step_epochs if cfg.schedule == "step" else 1)
+        return StepLRScheduler(optimizer, decay_t=max(1, int(round(every))),
+                               decay_rate=cfg.decay_rate, warmup_t=warmup,
+                               warmup_lr_init=cfg.lr * 0.01 if warmup else 0,
+                               warmup_prefix=True, t_in_epochs=False)
     return CosineLRScheduler(
         optimizer,
         t_initial=max(1, total - warmup),

@@ -75,6 +75,7 @@ class FitHistory:
     best_epoch: int = -1
     best_val_accuracy: float = -1.0
     seconds: float = 0.0
+    stopped_early: int = 0  # epoch at which early stopping ended the run (0 = it did not)
 
 
 class Trainer:
@@ -87,7 +88,9 @@ class Trainer:
                  optim_cfg: Optional[OptimConfig] = None,
                  class_weights: Optional[torch.Tensor] = None, multilabel: bool = False,
                  mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-                 std: tuple[float, ...] = (0.229, 0.224, 0.225)):
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225),
+                 mixup=None, mixup_off_epoch: int = 0, ema_decay: Optional[float] = None,
+                 nan_policy: str = "stop", patience: int = 0, save_every: int = 1):
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -111,6 +114,19 @@ class Trainer:
         self.progress = progress
         self.optim_cfg = optim_cfg or OptimConfig()
         self.step = 0
+        self.clip_grad = self.optim_cfg.clip_grad
+        self.accum_steps = self.optim_cfg.accum_steps
+        self.mixup = mixup                  # timm Mixup, or None
+        self.mixup_off_epoch = mixup_off_epoch  # 0-based epoch from which mixing stops
+        self.nan_policy = nan_policy
+        self.patience = patience
+        self.save_every = save_every
+        self.skipped_batches = 0
+        self.ema = None
+        if ema_decay is not None:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=ema_decay, device=device)
         # uint8 batches (training transforms stop before normalising) are normalised here
         self.mean255 = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
@@ -162,12 +178,26 @@ class Trainer:
                 if save_best is not None:
                     save_best(self.model, epoch + 1)
             record["best"] = improved
+            if self.ema is not None and val_loader is not None:
+                _, ema_logits, ema_targets = self.evaluate(val_loader, model=self.ema.module)
+                record[self.score_name + "_ema"] = self.score(ema_logits, ema_targets)
+            if self.skipped_batches:
+                record["skipped_batches"] = self.skipped_batches
             history.epochs.append(record)
             history.seconds = time.perf_counter() - start
+            stale = epoch + 1 - history.best_epoch
+            stop = self.patience and val_acc is not None and stale >= self.patience
             if run_dir is not None:
                 append_metrics(run_dir, record)
-                self.save_state(run_dir, epoch + 1, history, train_loader)
+                if (epoch + 1) % self.save_every == 0 or epoch + 1 == epochs or stop:
+                    self.save_state(run_dir, epoch + 1, history, train_loader)
             self._log_epoch(record, epochs)
+            if stop:
+                history.stopped_early = epoch + 1
+                if self.console is not None:
+                    self.console.print(f"early stop: no better {self.score_name} for "
+                                       f"{self.patience} epochs (best epoch {history.best_epoch})")
+                break
         return history
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -214,7 +244,8 @@ class Trainer:
                      history=dict(epochs=history.epochs, best_epoch=history.best_epoch,
                                   best_val_accuracy=history.best_val_accuracy,
                                   seconds=history.seconds),
-                     rng=_rng_state(), loader_rng=generator.get_state() if generator else None)
+                     rng=_rng_state(), loader_rng=generator.get_state() if generator else None,
+                     ema=self.ema.state_dict() if self.ema is not None else None)
         with atomic_path(run_dir / STATE_NAME) as tmp:
             torch.save(state, tmp)
 
@@ -236,6 +267,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
         _set_rng_state(state["rng"])
         generator = getattr(train_loader, "generator", None)
@@ -250,43 +283,70 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: multi-label adds fractions
         seen = 0
+        mixing = self.mixup is not None and epoch < self.mixup_off_epoch
         bar = _EpochBar(self.console, f"epoch {epoch + 1}/{epochs}", len(loader), self.progress)
+        self.optimizer.zero_grad(set_to_none=True)
         with bar:
             for i, (images, targets) in enumerate(loader):
                 images, targets = self._to_device(images, targets)
+                labels = targets
+                if mixing and len(targets) % 2 == 0:  # timm Mixup pairs the batch with its flip
+                    images, targets = self.mixup(images, targets)
                 with self._autocast():
                     logits = self.model(images)
-                    loss = self.loss_fn(logits, targets)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.step += 1
-                self.scheduler.step_update(self.step)
-                loss_sum += loss.detach() * len(targets)
+                    loss = self._loss(logits, targets)
+                if self.nan_policy == "skip-batch" and not bool(torch.isfinite(loss)):
+                    self.skipped_batches += 1  # no backward: the weights never see it
+                    continue
+                self.scaler.scale(loss / self.accum_steps).backward()
+                if (i + 1) % self.accum_steps == 0 or i + 1 == len(loader):
+                    self._optimizer_step()
+                loss_sum += loss.detach() * len(labels)
                 if self.multilabel:  # label-wise accuracy at probability 0.5
-                    correct += ((logits.detach() > 0) == targets.bool()).float().mean(1).sum()
+                    correct += ((logits.detach() > 0) == labels.bool()).float().mean(1).sum()
                 else:
-                    correct += (logits.detach().argmax(1) == targets).sum()
-                seen += len(targets)
+                    correct += (logits.detach().argmax(1) == labels).sum()
+                seen += len(labels)
                 if bar.due(i):  # the only host-device syncs in the loop
-                    current = float(loss_sum) / seen
+                    current = float(loss_sum) / max(seen, 1)
                     if not math.isfinite(current):
-                        raise FloatingPointError(f"non-finite training loss (detected at step {self.step}); "
-                                                 "lower --lr or use --precision fp32")
-                    bar.update(i + 1, seen, loss=current, acc=float(correct) / seen)
+                        raise FloatingPointError(
+                            f"non-finite training loss (detected at step {self.step}); the best "
+                            "checkpoint so far is kept. Lower --lr, use --clip-grad, or "
+                            "--nan-policy skip-batch")
+                    bar.update(i + 1, seen, loss=current, acc=float(correct) / max(seen, 1))
         return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen
 
+    def _loss(self, logits, targets):
+        if targets.ndim == 2 and not self.multilabel:  # mixed (soft) targets
+            return torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+        return self.loss_fn(logits, targets)
+
+    def _optimizer_step(self) -> None:
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.scheduler.step_update(self.step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+
     @torch.inference_mode()
-    def evaluate(self, loader) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def evaluate(self, loader, model: Optional[nn.Module] = None
+                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Mean loss, then all logits and targets (on CPU, float32) of ``loader``."""
-        self.model.eval()
+        model = model if model is not None else self.model
+        model.eval()
         all_logits, all_targets = [], []
         loss_sum, seen = 0.0, 0
         for images, targets in loader:
             images, targets = self._to_device(images, targets)
             with self._autocast():
-                logits = self.model(images)
+                logits = model(images)
             logits = logits.float()
             if self.multilabel:
                 loss_sum += float(nn.functional.binary_cross_entropy_with_logits(

@@ -36,7 +36,7 @@ def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
         return real_thaw(self, epoch)
 
     monkeypatch.setattr(Trainer, "thaw", crash)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(finetune.api.Interrupted, match="--resume"):
         _run(image_folder, tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "thaw", real_thaw)
 
