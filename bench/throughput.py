@@ -1,0 +1,121 @@
+"""Trainer overhead: finetune's Trainer vs a minimal hand-written PyTorch loop, same everything.
+
+Both arms train the same architecture (fresh random init each), on the same pre-made batches
+(random tensors already normalised, so data loading is out of the picture), batch size, precision
+(fp32 on CPU), channels_last for CNNs, AdamW and the same optimizer steps, in one process,
+alternating timed epochs and reporting medians. The hand-written loop is the floor: forward,
+cross-entropy, backward, step, zero_grad. Goal (issue 5): Trainer / hand-written >= 0.98.
+Also prints the achieved GFLOP/s (forward + backward FLOPs counted by torch's FlopCounterMode)
+against a measured fp32 matmul peak of this machine.
+
+    python bench/throughput.py [--models resnet18,vit_tiny_patch16_224] [--img-size 128]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return repeats * 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        nn.functional.cross_entropy(model(images), targets).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def build(name: str, img_size: int, classes: int):
+    import timm
+
+    kwargs = {"img_size": img_size} if "vit" in name else {}
+    model = timm.create_model(name, num_classes=classes, **kwargs)
+    cnn = sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
+    fmt = torch.channels_last if cnn else torch.contiguous_format
+    return model.to(memory_format=fmt), fmt
+
+
+def main() -> None:
+    from finetune.config import OptimConfig
+    from finetune.optim import build_optimizer, build_param_groups, build_scheduler
+    from finetune.policy import PolicyReport
+    from finetune.stages import model_stages
+    from finetune.trainer import Trainer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,vit_tiny_patch16_224")
+    parser.add_argument("--img-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak (1024^3, this machine): {peak:.0f} GFLOP/s; torch threads "
+          f"{torch.get_num_threads()}")
+    torch.manual_seed(0)
+    for name in args.models.split(","):
+        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
+        y = torch.randint(0, 10, (args.batch_size,))
+        batches = [(x, y)] * args.steps
+
+        # arm A: hand-written loop
+        model_a, fmt = build(name, args.img_size, 10)
+        opt_a = torch.optim.AdamW(model_a.parameters(), lr=1e-4)
+        xa = x.contiguous(memory_format=fmt)
+
+        def hand_epoch():
+            model_a.train()
+            for _ in range(args.steps):
+                loss = nn.functional.cross_entropy(model_a(xa), y)
+                loss.backward()
+                opt_a.step()
+                opt_a.zero_grad(set_to_none=True)
+
+        # arm B: finetune's Trainer (scheduler, param groups, metrics, progress bookkeeping)
+        model_b, _ = build(name, args.img_size, 10)
+        cfg = OptimConfig(lr=1e-4, warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0)
+        stages = model_stages(model_b)
+        opt_b = build_optimizer(build_param_groups(model_b, cfg, stages), cfg)
+        sched = build_scheduler(opt_b, cfg, steps_per_epoch=args.steps, epochs=100)
+        trainer = Trainer(model_b, optimizer=opt_b, scheduler=sched,
+                          policy=PolicyReport("full", "frozen", tuple(stages), ()),
+                          channels_last=fmt == torch.channels_last, optim_cfg=cfg)
+
+        flops = step_flops(model_a, xa, y)
+        hand_epoch()
+        trainer._train_epoch(batches, 0, 1)  # warm-up both
+        times = {"hand-written": [], "finetune": []}
+        for r in range(args.repeats):
+            start = time.perf_counter()
+            hand_epoch()
+            times["hand-written"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            trainer._train_epoch(batches, 1 + r, 1)
+            times["finetune"].append(time.perf_counter() - start)
+        images = args.steps * args.batch_size
+        rates = {k: images / sorted(v)[len(v) // 2] for k, v in times.items()}
+        print(f"{name} at {args.img_size} px, batch {args.batch_size}, {args.steps} steps x "
+              f"{args.repeats} (medians):")
+        for k, rate in rates.items():
+            gflops = rate / args.batch_size * flops / 1e9
+            print(f"  {k:13s} {rate:7.1f} img/s  {gflops:6.1f} GFLOP/s "
+                  f"({100 * gflops / peak:.0f} % of matmul peak)")
+        print(f"  ratio finetune / hand-written: {rates['finetune'] / rates['hand-written']:.3f} "
+              "(goal >= 0.98)")
+
+
+if __name__ == "__main__":
+    main()
