@@ -26,7 +26,7 @@ from .augment import resolve_img_size
 from .backbones import BackboneInfo, load_backbone
 from .checkpoint import (SKIPPED_NAME, WEIGHTS_NAME, atomic_path, load_run, prepare_run_dir,
                          read_run_config, save_run_config, save_weights)
-from .config import FinetuneConfig
+from .config import FinetuneConfig, selector_reset
 from .data import (build_datasets, build_loader, class_balance, load_image, scan_data,
                    walk_images)
 from .heads import replace_head
@@ -123,6 +123,8 @@ def adapt(model: str | nn.Module | None = None,
                  data=dict(root=data.root, layout=data.layout, counts=data.counts(),
                            skipped=[p for p, _ in data.skipped]),
                  precision=precision, device=str(device))
+    if data.multilabel:  # predict on an interrupted run still knows it is multi-label
+        extra.update(multi_label=True, thresholds=[0.5] * data.num_classes)
     if not resume:
         save_run_config(run_dir, base, info=info, classes=data.classes, data_config=data_config,
                         extra=extra)
@@ -293,7 +295,7 @@ def _resolve_config(model, config, recipe, resume, overrides) -> tuple[FinetuneC
             saved.get("recipe")
     if config is None:
         config = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-    cfg = config.with_overrides(**overrides)
+    cfg = config.with_overrides(**selector_reset(overrides), **overrides)
     if isinstance(model, str):
         cfg = cfg.with_overrides(name=model)
     return cfg, recipe
@@ -448,6 +450,10 @@ def _restore_best(net, base, cfg, info, run_dir: Path, device, loaders):
 
     load_adapter(net, run_dir)
     images = next(iter(loaders.get("val") or loaders["train"]))[0][:8].to(device)
+    if images.dtype == torch.uint8:  # training batches stop before normalisation
+        mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1) * 255
+        std = torch.tensor(info.std, device=device).view(1, -1, 1, 1) * 255
+        images = (images.float() - mean) / std
     net.eval()
     with torch.inference_mode():
         unmerged = net(images).float()

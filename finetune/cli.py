@@ -126,7 +126,7 @@ def run(
                                       "dry_run", "debug", "no_pretrained", "backbone"})
     _quiet_warnings()
     try:
-        from .config import FinetuneConfig
+        from .config import FinetuneConfig, selector_reset
 
         flags.update({k: str(v) for k, v in (("path", data), ("weights", weights),
                                              ("output", output)) if v is not None})
@@ -140,7 +140,7 @@ def run(
             adapt(resume=resume, **flags)
             return
         base = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-        overrides = {**_selector_reset(flags), **flags}
+        overrides = {**selector_reset(flags), **flags}
         cfg = base.with_overrides(**overrides)
         if cfg.data.path is None:
             raise ValueError("--data is required (or set data.path in the recipe); "
@@ -195,17 +195,6 @@ def inspect(
                       + ", ".join(s.modules[0] for s in report.stages[1:-1][:3]))
     except USER_ERRORS as e:
         _fail(e, debug)
-
-
-SELECTORS = {"freeze_until": None, "freeze_stages": 0, "linear_probe": False, "train_only": None,
-             "full": False}
-
-
-def _selector_reset(flags: dict) -> dict:
-    """A freezing selector given as a flag replaces the recipe's, instead of conflicting."""
-    if not SELECTORS.keys() & flags.keys():
-        return {}
-    return {k: v for k, v in SELECTORS.items() if k not in flags}
 
 
 def _given(values: dict, *, exclude: set[str]) -> dict:
@@ -284,7 +273,7 @@ def augment_preview(
 
 @app.command()
 def scan(
-    data: Path = typer.Argument(..., help="Image folder: DIR/<class>/* or DIR/train|val|test/<class>/*."),
+    data: Path = typer.Argument(..., help="Image folder (DIR/<class>/* or DIR/train|val|test/<class>/*) or CSV manifest."),
     val_split: float = typer.Option(0.2, help="Validation fraction used when there is no val/ folder."),
     seed: int = typer.Option(0, help="Split seed."),
     strict: bool = typer.Option(False, "--strict", help="Exit with an error on any bad or suspicious file."),
@@ -298,13 +287,15 @@ def scan(
         from rich.console import Console
 
         from .data import scan_folder
+        from .manifest import scan_csv
         from .scan import scan_report
 
         console = Console(highlight=False)
+        scan_any = scan_csv if data.suffix.lower() == ".csv" else scan_folder
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report lists them
-            info = scan_folder(data, val_split=val_split, seed=seed, strict=strict,
-                               progress=console.is_terminal, max_pixels=max_pixels)
+            info = scan_any(data, val_split=val_split, seed=seed, strict=strict,
+                            progress=console.is_terminal, max_pixels=max_pixels)
         scan_report(info, console)
     except USER_ERRORS as e:
         _fail(e, debug)

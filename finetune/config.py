@@ -277,6 +277,22 @@ class FinetuneConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+SELECTORS = {"freeze_until": None, "freeze_stages": 0, "linear_probe": False, "train_only": None,
+             "full": False}
+
+
+def selector_reset(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """When ``overrides`` choose what to freeze, the base config's own choice (and what only
+    made sense with it: its unfreeze schedule, cached features) is reset, so an override
+    replaces a recipe's policy instead of conflicting with it."""
+    if not SELECTORS.keys() & overrides.keys():
+        return {}
+    reset = {k: v for k, v in SELECTORS.items() if k not in overrides}
+    reset.update({k: v for k, v in (("unfreeze_every", 0), ("unfreeze_at", ()),
+                                    ("cache_features", False)) if k not in overrides})
+    return reset
+
+
 def recipes_dir() -> Path:
     """The shipped recipes: ``recipes/`` of the repository, installed as ``finetune.recipes``."""
     from importlib import resources

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .scan import DEFAULT_MAX_PIXELS, check_files
+from .scan import DEFAULT_MAX_PIXELS, check_files, tiff_bands
 
 if TYPE_CHECKING:
     from .backbones import BackboneInfo
@@ -318,7 +318,10 @@ def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
         loss_weights = ((n - counts) / counts.clamp(min=1)).float() \
             if cfg.data.class_weights == "auto" else None
         inverse = n / counts.clamp(min=1)
-        per_sample = [max((float(inverse[c]) for c in y), default=1.0) for _, y in data.train]
+        # images without any label are a group of their own, weighted like a label
+        empty = sum(1 for _, y in data.train if not y)
+        per_sample = [max((float(inverse[c]) for c in y), default=n / max(empty, 1))
+                      for _, y in data.train]
     else:
         inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
         loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
@@ -327,6 +330,32 @@ def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
     if cfg.data.sampler == "balanced":
         sample_weights = torch.tensor(per_sample, dtype=torch.float64)
     return loss_weights, sample_weights
+
+
+BAND_COUNTS = {"L": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3, "CMYK": 3, "I": 1, "F": 1}
+
+
+def _check_bands(data: DataInfo, in_chans) -> None:
+    """Multi-band files need ``in_chans`` and every file must have that many bands (1-band
+    images are repeated); an RGB config must not meet multi-band files."""
+    counts = {}
+    for path, check in data.checks.items():
+        if check.problem:
+            continue
+        match = re.match(r"(\d+)-band ", check.mode)
+        counts[path] = int(match.group(1)) if match else \
+            BAND_COUNTS.get(check.mode.split(";")[0], 3)
+    banded = sorted({n for n in counts.values() if n > 3})
+    if in_chans in (None, 3):
+        if banded:
+            example = next(p for p, n in counts.items() if n == banded[-1])
+            raise DataError(f"{example}: a {banded[-1]}-band image; an RGB model would see a "
+                            f"mangled version of it. Set --in-chans {banded[-1]} (data.in_chans)")
+        return
+    short = [(p, n) for p, n in counts.items() if 1 < n < in_chans]
+    if short:
+        raise DataError(f"{short[0][0]}: {short[0][1]} bands, but --in-chans is {in_chans}; "
+                        f"{len(short)} files have fewer bands than that")
 
 
 def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
@@ -339,11 +368,7 @@ def scan_data(dataset, cfg: "FinetuneConfig", console) -> DataInfo:
         data = scan(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
                     strict=cfg.data.strict, progress=console.is_terminal,
                     max_pixels=cfg.data.max_pixels)
-        banded = sorted({int(c.mode.split("-")[0]) for c in data.checks.values()
-                         if re.match(r"\d+-band ", c.mode)})
-        if banded and cfg.data.in_chans is None:
-            raise DataError(f"{data.root}: {banded[-1]}-band TIFFs found; an RGB model would see "
-                            f"one band of them. Set --in-chans {banded[-1]} (data.in_chans)")
+        _check_bands(data, cfg.data.in_chans)
         counts = data.counts()
         console.print(f"[bold]data[/] {data.root} ({data.layout}): {data.num_classes} classes; "
                       + "; ".join(f"{split} {sum(c)}" for split, c in counts.items())
@@ -480,12 +505,11 @@ def load_bands(path: str | os.PathLike, channels: int):
     import torch
 
     path = str(path)
-    if path.lower().endswith((".tif", ".tiff")):
+    layout = tiff_bands(path) if path.lower().endswith((".tif", ".tiff")) else None
+    if layout is not None:
         import tifffile
 
-        arr = tifffile.imread(path)
-        if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1:]) and arr.shape[0] <= 64:
-            arr = np.moveaxis(arr, 0, -1)  # bands first (C, H, W) -> (H, W, C)
+        arr = np.moveaxis(tifffile.imread(path), layout[3], -1)  # bands last: (H, W, C)
     else:
         with Image.open(path) as img:
             arr = np.asarray(ImageOps.exif_transpose(img))

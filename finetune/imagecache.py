@@ -91,29 +91,35 @@ class ImageCache:
         if mode == "auto":
             mode = "memory" if _estimate_bytes(paths, side) < _memory_budget() else "disk"
         if mode == "disk":
-            return cls._disk(paths, prepare, progress)
+            return cls._disk(paths, prepare, progress, side)
         return cls(arrays=_decode_all(paths, prepare, progress), mode="memory", paths=paths)
 
     @classmethod
-    def _disk(cls, paths: list[str], prepare, progress: bool) -> "ImageCache":
+    def _disk(cls, paths: list[str], prepare, progress: bool, side: int) -> "ImageCache":
         key = hashlib.sha1(json.dumps([prepare.key] + [(p, *_stat(p)) for p in paths]).encode())
         folder = cache_dir() / "images"
         data_file = folder / f"{key.hexdigest()[:24]}.u8"
         index_file = data_file.with_suffix(".json")
         if not (data_file.is_file() and index_file.is_file()):
+            import shutil
+
             from .checkpoint import atomic_path
 
-            arrays = _decode_all(paths, prepare, progress)
-            index, offset = [], 0
-            for a in arrays:
-                index.append([offset, *a.shape] if a is not None else [offset, 0, 0, 0])
-                offset += a.size if a is not None else 0
             folder.mkdir(parents=True, exist_ok=True)
+            need = _estimate_bytes(paths, side)
+            free = shutil.disk_usage(folder).free
+            if need > free * 0.9:
+                raise OSError(f"image cache: ~{need / 2**30:.1f} GiB needed in {folder}, "
+                              f"{free / 2**30:.1f} GiB free; use --cache-images none or free "
+                              "disk space (FINETUNE_CACHE moves the cache)")
+            index, offset = [], 0
             with atomic_path(data_file) as tmp:
-                with open(tmp, "wb") as f:
-                    for a in arrays:
+                with open(tmp, "wb") as f:  # streamed: never all images in memory at once
+                    for a in _decode_iter(paths, prepare, progress):
+                        index.append([offset, *a.shape] if a is not None else [offset, 0, 0, 0])
                         if a is not None:
                             f.write(np.ascontiguousarray(a).tobytes())
+                            offset += a.size
             with atomic_path(index_file) as tmp:
                 Path(tmp).write_text(json.dumps(index))
         index = json.loads(index_file.read_text())
@@ -138,20 +144,35 @@ class ImageCache:
 
 
 def _decode_all(paths: list[str], prepare, progress: bool) -> list[Optional[np.ndarray]]:
+    return list(_decode_iter(paths, prepare, progress))
+
+
+def _decode_iter(paths: list[str], prepare, progress: bool):
+    """Prepared arrays in order (None for a file that fails), decoded by threads in chunks so
+    that only a bounded number are held at once."""
     def safe(path):
         try:
             return prepare(path)
         except Exception:  # changed since the scan: the dataset reads (and reports) the file
             return None
 
+    chunk = 256
     with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-        results = pool.map(safe, paths, chunksize=16)
         if progress:
-            from rich.progress import track
+            from rich.progress import Progress
 
-            results = track(results, total=len(paths), description="Caching images",
-                            transient=True)
-        return list(results)
+            bar = Progress(transient=True)
+            task = bar.add_task("Caching images", total=len(paths))
+            bar.start()
+        try:
+            for start in range(0, len(paths), chunk):
+                for array in pool.map(safe, paths[start:start + chunk]):
+                    if progress:
+                        bar.advance(task)
+                    yield array
+        finally:
+            if progress:
+                bar.stop()
 
 
 def _estimate_bytes(paths: list[str], side: int) -> int:

@@ -3,9 +3,9 @@
 Columns (a header row is required):
 
 - ``path``: image path, relative to the CSV's folder (or absolute);
-- ``label``: one class per image (single-label), or ``labels``: ``;``-separated classes, possibly
-  none, per image (multi-label, ChestX-ray14 style: ``Effusion;Infiltration``; an empty cell or
-  ``No Finding`` means no label);
+- ``label``: one class per image (single-label), or ``labels``: ``;``- or ``|``-separated
+  classes, possibly none, per image (multi-label; ChestX-ray14's ``Effusion|Infiltration``
+  works as it is; an empty cell or ``No Finding`` means no label);
 - ``split`` (optional): ``train``, ``val`` or ``test``; without it the rows are split by the
   seeded ``val_split`` (stratified by class for single-label, by first label for multi-label).
 
@@ -22,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import SPLITS, DataError, DataInfo, stratified_split
+from .data import SPLITS, DataError, DataInfo, _cross_split_duplicates, stratified_split
 from .scan import DEFAULT_MAX_PIXELS, check_files
 
 __all__ = ["scan_csv", "NO_LABEL"]
@@ -64,9 +64,11 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
     t0 = time.perf_counter()
     checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels, progress=progress)
     bad = {p: c.problem for p, c in checks.items() if c.problem}
-    if bad and strict:
-        path, reason = next(iter(bad.items()))
-        raise DataError(f"{path}: unreadable image ({reason}); fix it or drop --strict")
+    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
+    if (bad or odd) and strict:
+        path, reason = next(iter({**bad, **odd}.items()))
+        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
+                        f"({reason}); fix it or drop --strict")
     for path, reason in bad.items():
         warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
     samples = {k: [(p, y) for p, y in v if p not in bad] for k, v in samples.items()}
@@ -78,11 +80,16 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
                  for p, y in samples["train"]]
         train, val = stratified_split(keyed, val_split, seed)
         samples["train"], samples["val"] = [s for s, _ in train], [s for s, _ in val]
-    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
+    duplicates = _cross_split_duplicates(samples, checks)
+    if duplicates:
+        warnings.warn(f"{len(duplicates)} images have an identical copy in another split (e.g. "
+                      f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
+                      "accuracy: remove the copies", stacklevel=2)
     return DataInfo(root=str(csv_path), layout="csv", classes=tuple(classes),
                     train=tuple(samples["train"]), val=tuple(samples["val"]),
                     test=tuple(samples["test"]), skipped=tuple(sorted(bad.items())),
-                    suspicious=tuple(sorted(odd.items())), checks=checks,
+                    suspicious=tuple(sorted(odd.items())), duplicates=tuple(duplicates),
+                    checks=checks,
                     scan_seconds=time.perf_counter() - t0, cache_hits=hits,
                     multilabel=multilabel)
 
@@ -105,7 +112,7 @@ def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], 
                                 f"{', '.join(SPLITS)}")
             if multilabel:
                 cell = (row.get("labels") or "").strip()
-                labels = tuple(sorted({c.strip() for c in cell.split(";")
+                labels = tuple(sorted({c.strip() for c in cell.replace("|", ";").split(";")
                                        if c.strip().lower() not in NO_LABEL}))
             else:
                 label = (row.get("label") or "").strip()

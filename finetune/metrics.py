@@ -93,15 +93,18 @@ def best_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     positives). Chosen on validation data, stored in config.json, applied by predict."""
     out = []
     for j in range(probs.shape[1]):
-        p, t = probs[:, j], targets[:, j]
+        p, t = probs[:, j].double(), targets[:, j].double()
         if t.sum() == 0:
             out.append(0.5)
             continue
-        candidates = torch.unique(p)
-        pred = p[None, :] >= candidates[:, None]
-        tp = (pred & t.bool()[None]).sum(1).double()
-        f1 = 2 * tp / (pred.sum(1) + t.sum()).double()
-        out.append(round(float(candidates[int(f1.argmax())]), 6))
+        order = p.argsort(descending=True)  # predicting the top k positive, for every k
+        p, t = p[order], t[order]
+        tp = t.cumsum(0)
+        last_of_tie = torch.ones_like(p, dtype=torch.bool)
+        last_of_tie[:-1] = p[:-1] != p[1:]  # a threshold includes all equal scores
+        k = torch.arange(1, len(p) + 1, dtype=torch.float64)
+        f1 = torch.where(last_of_tie, 2 * tp / (k + t.sum()), torch.zeros_like(tp))
+        out.append(float(p[int(f1.argmax())]))
     return out
 
 

@@ -95,29 +95,60 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
         return FileCheck(problem=f"undecodable: {type(e).__name__}: {e}"[:200], digest=digest)
     warning = None
     expected = EXTENSION_FORMATS.get(Path(path).suffix.lower())
-    if expected and fmt and fmt != expected and not (expected == "TIFF" and fmt == "TIFF"):
+    if fmt == "MPO":  # multi-picture JPEGs from phones and cameras are JPEGs
+        fmt = "JPEG"
+    if expected and fmt and fmt != expected:
         warning = f"wrong extension: {fmt} data in a {Path(path).suffix} file"
     return FileCheck(None, warning, width, height, mode, fmt, digest)
 
 
+def tiff_bands(path: str) -> Optional[tuple[int, int, int, int]]:
+    """``(bands, height, width, band axis)`` of a multi-band TIFF, read from its header (nothing
+    decoded); None for ordinary grayscale/RGB/RGBA TIFFs and for files tifffile cannot read.
+
+    The band axis comes from tifffile's axes string: samples (``S``, pixel-interleaved), else
+    the leading pages/channels axis (planar, band-first). Four samples count as RGBA only when
+    the file says RGB plus an alpha extra sample; an RGB+NIR tile is four bands.
+    """
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series, page = tif.series[0], tif.pages[0]
+            shape, axes = tuple(series.shape), series.axes
+            rgb = int(page.photometric) == 2
+            alpha = any(int(e) in (1, 2) for e in (page.extrasamples or ()))
+    except Exception:  # not tifffile's to judge: PIL's check reports what is wrong
+        return None
+    if "S" in axes:
+        axis = axes.index("S")
+    elif len(shape) == 3:
+        axis = 0
+    else:
+        return None
+    bands = shape[axis]
+    if bands < 4 or (bands == 4 and rgb and alpha):
+        return None
+    height, width = [n for k, n in enumerate(shape) if k != axis][-2:]
+    return bands, height, width, axis
+
+
 def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
-    """A TIFF with more than 4 bands (satellite tiles) through tifffile; None for ordinary
-    TIFFs (and for files tifffile cannot read), which PIL checks."""
+    """A multi-band TIFF: size checked from the header first (a bomb is never decoded), then
+    decoded once through tifffile to find truncation; None for ordinary TIFFs (PIL checks)."""
+    layout = tiff_bands(path)
+    if layout is None:
+        return None
+    bands, height, width, _ = layout
+    if width * height > max_pixels:
+        return FileCheck(problem=f"over the pixel limit ({width}x{height} > {max_pixels:,} px)",
+                         width=width, height=height, digest=digest)
     try:
         import tifffile
 
         arr = tifffile.imread(path)
-    except Exception:  # not tifffile's: PIL's check reports what is wrong
-        return None
-    if arr.ndim == 3 and arr.shape[0] < min(arr.shape[1:]):
-        bands, height, width = arr.shape
-    else:
-        height, width = arr.shape[:2]
-        bands = arr.shape[2] if arr.ndim == 3 else 1
-    if bands <= 4:
-        return None
-    if width * height > max_pixels:
-        return FileCheck(problem=f"over the pixel limit ({width}x{height})", digest=digest)
+    except Exception as e:  # tifffile raises many types for damaged data
+        return FileCheck(problem=f"undecodable: {type(e).__name__}: {e}"[:200], digest=digest)
     return FileCheck(None, None, width, height, f"{bands}-band {arr.dtype}", "TIFF", digest)
 
 
@@ -165,11 +196,12 @@ def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = Non
 
 
 def _stat_key(path: str) -> Optional[list[int]]:
+    # inode and ctime too: `cp -p` / `rsync -t` can keep size and mtime for new content
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _cache_file(root, max_pixels: int) -> Path:

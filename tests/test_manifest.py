@@ -76,7 +76,7 @@ def test_ranking_metrics_match_known_values():
     assert roc_auc(scores, targets) == pytest.approx(5 / 9)
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == pytest.approx(0.5)
     probs = torch.tensor([[0.9], [0.6], [0.4], [0.2]])
-    assert best_thresholds(probs, torch.tensor([[1.0], [1.0], [0.0], [0.0]])) == [0.6]
+    assert best_thresholds(probs, torch.tensor([[1.0], [1.0], [0.0], [0.0]])) == pytest.approx([0.6])
 
 
 def test_single_label_csv_run(single_csv, fast_overrides):
@@ -99,3 +99,28 @@ def test_multilabel_run_thresholds_and_predict(multi_csv, fast_overrides, tmp_pa
     chosen = [n for n, t in zip(("bright", "cool", "warm"), config["thresholds"])
               if records[0][f"prob_{n}"] >= t]
     assert records[0]["labels"] == ";".join(chosen)
+
+
+def test_balanced_sampler_gives_unlabelled_images_their_share(multi_csv):
+    from finetune.config import FinetuneConfig
+    from finetune.data import class_balance
+
+    info = scan_csv(multi_csv, val_split=0.0)
+    _, weights = class_balance(info, FinetuneConfig().with_overrides(sampler="balanced"))
+    empty = [w for (_, y), w in zip(info.train, weights.tolist()) if not y]
+    assert empty and min(empty) > 1.0  # a group of its own, not the minimum weight of 1
+
+
+def test_chestxray_style_pipe_separator_and_scan_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from finetune.cli import app
+
+    for i in range(4):
+        make_image(tmp_path / f"{i}.png", COLOURS["cat"], seed=i)
+    path = _write(tmp_path / "cxr.csv", ["path", "labels"],
+                  [("0.png", "Effusion|Infiltration"), ("1.png", "Effusion"),
+                   ("2.png", "No Finding"), ("3.png", "Infiltration")])
+    assert scan_csv(path).classes == ("Effusion", "Infiltration")
+    result = CliRunner().invoke(app, ["scan", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "Effusion" in result.output

@@ -15,8 +15,12 @@ def _tiles(root, bands=13, n=5, bands_first=False):
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             arr = np.clip(rng.normal(level, 3000, (24, 24, bands)), 0, 65535).astype(np.uint16)
-            tifffile.imwrite(root / c / f"{i}.tif",
-                             np.moveaxis(arr, -1, 0) if bands_first else arr)
+            if bands_first:  # planar: one plane per band
+                tifffile.imwrite(root / c / f"{i}.tif", np.moveaxis(arr, -1, 0),
+                                 photometric="minisblack", planarconfig="separate")
+            else:            # pixel-interleaved samples
+                tifffile.imwrite(root / c / f"{i}.tif", arr, photometric="minisblack",
+                                 planarconfig="contig")
     return root
 
 
@@ -56,5 +60,33 @@ def test_thirteen_band_run_and_predict(tmp_path, fast_overrides):
 
 def test_multiband_tiffs_without_in_chans_are_an_error(tmp_path, fast_overrides):
     root = _tiles(tmp_path / "s2")
-    with pytest.raises(finetune.DataError, match="13-band TIFFs found.*--in-chans 13"):
+    with pytest.raises(finetune.DataError, match="13-band image.*--in-chans 13"):
         finetune.adapt("test_resnet", root, verbose=False, **fast_overrides)
+
+
+def test_four_band_rgbn_is_multiband_but_rgba_is_not(tmp_path):
+    from finetune.scan import check_file
+
+    rgbn, rgba = tmp_path / "rgbn.tif", tmp_path / "rgba.tif"
+    data = np.full((16, 16, 4), 100, np.uint8)
+    tifffile.imwrite(rgbn, data, photometric="rgb", extrasamples=["unspecified"])
+    tifffile.imwrite(rgba, data, photometric="rgb", extrasamples=["unassalpha"])
+    assert check_file(str(rgbn)).mode == "4-band uint8"
+    assert check_file(str(rgba)).mode == "RGBA"
+
+
+def test_band_count_must_match_in_chans(tmp_path, fast_overrides):
+    root = _tiles(tmp_path / "s2", bands=4)
+    with pytest.raises(finetune.DataError, match="4-band image.*--in-chans 4"):
+        finetune.adapt("test_resnet", root, verbose=False, **fast_overrides)
+    with pytest.raises(finetune.DataError, match="4 bands, but --in-chans is 13"):
+        finetune.adapt("test_resnet", root, verbose=False, in_chans=13, **fast_overrides)
+
+
+def test_tiff_bomb_is_rejected_from_the_header(tmp_path):
+    from finetune.scan import check_file
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((5, 200, 200), np.uint8), photometric="minisblack",
+                     planarconfig="separate")
+    assert check_file(str(path), max_pixels=1000).problem.startswith("over the pixel limit")

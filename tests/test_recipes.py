@@ -77,3 +77,15 @@ def test_recipes_cli_and_augment_preview(image_folder, tmp_path):
     assert result.exit_code == 0, result.output
     grid = Image.open(out)
     assert grid.size == (4 * 32 + 5 * 4, 2 * 32 + 3 * 4)  # 4 columns, 2 rows, 4 px padding
+
+
+@pytest.mark.parametrize("recipe, overrides", [
+    ("medical-xray", dict(full=True)),
+    ("medical-xray", dict(linear_probe=True, cache_features=True)),
+    ("linear-probe", dict(freeze_until="layer3")),
+])
+def test_a_freezing_override_replaces_the_recipes_policy(recipe, overrides, image_folder,
+                                                         tmp_path):
+    result = finetune.adapt("test_resnet", image_folder, recipe=recipe, verbose=False,
+                            dry_run=True, pretrained=False, img_size=32, **overrides)
+    assert result.run_dir is None and result.policy.thaw_epochs == ()
