@@ -96,6 +96,11 @@ def adapt(model: str | nn.Module | None = None,
         cfg = cfg.with_overrides(path=str(dataset))
     console = _console(verbose)
     _seed_everything(cfg.train.seed)
+    if cfg.train.deterministic:
+        # CUBLAS needs a fixed workspace for deterministic matmuls on CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     data = scan_data(dataset, cfg, console)  # bad data fails before a long model load
     net, base, info, policy = _build_model(model, cfg, data.num_classes, console)
     console.print(plan_table(net, policy, cfg.optim))
@@ -134,6 +139,9 @@ def adapt(model: str | nn.Module | None = None,
     channels_last = cfg.train.channels_last and _is_cnn(base)
     base.to(device=device, memory_format=torch.channels_last if channels_last
             else torch.contiguous_format)
+    if cfg.train.compile:  # the trained module is compiled; weights stay shared with ``net``
+        console.print("torch.compile: the first step compiles the model (about a minute on CPU)")
+        net.compile()
     if cached:
         trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, data, loaders,
                                                        device, precision, console, class_weights)
