@@ -273,6 +273,44 @@ def augment_preview(
         _fail(e, debug)
 
 
+@app.command("lr-find")
+def lr_find_command(
+    data: Path = typer.Option(..., help="Image folder or CSV manifest."),
+    backbone: Optional[str] = typer.Option(None, help="timm name, hf-hub:ID or tv:NAME; default tf_efficientnet_lite0."),
+    weights: Optional[Path] = typer.Option(None, help="Pretrained weight file."),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init on purpose."),
+    freeze_until: Optional[str] = POLICY_FLAGS["freeze_until"],
+    freeze_stages: Optional[int] = POLICY_FLAGS["freeze_stages"],
+    linear_probe: bool = POLICY_FLAGS["linear_probe"],
+    layer_decay: Optional[float] = POLICY_FLAGS["layer_decay"],
+    head_lr_scale: Optional[float] = POLICY_FLAGS["head_lr_scale"],
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd."),
+    start_lr: float = typer.Option(1e-7, help="First LR of the sweep."),
+    end_lr: float = typer.Option(1.0, help="Last LR of the sweep."),
+    steps: int = typer.Option(100, help="Optimizer steps of the sweep."),
+    output: Path = typer.Option(Path("lr-find.png"), help="PNG plot of loss vs LR."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+):
+    """LR range test with the run's model, freezing policy and data; plots loss vs LR and
+    suggests a learning rate."""
+    flags = _given(locals(), exclude={"data", "backbone", "weights", "no_pretrained", "start_lr",
+                                      "end_lr", "steps", "output", "debug"})
+    _quiet_warnings()
+    try:
+        from .lrfind import lr_find
+
+        if weights is not None:
+            flags["weights"] = str(weights)
+        if no_pretrained:
+            flags["pretrained"] = False
+        lr_find(backbone or "tf_efficientnet_lite0", str(data), start_lr=start_lr,
+                end_lr=end_lr, steps=steps, output=output, **flags)
+    except USER_ERRORS as e:
+        _fail(e, debug)
+
+
 @app.command()
 def scan(
     data: Path = typer.Argument(..., help="Image folder (DIR/<class>/* or DIR/train|val|test/<class>/*) or CSV manifest."),
