@@ -27,6 +27,7 @@ from .backbones import BackboneInfo, load_backbone
 from .checkpoint import (SKIPPED_NAME, WEIGHTS_NAME, atomic_path, load_run, prepare_run_dir,
                          read_run_config, save_run_config, save_weights)
 from .config import FinetuneConfig, selector_reset
+from .distributed import barrier, setup_distributed
 from .data import (build_datasets, build_loader, class_balance, load_image, scan_data,
                    walk_images)
 from .heads import replace_head
@@ -94,7 +95,8 @@ def adapt(model: str | nn.Module | None = None,
         raise ValueError("no data: pass a folder or Dataset (CLI: --data DIR)")
     if isinstance(dataset, (str, os.PathLike)):  # recorded, so that --resume finds it
         cfg = cfg.with_overrides(path=str(dataset))
-    console = _console(verbose)
+    dist = setup_distributed(cfg.train.device)
+    console = _console(verbose and dist.is_main)
     _seed_everything(cfg.train.seed)
     if cfg.train.deterministic:
         # CUBLAS needs a fixed workspace for deterministic matmuls on CUDA
@@ -106,9 +108,10 @@ def adapt(model: str | nn.Module | None = None,
     console.print(plan_table(net, policy, cfg.optim))
     if dry_run:
         return FitResult(net, data.classes, {}, None, cfg, info, policy)
-    run_dir = Path(resume) if resume else prepare_run_dir(
-        cfg.output.output or _default_run_dir(info.name), overwrite=cfg.output.overwrite)
+    run_dir = _shared_run_dir(resume, cfg, info, dist)
     device = resolve_device(cfg.train.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     precision = resolve_precision(cfg.train.precision, device)
     cached = cfg.train.cache_features
     splits = dict(zip(("train", "val", "test"),
@@ -118,7 +121,8 @@ def adapt(model: str | nn.Module | None = None,
                                   training=name == "train" and not cached,
                                   num_workers=cfg.data.num_workers, seed=cfg.train.seed,
                                   pin_memory=device.type == "cuda",
-                                  sample_weights=sample_weights if name == "train" else None)
+                                  sample_weights=sample_weights if name == "train" else None,
+                                  world=dist.world, rank=dist.rank)
                for name, ds in splits.items() if ds}
     img_size = resolve_img_size(info, cfg.data.img_size)
     data_config = {**info.data_config, "input_size": (info.input_size[0], img_size, img_size)}
@@ -130,7 +134,7 @@ def adapt(model: str | nn.Module | None = None,
                  precision=precision, device=str(device))
     if data.multilabel:  # predict on an interrupted run still knows it is multi-label
         extra.update(multi_label=True, thresholds=[0.5] * data.num_classes)
-    if not resume:
+    if not resume and dist.is_main:
         save_run_config(run_dir, base, info=info, classes=data.classes, data_config=data_config,
                         extra=extra)
         if data.skipped:
@@ -143,13 +147,15 @@ def adapt(model: str | nn.Module | None = None,
         console.print("torch.compile: the first step compiles the model (about a minute on CPU)")
         net.compile()
     if cached:
+        if dist.enabled:
+            raise ValueError("train.cache_features runs in one process; drop it or torchrun")
         trainer, fit_loaders = _cached_feature_trainer(base, info, policy, cfg, data, loaders,
                                                        device, precision, console, class_weights)
     else:
         trainer, fit_loaders = _trainer(net, info, policy, cfg, loaders, device, precision,
                                         channels_last, console, verbose, class_weights,
-                                        data.multilabel)
-    save_best = _best_saver(run_dir, base, cfg, info)
+                                        data.multilabel, dist)
+    save_best = _best_saver(run_dir, base, cfg, info) if dist.is_main else None
     start_epoch, history = 0, None
     if resume:
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
@@ -162,13 +168,15 @@ def adapt(model: str | nn.Module | None = None,
                       "epoch is kept[/]")
     try:
         history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"),
-                              epochs=cfg.train.epochs, run_dir=run_dir, save_best=save_best,
+                              epochs=cfg.train.epochs,
+                              run_dir=run_dir if dist.is_main else None, save_best=save_best,
                               start_epoch=start_epoch, history=history)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; the best weights and the state after the last finished "
                           f"epoch are in {run_dir}: continue with "
                           f"'finetune run --resume {run_dir}'") from None
-    if trainer.ema is not None:  # the EMA weights as their own model
+    barrier(dist)  # rank 0 has written the best weights every rank reloads
+    if trainer.ema is not None and dist.is_main:  # the EMA weights as their own model
         save_weights(run_dir, trainer.ema.module, {"architecture": info.architecture,
                                                    "ema_decay": str(cfg.train.ema_decay)},
                      name="model_ema.safetensors")
@@ -190,8 +198,9 @@ def adapt(model: str | nn.Module | None = None,
     extra["metrics"] = {k: v for k, v in metrics.items() if k not in ("epochs", "thresholds")}
     if data.multilabel:
         extra.update(multi_label=True, thresholds=metrics.get("thresholds"))
-    save_run_config(run_dir, final, info=info, classes=data.classes, data_config=data_config,
-                    extra=extra)
+    if dist.is_main:
+        save_run_config(run_dir, final, info=info, classes=data.classes,
+                        data_config=data_config, extra=extra)
     console.print(f"run directory: {run_dir}")
     return FitResult(final.eval(), data.classes, metrics, run_dir, cfg, info, policy)
 
@@ -339,6 +348,21 @@ def _evaluate(evaluator: Trainer, loaders, data, console, best_epoch: int) -> di
     return out
 
 
+def _shared_run_dir(resume, cfg: FinetuneConfig, info: BackboneInfo, dist) -> Path:
+    """The run directory, created by rank 0; every rank gets rank 0's path (its timestamp)."""
+    if resume:
+        return Path(resume)
+    path = None
+    if dist.is_main:
+        path = prepare_run_dir(cfg.output.output or _default_run_dir(info.name),
+                               overwrite=cfg.output.overwrite)
+    if dist.enabled:
+        shared = [str(path) if path else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        path = Path(shared[0])
+    return path
+
+
 def _jsonable(values: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -366,8 +390,21 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
 
 
 def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, console, verbose,
-             class_weights, multilabel):
+             class_weights, multilabel, dist):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
+    run_model = net
+    if dist.enabled:
+        if policy.thaw_epochs:
+            raise ValueError("gradual unfreezing changes the trained parameters mid-run, which "
+                             "DistributedDataParallel cannot follow; train in one process")
+        if cfg.train.sync_bn:
+            if device.type != "cuda":
+                raise ValueError("train.sync_bn needs CUDA (torch's SyncBatchNorm); drop it on CPU")
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        run_model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+        console.print(f"DistributedDataParallel: {dist.world} processes, global batch "
+                      f"{dist.world * cfg.data.batch_size * cfg.optim.accum_steps}")
     scheduler = build_scheduler(optimizer, cfg.optim, epochs=cfg.train.epochs,
                                 steps_per_epoch=math.ceil(len(loaders["train"])
                                                           / cfg.optim.accum_steps))
@@ -378,10 +415,10 @@ def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, 
         mixup = Mixup(mixup_alpha=cfg.train.mixup, cutmix_alpha=cfg.train.cutmix,
                       label_smoothing=cfg.optim.label_smoothing, num_classes=len(info_classes(net)),
                       multi_label=multilabel)
-    trainer = Trainer(net, optimizer=optimizer, scheduler=scheduler, policy=policy, device=device,
-                      precision=precision, channels_last=channels_last,
+    trainer = Trainer(run_model, optimizer=optimizer, scheduler=scheduler, policy=policy,
+                      device=device, precision=precision, channels_last=channels_last,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
-                      progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights,
+                      progress=verbose, optim_cfg=cfg.optim, class_weights=class_weights, dist=dist,
                       multilabel=multilabel, mean=info.mean, std=info.std, mixup=mixup,
                       mixup_off_epoch=cfg.train.epochs - cfg.train.mixup_off_epochs,
                       ema_decay=cfg.train.ema_decay if cfg.train.ema else None,

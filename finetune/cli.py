@@ -5,6 +5,7 @@ User errors print one red line and exit with code 2; ``--debug`` shows the trace
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -104,6 +105,8 @@ def run(
     nan_policy: Optional[str] = typer.Option(None, help="Non-finite loss: stop (default) or skip-batch."),
     save_every: Optional[int] = typer.Option(None, help="Write the resumable state every N epochs (default 1)."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels: bit-identical reruns (slower)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="With several processes on CUDA: synchronised BatchNorm."),
+    nproc: int = typer.Option(1, help="Processes on this machine (DistributedDataParallel via torchrun); --batch-size is per process."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (~1 min start-up; no CPU gain measured)."),
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's pretrained size)."),
     in_chans: Optional[int] = typer.Option(None, help="Bands of multi-band TIFFs (e.g. 13 for Sentinel-2); the first conv is adapted."),
@@ -125,7 +128,9 @@ def run(
 ):
     """Fine-tune a backbone on an image folder and write a run directory."""
     flags = _given(locals(), exclude={"data", "weights", "output", "recipe", "resume",
-                                      "dry_run", "debug", "no_pretrained", "backbone"})
+                                      "dry_run", "debug", "no_pretrained", "backbone", "nproc"})
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(nproc))
     _quiet_warnings()
     try:
         from .config import FinetuneConfig, selector_reset
@@ -197,6 +202,23 @@ def inspect(
                       + ", ".join(s.modules[0] for s in report.stages[1:-1][:3]))
     except USER_ERRORS as e:
         _fail(e, debug)
+
+
+def _torchrun(nproc: int) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes; returns its exit code."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+           "--standalone", "-m", "finetune", *args]
+    return subprocess.call(cmd)
 
 
 def _given(values: dict, *, exclude: set[str]) -> dict:

@@ -183,6 +183,8 @@ class TrainConfig:
     deterministic: bool = False
     # torch.compile the model (costs ~66 s before the first step; no CPU speed-up measured here)
     compile: bool = False
+    # several processes (torchrun): synchronise BatchNorm statistics across them (CUDA only)
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)

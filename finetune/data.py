@@ -286,23 +286,31 @@ def default_num_workers() -> int:
 
 
 def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int = -1,
-                 seed: int = 0, pin_memory: bool = False, sample_weights=None):
-    """A DataLoader with the project's defaults (seeded shuffle for training, no drop of the
-    last partial eval batch). ``sample_weights`` (training only) draws samples with a seeded
-    ``WeightedRandomSampler`` instead of shuffling."""
+                 seed: int = 0, pin_memory: bool = False, sample_weights=None,
+                 world: int = 1, rank: int = 0):
+    """A DataLoader with the project's defaults: for training a seeded shuffle by epoch
+    (a ``DistributedSampler``, also with one process, so that N processes with batch b see
+    exactly the batches one process with batch N*b sees; the Trainer calls ``set_epoch``), or
+    with ``sample_weights`` a seeded ``WeightedRandomSampler``; evaluation in order, last partial
+    batch kept."""
     import torch
 
     workers = default_num_workers() if num_workers < 0 else num_workers
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if training and sample_weights is not None:
+        if world > 1:
+            raise ValueError("data.sampler=balanced is not supported with several processes yet; "
+                             "use --class-weights auto")
         sampler = torch.utils.data.WeightedRandomSampler(
             sample_weights, num_samples=len(dataset), replacement=True, generator=generator)
+    elif training:
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                      shuffle=True, seed=seed)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=training and sampler is None,
-        sampler=sampler, generator=generator,
+        dataset, batch_size=batch_size, shuffle=False, sampler=sampler, generator=generator,
         num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
-        drop_last=training and len(dataset) > batch_size,
+        drop_last=training and len(dataset) > batch_size * world,
     )
 
 

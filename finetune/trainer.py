@@ -23,6 +23,7 @@ from torch import nn
 
 from .checkpoint import append_metrics, atomic_path
 from .config import OptimConfig
+from .distributed import DistInfo, all_reduce_sum
 from .optim import add_param_groups, build_param_groups
 from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 
@@ -90,8 +91,12 @@ class Trainer:
                  mean: tuple[float, ...] = (0.485, 0.456, 0.406),
                  std: tuple[float, ...] = (0.229, 0.224, 0.225),
                  mixup=None, mixup_off_epoch: int = 0, ema_decay: Optional[float] = None,
-                 nan_policy: str = "stop", patience: int = 0, save_every: int = 1):
-        self.model = model
+                 nan_policy: str = "stop", patience: int = 0, save_every: int = 1,
+                 dist: Optional[DistInfo] = None):
+        self.model = model  # what runs forward: the model, or its DistributedDataParallel
+        self.inner = getattr(model, "module", model) if isinstance(
+            model, nn.parallel.DistributedDataParallel) else model
+        self.dist = dist or DistInfo()
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.policy = policy
@@ -126,11 +131,11 @@ class Trainer:
         if ema_decay is not None:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(model, decay=ema_decay, device=device)
+            self.ema = ModelEmaV3(self.inner, decay=ema_decay, device=device)
         # uint8 batches (training transforms stop before normalising) are normalised here
         self.mean255 = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
         self.std255 = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
-        self.model.to(device=device, memory_format=self.memory_format)
+        self.inner.to(device=device, memory_format=self.memory_format)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
@@ -176,7 +181,7 @@ class Trainer:
                 history.best_epoch = epoch + 1
                 history.best_val_accuracy = -1.0 if val_acc is None else val_acc
                 if save_best is not None:
-                    save_best(self.model, epoch + 1)
+                    save_best(self.inner, epoch + 1)
             record["best"] = improved
             if self.ema is not None and val_loader is not None:
                 _, ema_logits, ema_targets = self.evaluate(val_loader, model=self.ema.module)
@@ -215,8 +220,8 @@ class Trainer:
         rebuilds the same param groups)."""
         if not self.policy.thaw_epochs:
             return
-        for stage, params in thaw_for_epoch(self.model, self.policy, epoch):
-            groups = build_param_groups(self.model, self.optim_cfg, self.policy.stages,
+        for stage, params in thaw_for_epoch(self.inner, self.policy, epoch):
+            groups = build_param_groups(self.inner, self.optim_cfg, self.policy.stages,
                                         only=set(params))
             add_param_groups(self.optimizer, self.scheduler, groups, base_lr=self.optim_cfg.lr,
                              step=self.step)
@@ -226,7 +231,7 @@ class Trainer:
                     f"epoch {epoch}: thawed {stage} ({count:,} params) at lr "
                     f"{groups[0]['lr']:.3g} now (peak {self.optim_cfg.lr * groups[0]['lr_scale']:.3g},"
                     " following the schedule)")
-        self.policy = refresh_report(self.model, self.policy)
+        self.policy = refresh_report(self.inner, self.policy)
 
     def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader) -> None:
         """Atomically write what a resumed run needs: the last weights (``last.safetensors``) and
@@ -237,7 +242,7 @@ class Trainer:
 
         run_dir = Path(run_dir)
         with atomic_path(run_dir / LAST_WEIGHTS) as tmp:
-            save_model(self.model, tmp, force_contiguous=True)
+            save_model(self.inner, tmp, force_contiguous=True)
         generator = getattr(train_loader, "generator", None)
         state = dict(epoch=epoch, step=self.step, optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
@@ -263,7 +268,7 @@ class Trainer:
             raise ValueError(f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
                              "the resume state is damaged") from None
         self.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
-        load_model(self.model, str(run_dir / LAST_WEIGHTS), device=str(self.device))
+        load_model(self.inner, str(run_dir / LAST_WEIGHTS), device=str(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -279,7 +284,10 @@ class Trainer:
                                           h["best_val_accuracy"], h["seconds"])
 
     def _train_epoch(self, loader, epoch: int, epochs: int) -> tuple[float, float, int]:
-        set_train_mode(self.model, self.policy)
+        set_train_mode(self.inner, self.policy)
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # the epoch's shuffle: resumable, the same on all ranks
+            sampler.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: multi-label adds fractions
         seen = 0
@@ -315,7 +323,10 @@ class Trainer:
                             "checkpoint so far is kept. Lower --lr, use --clip-grad, or "
                             "--nan-policy skip-batch")
                     bar.update(i + 1, seen, loss=current, acc=float(correct) / max(seen, 1))
-        return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen
+        loss_total, correct_total, seen = all_reduce_sum(
+            [float(loss_sum), float(correct), float(seen)], self.dist, self.device)
+        seen = int(seen)
+        return loss_total / max(seen, 1), correct_total / max(seen, 1), seen
 
     def _loss(self, logits, targets):
         if targets.ndim == 2 and not self.multilabel:  # mixed (soft) targets
@@ -333,7 +344,7 @@ class Trainer:
         self.step += 1
         self.scheduler.step_update(self.step)
         if self.ema is not None:
-            self.ema.update(self.model, step=self.step)
+            self.ema.update(self.inner, step=self.step)
 
     @torch.inference_mode()
     def evaluate(self, loader, model: Optional[nn.Module] = None
