@@ -112,3 +112,25 @@ def test_ctrl_c_says_how_to_resume(image_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_epoch", real)
     resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
     assert [x["epoch"] for x in _lines(resumed)] == [1, 2]
+
+
+def test_early_stopping_ends_the_run_when_validation_stalls(image_folder, tmp_path):
+    # an LR of ~0 cannot improve validation after the first epoch: patience 1 stops at epoch 2
+    result = _run(image_folder, output=str(tmp_path / "r"), lr=1e-12, epochs=5, patience=1)
+    assert result.metrics["stopped_early"] == 2 and len(_lines(result)) == 2
+
+
+def test_mixup_trains_on_soft_targets_until_switched_off(image_folder, tmp_path, monkeypatch):
+    from finetune.trainer import Trainer
+
+    seen = []
+    real = Trainer._loss
+
+    def record(self, logits, targets):
+        seen.append(targets.ndim)
+        return real(self, logits, targets)
+
+    monkeypatch.setattr(Trainer, "_loss", record)
+    _run(image_folder, output=str(tmp_path / "r"), mixup=0.4, epochs=2, mixup_off_epochs=1)
+    half = len(seen) // 2
+    assert set(seen[:half]) == {2} and set(seen[half:]) == {1}  # mixed, then plain labels
