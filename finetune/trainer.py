@@ -11,7 +11,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -127,6 +130,9 @@ class Trainer:
         self.patience = patience
         self.save_every = save_every
         self.skipped_batches = 0
+        self.batches_done = 0   # optimizer-step-complete batches of the running epoch
+        self.stop_requested = False  # set by the first Ctrl-C during fit
+        self.skip_batches = 0   # batches of the first epoch a mid-epoch resume skips
         self.ema = None
         if ema_decay is not None:
             from timm.utils import ModelEmaV3
@@ -159,11 +165,22 @@ class Trainer:
         ``start_epoch``/``history`` continue a resumed run (see ``load_state``).
         """
         history = history or FitHistory()
+        with _deferred_interrupt(self):
+            return self._fit(train_loader, val_loader, epochs, run_dir, save_best, start_epoch,
+                             history)
+
+    def _fit(self, train_loader, val_loader, epochs, run_dir, save_best, start_epoch, history):
         start = time.perf_counter() - history.seconds
         for epoch in range(start_epoch, epochs):
             self.thaw(epoch + 1)
             t0 = time.perf_counter()
-            train_loss, train_acc, seen = self._train_epoch(train_loader, epoch, epochs)
+            try:
+                train_loss, train_acc, seen = self._train_epoch(train_loader, epoch, epochs)
+            except KeyboardInterrupt:
+                if run_dir is not None and self.batches_done:  # Ctrl-C: keep the partial epoch
+                    self.save_state(run_dir, epoch, history, train_loader,
+                                    batches_done=self.batches_done)
+                raise
             train_seconds = time.perf_counter() - t0
             val_loss = val_acc = None
             if val_loader is not None:
@@ -233,9 +250,11 @@ class Trainer:
                     " following the schedule)")
         self.policy = refresh_report(self.inner, self.policy)
 
-    def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader) -> None:
+    def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader,
+                   batches_done: int = 0) -> None:
         """Atomically write what a resumed run needs: the last weights (``last.safetensors``) and
         ``trainer_state.pt`` (optimizer, scheduler, scaler, RNG and data-order state, history).
+        ``epoch`` epochs are finished, plus ``batches_done`` batches of the next one (Ctrl-C).
         ``trainer_state.pt`` holds only tensors and plain containers: it loads with
         ``weights_only=True``."""
         from safetensors.torch import save_model
@@ -244,7 +263,8 @@ class Trainer:
         with atomic_path(run_dir / LAST_WEIGHTS) as tmp:
             save_model(self.inner, tmp, force_contiguous=True)
         generator = getattr(train_loader, "generator", None)
-        state = dict(epoch=epoch, step=self.step, optimizer=self.optimizer.state_dict(),
+        state = dict(epoch=epoch, batches_done=batches_done, step=self.step,
+                     optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                      history=dict(epochs=history.epochs, best_epoch=history.best_epoch,
                                   best_val_accuracy=history.best_val_accuracy,
@@ -275,6 +295,7 @@ class Trainer:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
+        self.skip_batches = state.get("batches_done", 0)  # Ctrl-C'd mid-epoch: skip what ran
         _set_rng_state(state["rng"])
         generator = getattr(train_loader, "generator", None)
         if generator is not None and state["loader_rng"] is not None:
@@ -294,8 +315,13 @@ class Trainer:
         mixing = self.mixup is not None and epoch < self.mixup_off_epoch
         bar = _EpochBar(self.console, f"epoch {epoch + 1}/{epochs}", len(loader), self.progress)
         self.optimizer.zero_grad(set_to_none=True)
+        self.batches_done, skip, self.skip_batches = 0, self.skip_batches, 0
+        batches = enumerate(loader)
+        if skip:  # resumed mid-epoch: the same epoch order, without loading what already trained
+            batches = enumerate(_skip_batches(loader, skip), start=skip)
+            self.batches_done = skip
         with bar:
-            for i, (images, targets) in enumerate(loader):
+            for i, (images, targets) in batches:
                 images, targets = self._to_device(images, targets)
                 labels = targets
                 if mixing and len(targets) % 2 == 0:  # timm Mixup pairs the batch with its flip
@@ -309,6 +335,9 @@ class Trainer:
                 self.scaler.scale(loss / self.accum_steps).backward()
                 if (i + 1) % self.accum_steps == 0 or i + 1 == len(loader):
                     self._optimizer_step()
+                    self.batches_done = i + 1
+                    if self.stop_requested:  # Ctrl-C, acted on between two optimizer steps
+                        raise KeyboardInterrupt
                 loss_sum += loss.detach() * len(labels)
                 if self.multilabel:  # label-wise accuracy at probability 0.5
                     correct += ((logits.detach() > 0) == labels.bool()).float().mean(1).sum()
@@ -444,3 +473,41 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype("uint32"), state["numpy_pos"]))
+
+
+@contextlib.contextmanager
+def _deferred_interrupt(trainer: "Trainer"):
+    """The first Ctrl-C asks the loop to stop after the current optimizer step, so the saved
+    state is consistent; a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        if trainer.console is not None:
+            trainer.console.print("[yellow]stopping after this step (Ctrl-C again to stop now)[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _skip_batches(loader, skip: int):
+    """``loader`` from its ``skip``-th batch on, reading none of the skipped samples (reading them
+    would also draw augmentation randomness the uninterrupted run drew only once)."""
+    if not isinstance(loader, torch.utils.data.DataLoader) or loader.sampler is None:
+        return iter(list(loader)[skip:])
+    indices = list(loader.sampler)[skip * loader.batch_size:]
+    # a throwaway generator: the iterator's base seed must not come from the global RNG (nor
+    # from the loader's, which already drew it for this epoch before the interruption)
+    return iter(torch.utils.data.DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=indices,
+        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+        generator=torch.Generator()))
+

@@ -1,6 +1,8 @@
 """Issue 5 (part): each training option changes what it should."""
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -96,22 +98,33 @@ def test_nan_skip_batch_keeps_training(image_folder, tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
-def test_ctrl_c_says_how_to_resume(image_folder, tmp_path, monkeypatch):
+def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(image_folder, tmp_path,
+                                                                monkeypatch):
+    from safetensors.torch import load_file
+
     from finetune.trainer import Trainer
 
-    real = Trainer._train_epoch
+    reference = _run(image_folder, output=str(tmp_path / "ref"), deterministic=True)
+    real = Trainer._optimizer_step
+    calls = {"n": 0}
 
-    def interrupt(self, loader, epoch, epochs):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(self, loader, epoch, epochs)
+    def ctrl_c_during_step_three(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2's first of 2 steps: a real SIGINT, mid-epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
 
-    monkeypatch.setattr(Trainer, "_train_epoch", interrupt)
+    monkeypatch.setattr(Trainer, "_optimizer_step", ctrl_c_during_step_three)
     with pytest.raises(finetune.api.Interrupted, match="--resume"):
-        _run(image_folder, output=str(tmp_path / "r"))
-    monkeypatch.setattr(Trainer, "_train_epoch", real)
+        _run(image_folder, output=str(tmp_path / "r"), deterministic=True)
+    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
+    assert (state["epoch"], state["batches_done"], state["step"]) == (1, 1, 3)
     resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
     assert [x["epoch"] for x in _lines(resumed)] == [1, 2]
+    a = load_file(str(resumed.run_dir / "last.safetensors"))
+    b = load_file(str(reference.run_dir / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_early_stopping_ends_the_run_when_validation_stalls(image_folder, tmp_path):
