@@ -423,7 +423,8 @@ def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, 
                       mixup_off_epoch=cfg.train.epochs - cfg.train.mixup_off_epochs,
                       ema_decay=cfg.train.ema_decay if cfg.train.ema else None,
                       nan_policy=cfg.train.nan_policy, patience=cfg.train.patience,
-                      save_every=cfg.train.save_every)
+                      save_every=cfg.train.save_every,
+                      save_every_steps=cfg.train.save_every_steps)
     if cfg.optim.accum_steps > 1 and console is not None:
         console.print(f"gradient accumulation: {cfg.optim.accum_steps} batches per step, "
                       f"effective batch {cfg.optim.accum_steps * cfg.data.batch_size}")

@@ -104,6 +104,7 @@ def run(
     patience: Optional[int] = typer.Option(None, help="Early stopping: epochs without a better validation score."),
     nan_policy: Optional[str] = typer.Option(None, help="Non-finite loss: stop (default) or skip-batch."),
     save_every: Optional[int] = typer.Option(None, help="Write the resumable state every N epochs (default 1)."),
+    save_every_steps: Optional[int] = typer.Option(None, help="Also write it every N optimizer steps inside an epoch."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels: bit-identical reruns (slower)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="With several processes on CUDA: synchronised BatchNorm."),
     nproc: int = typer.Option(1, help="Processes on this machine (DistributedDataParallel via torchrun); --batch-size is per process."),

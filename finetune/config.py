@@ -179,6 +179,8 @@ class TrainConfig:
     nan_policy: str = "stop"
     # write the resumable state every N epochs (and at the end)
     save_every: int = 1
+    # also every N optimizer steps inside an epoch (long epochs); 0 = off
+    save_every_steps: int = 0
     # deterministic kernels (torch.use_deterministic_algorithms): bit-identical reruns, slower
     deterministic: bool = False
     # torch.compile the model (costs ~66 s before the first step; no CPU speed-up measured here)
@@ -441,6 +443,7 @@ def _check_values(cfg: FinetuneConfig) -> None:
         ("train.ema_decay", 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
         ("train.patience", cfg.train.patience >= 0, "must be >= 0"),
         ("train.save_every", cfg.train.save_every >= 1, "must be >= 1"),
+        ("train.save_every_steps", cfg.train.save_every_steps >= 0, "must be >= 0"),
         ("backbone.drop_path", 0 <= cfg.backbone.drop_path < 1, "must be in [0, 1)"),
     ]
     for key, ok, why in checks:

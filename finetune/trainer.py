@@ -95,7 +95,7 @@ class Trainer:
                  std: tuple[float, ...] = (0.229, 0.224, 0.225),
                  mixup=None, mixup_off_epoch: int = 0, ema_decay: Optional[float] = None,
                  nan_policy: str = "stop", patience: int = 0, save_every: int = 1,
-                 dist: Optional[DistInfo] = None):
+                 save_every_steps: int = 0, dist: Optional[DistInfo] = None):
         self.model = model  # what runs forward: the model, or its DistributedDataParallel
         self.inner = getattr(model, "module", model) if isinstance(
             model, nn.parallel.DistributedDataParallel) else model
@@ -129,6 +129,8 @@ class Trainer:
         self.nan_policy = nan_policy
         self.patience = patience
         self.save_every = save_every
+        self.save_every_steps = save_every_steps  # also mid-epoch, every N optimizer steps
+        self._checkpoint = None  # (run_dir, history, loader) while fit runs with a run_dir
         self.skipped_batches = 0
         self.batches_done = 0   # optimizer-step-complete batches of the running epoch
         self.stop_requested = False  # set by the first Ctrl-C during fit
@@ -171,6 +173,7 @@ class Trainer:
 
     def _fit(self, train_loader, val_loader, epochs, run_dir, save_best, start_epoch, history):
         start = time.perf_counter() - history.seconds
+        self._checkpoint = (run_dir, history, train_loader) if run_dir is not None else None
         for epoch in range(start_epoch, epochs):
             self.thaw(epoch + 1)
             t0 = time.perf_counter()
@@ -336,6 +339,11 @@ class Trainer:
                 if (i + 1) % self.accum_steps == 0 or i + 1 == len(loader):
                     self._optimizer_step()
                     self.batches_done = i + 1
+                    if (self.save_every_steps and self._checkpoint is not None
+                            and self.step % self.save_every_steps == 0 and i + 1 < len(loader)):
+                        run_dir, history, _ = self._checkpoint
+                        self.save_state(run_dir, epoch, history, loader,
+                                        batches_done=self.batches_done)
                     if self.stop_requested:  # Ctrl-C, acted on between two optimizer steps
                         raise KeyboardInterrupt
                 loss_sum += loss.detach() * len(labels)

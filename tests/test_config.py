@@ -45,6 +45,14 @@ def test_yaml_round_trip_and_scientific_notation(tmp_path):
     assert FinetuneConfig.from_yaml(path) == cfg
 
 
+def test_default_recipe_lists_every_field():
+    import yaml
+
+    written = yaml.safe_load((recipes_dir() / "default.yaml").read_text())
+    for section, fields in FinetuneConfig().to_dict().items():
+        assert set(written[section]) == set(fields), section
+
+
 def test_default_recipe_writes_out_the_defaults():
     assert FinetuneConfig.from_yaml(recipes_dir() / "default.yaml") == FinetuneConfig()
     assert FinetuneConfig.from_recipe("default") == FinetuneConfig()

@@ -147,3 +147,18 @@ def test_mixup_trains_on_soft_targets_until_switched_off(image_folder, tmp_path,
     _run(image_folder, output=str(tmp_path / "r"), mixup=0.4, epochs=2, mixup_off_epochs=1)
     half = len(seen) // 2
     assert set(seen[:half]) == {2} and set(seen[half:]) == {1}  # mixed, then plain labels
+
+
+def test_save_every_steps_writes_a_mid_epoch_state(image_folder, tmp_path, monkeypatch):
+    from finetune.trainer import Trainer
+
+    states = []
+    real = Trainer.save_state
+
+    def record(self, run_dir, epoch, history, loader, batches_done=0):
+        states.append((epoch, batches_done, self.step))
+        return real(self, run_dir, epoch, history, loader, batches_done=batches_done)
+
+    monkeypatch.setattr(Trainer, "save_state", record)
+    _run(image_folder, output=str(tmp_path / "r"), save_every_steps=1)
+    assert (0, 1, 1) in states and (1, 1, 3) in states  # mid-epoch, after steps 1 and 3
