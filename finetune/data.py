@@ -137,15 +137,7 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
     all_files = [p for samples in split_files.values() for p, _ in samples]
     t0 = time.perf_counter()
     checks, hits = check_files(all_files, root=root, max_pixels=max_pixels, progress=progress)
-    bad = {p: c.problem for p, c in checks.items() if c.problem}
-    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
-    if (bad or odd) and strict:
-        path, reason = next(iter({**bad, **odd}.items()))
-        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
-                        f"({reason}); remove or fix it, or drop --strict to skip bad images "
-                        f"({len(bad)} bad, {len(odd)} suspicious)")
-    for path, reason in bad.items():
-        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+    bad, odd = screen(checks, strict)
     split_files = {k: [(p, y) for p, y in v if p not in bad] for k, v in split_files.items()}
     _check_classes_nonempty(base, classes, split_files["train"])
     if "val" not in split_files:
@@ -163,6 +155,21 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
         suspicious=tuple(sorted(odd.items())), duplicates=tuple(duplicates),
         checks=checks, scan_seconds=time.perf_counter() - t0, cache_hits=hits,
     )
+
+
+def screen(checks: dict, strict: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(bad files, suspicious files) of a scan: ``strict`` turns either into an error, otherwise
+    each bad file is skipped with a warning naming it."""
+    bad = {p: c.problem for p, c in checks.items() if c.problem}
+    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
+    if (bad or odd) and strict:
+        path, reason = next(iter({**bad, **odd}.items()))
+        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
+                        f"({reason}); remove or fix it, or drop --strict to skip bad images "
+                        f"({len(bad)} bad, {len(odd)} suspicious)")
+    for path, reason in bad.items():
+        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=3)
+    return bad, odd
 
 
 def _cross_split_duplicates(split_files, checks) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import SPLITS, DataError, DataInfo, _cross_split_duplicates, stratified_split
+from .data import SPLITS, DataError, DataInfo, _cross_split_duplicates, screen, stratified_split
 from .scan import DEFAULT_MAX_PIXELS, check_files
 
 __all__ = ["scan_csv", "NO_LABEL"]
@@ -63,14 +63,7 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
     all_paths = [p for split in SPLITS for p, _ in samples[split]]
     t0 = time.perf_counter()
     checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels, progress=progress)
-    bad = {p: c.problem for p, c in checks.items() if c.problem}
-    odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
-    if (bad or odd) and strict:
-        path, reason = next(iter({**bad, **odd}.items()))
-        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
-                        f"({reason}); fix it or drop --strict")
-    for path, reason in bad.items():
-        warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=2)
+    bad, odd = screen(checks, strict)
     samples = {k: [(p, y) for p, y in v if p not in bad] for k, v in samples.items()}
     if not samples["train"]:
         raise DataError(f"{csv_path}: no readable training images")
