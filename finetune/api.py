@@ -397,6 +397,9 @@ def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, 
         if policy.thaw_epochs:
             raise ValueError("gradual unfreezing changes the trained parameters mid-run, which "
                              "DistributedDataParallel cannot follow; train in one process")
+        if cfg.train.nan_policy == "skip-batch":
+            raise ValueError("--nan-policy skip-batch would let one process skip a step the "
+                             "others take; use stop with several processes")
         if cfg.train.sync_bn:
             if device.type != "cuda":
                 raise ValueError("train.sync_bn needs CUDA (torch's SyncBatchNorm); drop it on CPU")
@@ -463,8 +466,9 @@ def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, prec
     head_stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (info.classifier,))
     head_policy = PolicyReport("linear_probe (cached features)", policy.bn_mode, (head_stage,), ())
     optimizer = build_optimizer(build_param_groups(head, cfg.optim, [head_stage]), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps_per_epoch=len(fit_loaders["train"]),
-                                epochs=cfg.train.epochs)
+    scheduler = build_scheduler(optimizer, cfg.optim, epochs=cfg.train.epochs,
+                                steps_per_epoch=math.ceil(len(fit_loaders["train"])
+                                                          / cfg.optim.accum_steps))
     trainer = Trainer(head, optimizer=optimizer, scheduler=scheduler, policy=head_policy,
                       device=device, precision=precision,
                       label_smoothing=cfg.optim.label_smoothing, console=console,
@@ -505,8 +509,9 @@ def _restore_best(net, base, cfg, info, run_dir: Path, device, loaders):
         unmerged = net(images).float()
         merged_model = merge_adapter(net)
         diff = float((merged_model(images).float() - unmerged).abs().max())
-    save_weights(run_dir, merged_model, {"architecture": info.architecture,
-                                         "merged_adapter": cfg.adapter.peft})
+    if os.environ.get("RANK", "0") == "0":  # with torchrun every rank merges, rank 0 writes
+        save_weights(run_dir, merged_model, {"architecture": info.architecture,
+                                             "merged_adapter": cfg.adapter.peft})
     return merged_model, diff
 
 

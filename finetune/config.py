@@ -478,6 +478,9 @@ def _check_combinations(cfg: FinetuneConfig) -> None:
     if cfg.train.cache_features and (not p.linear_probe or unfreezing):
         raise ConfigError("train.cache_features needs linear_probe without gradual unfreezing "
                           "(features are only fixed while the whole backbone is frozen)")
+    if (cfg.train.mixup or cfg.train.cutmix) and cfg.data.batch_size % 2:
+        raise ConfigError(f"train.mixup/cutmix pair each batch with its reverse: data.batch_size "
+                          f"must be even (got {cfg.data.batch_size})")
     if (cfg.train.mixup or cfg.train.cutmix) and cfg.train.cache_features:
         raise ConfigError("train.mixup/cutmix mix images; cached features cannot be mixed: "
                           "drop cache_features")

@@ -292,6 +292,14 @@ def default_num_workers() -> int:
     return 0 if (cores or 1) <= 2 else min(8, (cores or 1) // 2)
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C is the main process's to handle (it stops at a step boundary and saves); workers
+    # that died of it would turn a clean stop into "worker exited unexpectedly"
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int = -1,
                  seed: int = 0, pin_memory: bool = False, sample_weights=None,
                  world: int = 1, rank: int = 0):
@@ -317,6 +325,7 @@ def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int =
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, sampler=sampler, generator=generator,
         num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+        worker_init_fn=_ignore_sigint if workers else None,
         drop_last=training and len(dataset) > batch_size * world,
     )
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -71,6 +72,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         warnings.warn("--precision bf16 on a CPU without native bf16: expect 10-16x slower steps "
                       "than fp32 (measured on AVX2); use --precision auto", stacklevel=2)
     return precision
+
+
+class StopRequested(KeyboardInterrupt):
+    """The first Ctrl-C, acted on at an optimizer-step boundary (the state is consistent)."""
 
 
 @dataclass
@@ -172,6 +177,8 @@ class Trainer:
                              history)
 
     def _fit(self, train_loader, val_loader, epochs, run_dir, save_best, start_epoch, history):
+        if history.stopped_early:  # a resumed run that had already stopped early
+            return history
         start = time.perf_counter() - history.seconds
         self._checkpoint = (run_dir, history, train_loader) if run_dir is not None else None
         for epoch in range(start_epoch, epochs):
@@ -179,8 +186,8 @@ class Trainer:
             t0 = time.perf_counter()
             try:
                 train_loss, train_acc, seen = self._train_epoch(train_loader, epoch, epochs)
-            except KeyboardInterrupt:
-                if run_dir is not None and self.batches_done:  # Ctrl-C: keep the partial epoch
+            except StopRequested:  # first Ctrl-C, at a step boundary: keep the partial epoch
+                if run_dir is not None and self.batches_done:
                     self.save_state(run_dir, epoch, history, train_loader,
                                     batches_done=self.batches_done)
                 raise
@@ -217,6 +224,10 @@ class Trainer:
                 if (epoch + 1) % self.save_every == 0 or epoch + 1 == epochs or stop:
                     self.save_state(run_dir, epoch + 1, history, train_loader)
             self._log_epoch(record, epochs)
+            if self.stop_requested:  # Ctrl-C during the epoch's last step: it is saved whole
+                if run_dir is not None and not stop:
+                    self.save_state(run_dir, epoch + 1, history, train_loader)
+                raise StopRequested
             if stop:
                 history.stopped_early = epoch + 1
                 if self.console is not None:
@@ -266,7 +277,11 @@ class Trainer:
         with atomic_path(run_dir / LAST_WEIGHTS) as tmp:
             save_model(self.inner, tmp, force_contiguous=True)
         generator = getattr(train_loader, "generator", None)
+        # the weights travel inside the state file too: one rename, so a kill can never pair
+        # new weights with an old optimizer state (last.safetensors is for people and tools)
         state = dict(epoch=epoch, batches_done=batches_done, step=self.step,
+                     model={k: v.detach().cpu() for k, v in self.inner.state_dict().items()},
+                     stopped_early=history.stopped_early,
                      optimizer=self.optimizer.state_dict(),
                      scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                      history=dict(epochs=history.epochs, best_epoch=history.best_epoch,
@@ -279,8 +294,6 @@ class Trainer:
 
     def load_state(self, run_dir, train_loader) -> tuple[int, FitHistory]:
         """Restore a run written by ``save_state``; returns (epochs done, history)."""
-        from safetensors.torch import load_model
-
         run_dir = Path(run_dir)
         try:
             state = torch.load(run_dir / STATE_NAME, map_location="cpu", weights_only=True)
@@ -291,7 +304,7 @@ class Trainer:
             raise ValueError(f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
                              "the resume state is damaged") from None
         self.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
-        load_model(self.inner, str(run_dir / LAST_WEIGHTS), device=str(self.device))
+        self.inner.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -304,8 +317,12 @@ class Trainer:
         if generator is not None and state["loader_rng"] is not None:
             generator.set_state(state["loader_rng"])
         h = state["history"]
+        # epochs after the saved state were lost: their metrics lines go too
+        with atomic_path(run_dir / "metrics.jsonl") as tmp:
+            Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in h["epochs"]))
         return state["epoch"], FitHistory(list(h["epochs"]), h["best_epoch"],
-                                          h["best_val_accuracy"], h["seconds"])
+                                          h["best_val_accuracy"], h["seconds"],
+                                          state.get("stopped_early", 0))
 
     def _train_epoch(self, loader, epoch: int, epochs: int) -> tuple[float, float, int]:
         set_train_mode(self.inner, self.policy)
@@ -335,7 +352,8 @@ class Trainer:
                 if self.nan_policy == "skip-batch" and not bool(torch.isfinite(loss)):
                     self.skipped_batches += 1  # no backward: the weights never see it
                     continue
-                self.scaler.scale(loss / self.accum_steps).backward()
+                group = min(self.accum_steps, len(loader) - i // self.accum_steps * self.accum_steps)
+                self.scaler.scale(loss / group).backward()  # the last group may be shorter
                 if (i + 1) % self.accum_steps == 0 or i + 1 == len(loader):
                     self._optimizer_step()
                     self.batches_done = i + 1
@@ -344,8 +362,8 @@ class Trainer:
                         run_dir, history, _ = self._checkpoint
                         self.save_state(run_dir, epoch, history, loader,
                                         batches_done=self.batches_done)
-                    if self.stop_requested:  # Ctrl-C, acted on between two optimizer steps
-                        raise KeyboardInterrupt
+                    if self.stop_requested and i + 1 < len(loader):  # Ctrl-C, between steps
+                        raise StopRequested
                 loss_sum += loss.detach() * len(labels)
                 if self.multilabel:  # label-wise accuracy at probability 0.5
                     correct += ((logits.detach() > 0) == labels.bool()).float().mean(1).sum()
@@ -468,7 +486,9 @@ def _rng_state() -> dict:
     import numpy as np
 
     np_state = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), python=list(random.getstate()[1]),
+    return dict(torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                python=list(random.getstate()[1]),
                 python_pos=random.getstate()[2],
                 numpy=torch.from_numpy(np_state[1].astype("int64")), numpy_pos=int(np_state[2]))
 
@@ -479,6 +499,8 @@ def _set_rng_state(state: dict) -> None:
     import numpy as np
 
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype("uint32"), state["numpy_pos"]))
 
