@@ -154,7 +154,7 @@ def adapt(model: str | nn.Module | None = None,
     else:
         trainer, fit_loaders = _trainer(net, info, policy, cfg, loaders, device, precision,
                                         channels_last, console, verbose, class_weights,
-                                        data.multilabel, dist)
+                                        data.multilabel, dist, data.num_classes)
     save_best = _best_saver(run_dir, base, cfg, info) if dist.is_main else None
     start_epoch, history = 0, None
     if resume:
@@ -390,7 +390,7 @@ def _build_model(model, cfg: FinetuneConfig, num_classes: int, console):
 
 
 def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, console, verbose,
-             class_weights, multilabel, dist):
+             class_weights, multilabel, dist, num_classes):
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, policy.stages), cfg.optim)
     run_model = net
     if dist.enabled:
@@ -416,7 +416,7 @@ def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, 
         from timm.data import Mixup
 
         mixup = Mixup(mixup_alpha=cfg.train.mixup, cutmix_alpha=cfg.train.cutmix,
-                      label_smoothing=cfg.optim.label_smoothing, num_classes=len(info_classes(net)),
+                      label_smoothing=cfg.optim.label_smoothing, num_classes=num_classes,
                       multi_label=multilabel)
     trainer = Trainer(run_model, optimizer=optimizer, scheduler=scheduler, policy=policy,
                       device=device, precision=precision, channels_last=channels_last,
@@ -432,16 +432,6 @@ def _trainer(net, info, policy, cfg, loaders, device, precision, channels_last, 
         console.print(f"gradient accumulation: {cfg.optim.accum_steps} batches per step, "
                       f"effective batch {cfg.optim.accum_steps * cfg.data.batch_size}")
     return trainer, loaders
-
-
-def info_classes(model: nn.Module) -> range:
-    """Output classes of a classification model (its head's out_features)."""
-    from .heads import classifier_name
-
-    head = model.get_submodule(classifier_name(model))
-    while isinstance(head, nn.Sequential):
-        head = head[-1]
-    return range(getattr(head, "out_features", 0) or getattr(head, "num_classes", 0))
 
 
 def _cached_feature_trainer(base, info, policy, cfg, data, loaders, device, precision, console,
