@@ -18,17 +18,19 @@ import torch
 
 
 def main() -> None:
-    from finetune.backbones import load_backbone
+    from finetune.models.backbones import load_backbone
     from finetune.config import DataConfig, OptimConfig, PolicyConfig
-    from finetune.augment import build_transform
-    from finetune.data import ImageFileDataset, build_loader, scan_folder
-    from finetune.demo import prepare_elpv
-    from finetune.features import extract_features, feature_loader
-    from finetune.heads import replace_head
-    from finetune.optim import build_optimizer, build_param_groups, build_scheduler
-    from finetune.policy import PolicyReport, apply_policy
-    from finetune.stages import Stage
-    from finetune.trainer import Trainer
+    from finetune.data.augment import build_transform
+    from finetune.data.datasets import ImageFileDataset, build_loader
+    from finetune.data.folder import scan_folder
+    from finetune.tools.demo import prepare_elpv
+    from finetune.train.features import extract_features, feature_loader
+    from finetune.models.heads import replace_head
+    from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
+    from finetune.train.runtime import Runtime
+    from finetune.train.policy import PolicyReport, apply_policy
+    from finetune.models.stages import Stage
+    from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
@@ -50,15 +52,15 @@ def main() -> None:
 
     def trainer_for(module, policy, stages, steps):
         opt = build_optimizer(build_param_groups(module, cfg, stages), cfg)
-        sched = build_scheduler(opt, cfg, steps_per_epoch=steps, epochs=3)
-        return Trainer(module, optimizer=opt, scheduler=sched, policy=policy,
-                       channels_last=module is model, optim_cfg=cfg)
+        sched = LRSchedule(opt, cfg, steps_per_epoch=steps, epochs=3)
+        return Trainer(module, optimizer=opt, scheduler=sched, policy=policy, optim=cfg,
+                       runtime=Runtime(channels_last=module is model))
 
     # A: recompute features every epoch (frozen backbone forward + head step)
     a = trainer_for(model, report, report.stages, len(loader))
-    a._train_epoch(loader, 0, 1)  # warm-up epoch (allocator, oneDNN kernels)
+    a._train_epoch(loader, 0)  # warm-up epoch (allocator, oneDNN kernels)
     t0 = time.perf_counter()
-    a._train_epoch(loader, 1, 1)
+    a._train_epoch(loader, 1)
     epoch_a = time.perf_counter() - t0
 
     # B: features once, then epochs on cached features
@@ -70,9 +72,9 @@ def main() -> None:
     stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (binfo.classifier,))
     cached = feature_loader(feats, targets, batch_size=args.batch_size, training=True, seed=0)
     b = trainer_for(head, PolicyReport("cached", "frozen", (stage,), ()), [stage], len(cached))
-    b._train_epoch(cached, 0, 1)
+    b._train_epoch(cached, 0)
     t0 = time.perf_counter()
-    b._train_epoch(cached, 1, 1)
+    b._train_epoch(cached, 1)
     epoch_b = time.perf_counter() - t0
 
     n = len(samples)

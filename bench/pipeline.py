@@ -20,14 +20,16 @@ import torch
 
 
 def main() -> None:
-    from finetune.backbones import load_backbone
+    from finetune.models.backbones import load_backbone
     from finetune.config import FinetuneConfig, OptimConfig
-    from finetune.data import build_datasets, build_loader, scan_folder
-    from finetune.demo import prepare_elpv
-    from finetune.heads import replace_head
-    from finetune.optim import build_optimizer, build_param_groups, build_scheduler
-    from finetune.policy import apply_policy
-    from finetune.trainer import Trainer
+    from finetune.data.datasets import build_datasets, build_loader
+    from finetune.data.folder import scan_folder
+    from finetune.tools.demo import prepare_elpv
+    from finetune.models.heads import replace_head
+    from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
+    from finetune.train.runtime import Runtime, Task
+    from finetune.train.policy import apply_policy
+    from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
@@ -62,19 +64,19 @@ def main() -> None:
     def trainer():
         optim = OptimConfig(lr=1e-4, warmup_epochs=0)
         opt = build_optimizer(build_param_groups(model, optim, report.stages), optim)
-        sched = build_scheduler(opt, optim, steps_per_epoch=steps, epochs=4)
-        return Trainer(model, optimizer=opt, scheduler=sched, policy=report,
-                       channels_last=True, optim_cfg=optim, mean=binfo.mean, std=binfo.std)
+        sched = LRSchedule(opt, optim, steps_per_epoch=steps, epochs=4)
+        return Trainer(model, optimizer=opt, scheduler=sched, policy=report, optim=optim,
+                       runtime=Runtime(channels_last=True), task=Task(mean=binfo.mean, std=binfo.std))
 
     arms = {"A real pipeline": real, "B pre-loaded tensors": preloaded}
     trainers = {name: trainer() for name in arms}
     for name, loader in arms.items():
-        trainers[name]._train_epoch(loader, 0, 1)  # warm-up (and, for A, the first epoch)
+        trainers[name]._train_epoch(loader, 0)  # warm-up (and, for A, the first epoch)
     samples: dict[str, list[float]] = {name: [] for name in arms}
     for repeat in range(args.repeats):  # alternate the arms: load spikes hit both alike
         for name, loader in arms.items():
             start = time.perf_counter()
-            _, _, seen = trainers[name]._train_epoch(loader, 1 + repeat, 1)
+            _, _, seen = trainers[name]._train_epoch(loader, 1 + repeat)
             samples[name].append(seen / (time.perf_counter() - start))
     rates = {name: sorted(v)[len(v) // 2] for name, v in samples.items()}  # medians
     print(f"{args.backbone}, {len(train_set)} images at {args.img_size} px, batch "

@@ -50,10 +50,11 @@ def build(name: str, img_size: int, classes: int):
 
 def main() -> None:
     from finetune.config import OptimConfig
-    from finetune.optim import build_optimizer, build_param_groups, build_scheduler
-    from finetune.policy import PolicyReport
-    from finetune.stages import model_stages
-    from finetune.trainer import Trainer
+    from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
+    from finetune.train.runtime import Runtime
+    from finetune.train.policy import PolicyReport
+    from finetune.models.stages import model_stages
+    from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,vit_tiny_patch16_224")
@@ -89,21 +90,21 @@ def main() -> None:
         cfg = OptimConfig(lr=1e-4, warmup_epochs=0, weight_decay=0.0, label_smoothing=0.0)
         stages = model_stages(model_b)
         opt_b = build_optimizer(build_param_groups(model_b, cfg, stages), cfg)
-        sched = build_scheduler(opt_b, cfg, steps_per_epoch=args.steps, epochs=100)
+        sched = LRSchedule(opt_b, cfg, steps_per_epoch=args.steps, epochs=100)
         trainer = Trainer(model_b, optimizer=opt_b, scheduler=sched,
-                          policy=PolicyReport("full", "frozen", tuple(stages), ()),
-                          channels_last=fmt == torch.channels_last, optim_cfg=cfg)
+                          policy=PolicyReport("full", "frozen", tuple(stages), ()), optim=cfg,
+                          runtime=Runtime(channels_last=fmt == torch.channels_last))
 
         flops = step_flops(model_a, xa, y)
         hand_epoch()
-        trainer._train_epoch(batches, 0, 1)  # warm-up both
+        trainer._train_epoch(batches, 0)  # warm-up both
         times = {"hand-written": [], "finetune": []}
         for r in range(args.repeats):
             start = time.perf_counter()
             hand_epoch()
             times["hand-written"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            trainer._train_epoch(batches, 1 + r, 1)
+            trainer._train_epoch(batches, 1 + r)
             times["finetune"].append(time.perf_counter() - start)
         images = args.steps * args.batch_size
         rates = {k: images / sorted(v)[len(v) // 2] for k, v in times.items()}

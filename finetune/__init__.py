@@ -13,13 +13,16 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "adapt": "api", "predict": "api", "inspect": "api", "FitResult": "api",
-    "FinetuneConfig": "config", "ConfigError": "config",
-    "load_backbone": "backbones", "BackboneInfo": "backbones",
-    "replace_head": "heads",
-    "apply_policy": "policy", "PolicyReport": "policy",
-    "scan_folder": "data", "DataInfo": "data", "DataError": "data",
-    "load_run": "checkpoint",
+    "adapt": "api", "inspect": "api", "FitResult": "api", "Interrupted": "api",
+    "predict": "inference",
+    "lr_find": "tools.lrfind",
+    "FinetuneConfig": "config",
+    "ConfigError": "errors", "DataError": "errors",
+    "load_backbone": "models.backbones", "BackboneInfo": "models.info",
+    "replace_head": "models.heads",
+    "apply_policy": "train.policy", "PolicyReport": "train.policy",
+    "scan_folder": "data.folder", "DataInfo": "data.folder",
+    "load_run": "train.checkpoint",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -32,9 +32,11 @@ def _fail(e: BaseException, debug: bool) -> None:
     raise typer.Exit(2)
 
 
-def _quiet_warnings() -> None:
-    # one line per warning, no source line: they are messages for users, not developers
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+def _reporting():
+    """Render the library's events and warnings on stdout while a command runs."""
+    from .render import reporting
+
+    return reporting(verbose=True)
 
 
 # Flags shared by `run` and `inspect`: the freezing policy, adapters and LR layout.
@@ -132,10 +134,7 @@ def run(
                                       "dry_run", "debug", "no_pretrained", "backbone", "nproc"})
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_torchrun(nproc))
-    _quiet_warnings()
     try:
-        from .config import FinetuneConfig, selector_reset
-
         flags.update({k: str(v) for k, v in (("path", data), ("weights", weights),
                                              ("output", output)) if v is not None})
         if backbone is not None:
@@ -144,16 +143,8 @@ def run(
             flags["pretrained"] = False
         from .api import adapt
 
-        if resume is not None:
-            adapt(resume=resume, **flags)
-            return
-        base = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
-        overrides = {**selector_reset(flags), **flags}
-        cfg = base.with_overrides(**overrides)
-        if cfg.data.path is None:
-            raise ValueError("--data is required (or set data.path in the recipe); "
-                             "try 'finetune demo' for a built-in example")
-        adapt(None, None, base, recipe=recipe, dry_run=dry_run, **overrides)
+        with _reporting():
+            adapt(recipe=recipe, resume=resume, dry_run=dry_run, **flags)
     except USER_ERRORS as e:
         _fail(e, debug)
     except Exception as e:
@@ -184,15 +175,15 @@ def inspect(
     """Show a backbone's stages, parameter counts and the plan a policy makes (random weights,
     nothing downloaded)."""
     flags = _given(locals(), exclude={"backbone", "debug"})
-    _quiet_warnings()
     try:
         from .api import inspect as inspect_model
 
-        model, report = inspect_model(backbone, **flags)
+        with _reporting():
+            model, report = inspect_model(backbone, **flags)
         from rich.console import Console
 
-        from .adapters import default_targets
-        from .heads import classifier_name
+        from .models.adapters import default_targets
+        from .models.info import classifier_name
 
         console = Console(highlight=False)
         if peft is None:
@@ -287,7 +278,7 @@ def augment_preview(
     """Write a PNG grid: each row one image, first its evaluation view, then augmented samples
     as training sees them (before normalisation)."""
     try:
-        from .preview import augment_preview as make_preview
+        from .tools.preview import augment_preview as make_preview
 
         path = make_preview(data, recipe=recipe, backbone=backbone, img_size=img_size,
                             images=images, samples=samples, output=output, seed=seed)
@@ -310,6 +301,7 @@ def lr_find_command(
     img_size: Optional[int] = typer.Option(None, help="Input size in pixels."),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch."),
     optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe YAML file or name in recipes/; flags override it."),
     start_lr: float = typer.Option(1e-7, help="First LR of the sweep."),
     end_lr: float = typer.Option(1.0, help="Last LR of the sweep."),
     steps: int = typer.Option(100, help="Optimizer steps of the sweep."),
@@ -319,17 +311,19 @@ def lr_find_command(
     """LR range test with the run's model, freezing policy and data; plots loss vs LR and
     suggests a learning rate."""
     flags = _given(locals(), exclude={"data", "backbone", "weights", "no_pretrained", "start_lr",
-                                      "end_lr", "steps", "output", "debug"})
-    _quiet_warnings()
+                                      "end_lr", "steps", "output", "debug", "recipe"})
     try:
-        from .lrfind import lr_find
+        from .tools.lrfind import lr_find
 
         if weights is not None:
             flags["weights"] = str(weights)
         if no_pretrained:
             flags["pretrained"] = False
-        lr_find(backbone or "tf_efficientnet_lite0", str(data), start_lr=start_lr,
-                end_lr=end_lr, steps=steps, output=output, **flags)
+        if backbone is not None:
+            flags["name"] = backbone
+        with _reporting():
+            lr_find(None, str(data), recipe=recipe, start_lr=start_lr, end_lr=end_lr,
+                    steps=steps, output=output, **flags)
     except USER_ERRORS as e:
         _fail(e, debug)
 
@@ -345,21 +339,18 @@ def scan(
 ):
     """Check every image of a folder and report classes, splits, sizes, imbalance, bad files and
     duplicates (cached: a second scan of an unchanged folder decodes nothing)."""
-    _quiet_warnings()
     try:
-        from rich.console import Console
+        from .data.folder import scan_folder
+        from .data.manifest import scan_csv
+        from .events import emit
 
-        from .data import scan_folder
-        from .manifest import scan_csv
-        from .scan import scan_report
-
-        console = Console(highlight=False)
         scan_any = scan_csv if data.suffix.lower() == ".csv" else scan_folder
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the report lists them
-            info = scan_any(data, val_split=val_split, seed=seed, strict=strict,
-                            progress=console.is_terminal, max_pixels=max_pixels)
-        scan_report(info, console)
+        with _reporting():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the report lists them
+                info = scan_any(data, val_split=val_split, seed=seed, strict=strict,
+                                max_pixels=max_pixels)
+            emit("scan", data=info)
     except USER_ERRORS as e:
         _fail(e, debug)
 
@@ -374,13 +365,13 @@ def predict(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ):
     """Predict labels for images with a fine-tuned run directory."""
-    _quiet_warnings()
     try:
         if output is not None and output.suffix not in (".csv", ".json"):
             raise ValueError(f"--output {output}: use a .csv or .json file name")
-        from .api import predict as predict_images
+        from .inference import predict as predict_images
 
-        records = predict_images(run_dir, images, top_k=top_k, device=device)
+        with _reporting():
+            records = predict_images(run_dir, images, top_k=top_k, device=device)
         _print_predictions(records, top_k)
         if output is not None:
             write_predictions(records, output)
@@ -398,11 +389,11 @@ def demo(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ):
     """Fine-tune ImageNet EfficientNet-Lite0 on real solar-cell images (elpv), then predict."""
-    _quiet_warnings()
     try:
-        from .demo import run_demo
+        from .tools.demo import run_demo
 
-        run_demo(epochs=epochs, img_size=img_size, output=output, data_dir=data_dir)
+        with _reporting():
+            run_demo(epochs=epochs, img_size=img_size, output=output, data_dir=data_dir)
     except USER_ERRORS as e:
         _fail(e, debug)
 
@@ -412,7 +403,7 @@ def write_predictions(records: list[dict], path: Path) -> None:
     import csv
     import json
 
-    from .checkpoint import atomic_path
+    from ._io import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

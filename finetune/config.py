@@ -12,22 +12,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ._io import CONFIG_NAME, read_run_config
+from .errors import ConfigError, did_you_mean
+
 __all__ = [
     "BackboneConfig", "DataConfig", "HeadConfig", "PolicyConfig", "AdapterConfig", "OptimConfig",
     "TrainConfig",
     "OutputConfig", "FinetuneConfig", "ConfigError",
 ]
-
-
-class ConfigError(ValueError):
-    """A config key or value that cannot be used; the message names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +261,38 @@ class FinetuneConfig:
         """Load a recipe by file path or by name from the shipped recipes (``default``)."""
         return cls.from_yaml(resolve_recipe(name_or_path))
 
+    @classmethod
+    def resolve(cls, *, recipe: Optional[str | Path] = None,
+                resume: Optional[str | Path] = None, base: Optional["FinetuneConfig"] = None,
+                **overrides: Any) -> "FinetuneConfig":
+        """The one way a run's config is made, used by every entry point (CLI, ``adapt``,
+        ``lr_find``, ``augment_preview``, ``inspect``).
+
+        ``resume``: the config saved in that run directory, exactly (no recipe, no overrides:
+        the schedule, data order and unfreeze plan were fixed by it). Otherwise ``base`` (or the
+        recipe, or the defaults) with ``overrides`` applied; overrides that choose what to freeze
+        replace the base's own choice (``selector_reset``).
+
+        Example:
+            >>> cfg = FinetuneConfig.resolve(recipe="linear-probe", freeze_until="blocks.4")
+            >>> cfg.policy.linear_probe, cfg.policy.freeze_until
+            (False, 'blocks.4')
+        """
+        if resume is not None:
+            if recipe is not None or base is not None:
+                raise ConfigError("--resume continues a run with its own config; drop --recipe")
+            if overrides:
+                raise ConfigError(
+                    "--resume continues a run exactly as it was configured; drop "
+                    + ", ".join(flag_name(k) for k in sorted(overrides)))
+            saved = read_run_config(resume).get("finetune", {})
+            if not isinstance(saved, Mapping) or "config" not in saved:
+                raise ConfigError(f"{resume}: config.json has no finetune config; not a finetune run")
+            return cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
+        if base is None:
+            base = cls.from_recipe(recipe) if recipe else cls()
+        return base.with_overrides(**selector_reset(overrides), **overrides)
+
     def with_overrides(self, **overrides: Any) -> "FinetuneConfig":
         """Return a copy with fields replaced; keys are field names or ``section.field``."""
         by_section: dict[str, dict[str, Any]] = {}
@@ -287,6 +317,16 @@ class FinetuneConfig:
 
 SELECTORS = {"freeze_until": None, "freeze_stages": 0, "linear_probe": False, "train_only": None,
              "full": False}
+
+
+# config fields whose command-line flag is not simply --field-name
+FLAG_NAMES = {"path": "--data", "name": "--backbone", "pretrained": "--no-pretrained"}
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a config key: ``lr`` -> ``--lr``, ``path`` -> ``--data``."""
+    name = key.split(".")[-1]
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def selector_reset(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -345,14 +385,12 @@ def _resolve_key(key: str) -> tuple[str, str]:
     elif key in FIELD_SECTIONS:
         return FIELD_SECTIONS[key], key
     valid = list(FIELD_SECTIONS) + [f"{s}.{n}" for n, s in FIELD_SECTIONS.items()]
-    close = difflib.get_close_matches(key, valid, n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(key, valid)
     raise ConfigError(f"unknown config key '{key}'.{hint} Valid keys: {', '.join(FIELD_SECTIONS)}")
 
 
 def _unknown(source: str, key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(key, valid)
     return f"{source}: unknown key '{key}'.{hint} Valid keys: {', '.join(valid)}"
 
 

@@ -6,7 +6,7 @@ import timm
 import torch
 
 import finetune
-from finetune.adapters import apply_adapter, default_targets, merge_adapter
+from finetune.models.adapters import apply_adapter, default_targets, merge_adapter
 from finetune.config import AdapterConfig
 
 

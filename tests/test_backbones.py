@@ -2,9 +2,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from finetune.backbones import load_backbone
-from finetune.weights import load_weight_file, map_state_dict
-from finetune.heads import replace_head
+from finetune.models.backbones import load_backbone
+from finetune.models.weights import load_weight_file, map_state_dict
+from finetune.models.heads import replace_head
 
 
 @pytest.mark.parametrize("name, classifier", [

@@ -3,7 +3,9 @@ import stat
 
 import pytest
 
-from finetune.checkpoint import atomic_path, prepare_run_dir
+from finetune._io import atomic_path
+
+from finetune.train.checkpoint import prepare_run_dir
 
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):

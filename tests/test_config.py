@@ -1,6 +1,8 @@
 import pytest
 
-from finetune.config import ConfigError, FinetuneConfig, recipes_dir
+from finetune.errors import ConfigError
+
+from finetune.config import FinetuneConfig, recipes_dir
 
 
 def test_overrides_by_field_and_dotted_name():

@@ -20,6 +20,6 @@ def test_cuda_precisions_train_and_save(image_folder, fast_overrides, precision)
 
 @cuda
 def test_auto_picks_bf16_or_fp16_on_cuda():
-    from finetune.trainer import resolve_precision
+    from finetune.train.runtime import resolve_precision
 
     assert resolve_precision("auto", torch.device("cuda")) in ("bf16", "fp16")

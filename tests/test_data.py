@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finetune.data import DataError, ImageFileDataset, load_image, scan_folder
+from finetune.errors import DataError
+
+from finetune.data.datasets import ImageFileDataset
+
+from finetune.data.images import load_image
+
+from finetune.data.folder import scan_folder
 from tests.conftest import COLOURS, make_folder, make_image
 
 

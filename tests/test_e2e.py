@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import finetune
-from finetune.backbones import load_backbone
+from finetune.models.backbones import load_backbone
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,9 @@
 import torch
 
 import finetune
-from finetune.backbones import load_backbone
-from finetune.features import extract_features
-from finetune.heads import replace_head
+from finetune.models.backbones import load_backbone
+from finetune.train.features import extract_features
+from finetune.models.heads import replace_head
 
 
 def test_head_on_cached_features_equals_the_full_model():

@@ -3,13 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from finetune.augment import build_transform
-from finetune.backbones import load_backbone
+from finetune.data.augment import build_transform
+from finetune.models.backbones import load_backbone
 from finetune.config import DataConfig, FinetuneConfig
-from finetune.data import build_datasets, load_image, scan_folder
-from finetune.imagecache import ImageCache, downsizer, eval_preparer, split_transform
-from finetune.trainer import Trainer
-from finetune.policy import PolicyReport
+from finetune.data.datasets import build_datasets
+from finetune.data.images import load_image
+from finetune.data.folder import scan_folder
+from finetune.data.cache import ImageCache, downsizer, eval_preparer, split_transform
+from finetune.train.runtime import Task
+from finetune.train.trainer import Trainer
+from finetune.train.policy import PolicyReport
 from tests.conftest import COLOURS, make_image
 
 
@@ -54,9 +57,9 @@ def test_uint8_training_batches_are_normalised_like_the_float_transform(tmp_path
     torch.manual_seed(0)
     x = uint8(image)
     assert x.dtype == torch.uint8
-    trainer = Trainer(torch.nn.Identity(), optimizer=None, scheduler=None,
-                      policy=PolicyReport("", "frozen", (), ()), mean=info.mean, std=info.std)
-    normalised, _ = trainer._to_device(x[None], torch.zeros(1))
+    trainer = Trainer(torch.nn.Identity(), policy=PolicyReport("", "frozen", (), ()),
+                      task=Task(mean=info.mean, std=info.std))
+    normalised, _ = trainer.to_device(x[None], torch.zeros(1))
     expected = (x.float() / 255 - torch.tensor(info.mean).view(3, 1, 1)) \
         / torch.tensor(info.std).view(3, 1, 1)
     assert torch.allclose(normalised[0], expected, atol=1e-5)

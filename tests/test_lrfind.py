@@ -3,7 +3,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from finetune.cli import app
-from finetune.lrfind import lr_find
+from finetune.tools.lrfind import lr_find
 
 
 def test_lr_find_with_frozen_stages(image_folder, tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import finetune
-from finetune.data import DataError
-from finetune.manifest import scan_csv
-from finetune.metrics import average_precision, best_thresholds, roc_auc
+from finetune.errors import DataError
+from finetune.data.manifest import scan_csv
+from finetune.train.metrics import average_precision, best_thresholds, roc_auc
 from tests.conftest import COLOURS, make_image
 
 
@@ -103,7 +103,7 @@ def test_multilabel_run_thresholds_and_predict(multi_csv, fast_overrides, tmp_pa
 
 def test_balanced_sampler_gives_unlabelled_images_their_share(multi_csv):
     from finetune.config import FinetuneConfig
-    from finetune.data import class_balance
+    from finetune.data.datasets import class_balance
 
     info = scan_csv(multi_csv, val_split=0.0)
     _, weights = class_balance(info, FinetuneConfig().with_overrides(sampler="balanced"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from finetune.metrics import classification_report, confusion_matrix
+from finetune.train.metrics import classification_report, confusion_matrix
 
 
 def test_confusion_matrix_and_per_class_report():

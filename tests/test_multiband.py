@@ -5,8 +5,9 @@ import tifffile
 import torch
 
 import finetune
-from finetune.backbones import load_backbone
-from finetune.data import load_bands, scan_folder
+from finetune.models.backbones import load_backbone
+from finetune.data.images import load_bands
+from finetune.data.folder import scan_folder
 
 
 def _tiles(root, bands=13, n=5, bands_first=False):
@@ -65,7 +66,7 @@ def test_multiband_tiffs_without_in_chans_are_an_error(tmp_path, fast_overrides)
 
 
 def test_four_band_rgbn_is_multiband_but_rgba_is_not(tmp_path):
-    from finetune.scan import check_file
+    from finetune.data.scan import check_file
 
     rgbn, rgba = tmp_path / "rgbn.tif", tmp_path / "rgba.tif"
     data = np.full((16, 16, 4), 100, np.uint8)
@@ -84,7 +85,7 @@ def test_band_count_must_match_in_chans(tmp_path, fast_overrides):
 
 
 def test_tiff_bomb_is_rejected_from_the_header(tmp_path):
-    from finetune.scan import check_file
+    from finetune.data.scan import check_file
 
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, np.zeros((5, 200, 200), np.uint8), photometric="minisblack",

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from finetune.backbones import load_backbone
+from finetune.models.backbones import load_backbone
 from finetune.config import OptimConfig, PolicyConfig
-from finetune.heads import replace_head
-from finetune.optim import build_optimizer, build_scheduler
-from finetune.policy import apply_policy
+from finetune.models.heads import replace_head
+from finetune.train.optim import LRSchedule, build_optimizer
+from finetune.train.policy import apply_policy
 
 
 def _model(freeze_until=None):
@@ -34,7 +34,7 @@ def test_warmup_then_cosine_per_step():
     model = _model()
     cfg = OptimConfig(lr=1.0, warmup_epochs=1.0, min_lr_ratio=0.1)
     opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=3)
+    sched = LRSchedule(opt, cfg, steps_per_epoch=10, epochs=3)
     lrs = []
     for step in range(1, 31):
         sched.step_update(step)
@@ -50,7 +50,7 @@ def test_lr_scale_in_a_group_scales_its_lr():
     cfg = OptimConfig(lr=1.0, warmup_epochs=0.0)
     opt = build_optimizer(model, cfg)
     opt.param_groups[0]["lr_scale"] = 0.5
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=1)
+    sched = LRSchedule(opt, cfg, steps_per_epoch=10, epochs=1)
     sched.step_update(1)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * opt.param_groups[1]["lr"])
 
@@ -64,12 +64,10 @@ def test_everything_frozen_is_an_error():
 
 
 def test_groups_added_during_warmup_follow_the_warmup_with_their_scale():
-    from finetune.optim import add_param_groups
-
     model = _model("layer4")
     cfg = OptimConfig(lr=1.0, warmup_epochs=1.0)
     opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=2)
+    sched = LRSchedule(opt, cfg, steps_per_epoch=10, epochs=2)
     for step in range(1, 3):
         sched.step_update(step)
     for n, p in model.named_parameters():
@@ -77,7 +75,7 @@ def test_groups_added_during_warmup_follow_the_warmup_with_their_scale():
             p.requires_grad_(True)
     new = [dict(params=[p for n, p in model.named_parameters() if n.startswith("layer3")],
                 weight_decay=0.0, lr_scale=0.5, stage="layer3")]
-    add_param_groups(opt, sched, new, base_lr=cfg.lr, step=2)
+    sched.add_param_groups(new, step=2)
     sched.step_update(5)
     old_lr, new_lr = opt.param_groups[0]["lr"], opt.param_groups[-1]["lr"]
     assert old_lr < 1.0 and new_lr == pytest.approx(0.5 * old_lr)

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from finetune.backbones import load_backbone
-from finetune.config import ConfigError, FinetuneConfig, OptimConfig, PolicyConfig
-from finetune.heads import replace_head
-from finetune.optim import build_optimizer, build_param_groups
-from finetune.policy import apply_policy, set_train_mode, thaw_for_epoch
+from finetune.models.backbones import load_backbone
+from finetune.errors import ConfigError
+from finetune.config import FinetuneConfig, OptimConfig, PolicyConfig
+from finetune.models.heads import replace_head
+from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
+from finetune.train.policy import apply_policy, set_train_mode, thaw_for_epoch
 
 ARCHS = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext"]
 
@@ -118,7 +119,7 @@ def test_gradual_unfreezing_thaws_from_the_top(name):
 def test_layer_decay_and_head_lr_scale():
     model, info = _build("test_vit")
     report = apply_policy(model, PolicyConfig(), info)
-    cfg = OptimConfig(lr=1.0, layer_decay=0.5, head_lr_scale=10)
+    cfg = OptimConfig(lr=1.0, layer_decay=0.5, head_lr_scale=10, warmup_epochs=0)
     groups = build_param_groups(model, cfg, report.stages)
     scales = {g["stage"]: g["lr_scale"] for g in groups}
     n = len(report.stages)
@@ -126,6 +127,8 @@ def test_layer_decay_and_head_lr_scale():
     assert scales[report.stages[-2].name] == 0.5
     assert scales["stem"] == pytest.approx(0.5 ** (n - 1))
     opt = build_optimizer(groups, cfg)
+    assert {g["lr"] for g in opt.param_groups} == {1.0}  # the base LR: the schedule scales it
+    LRSchedule(opt, cfg, steps_per_epoch=10, epochs=1).step_update(0)
     assert {g["lr"] for g in opt.param_groups if g["stage"] == "head"} == {10.0}
     for g in groups:  # no weight decay on 1-D params or pos_embed/cls_token
         names = {id(p) for p in g["params"]}

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from finetune.backbones import load_backbone
+from finetune.models.backbones import load_backbone
 from finetune.config import PolicyConfig
-from finetune.heads import replace_head
-from finetune.policy import apply_policy, set_train_mode
+from finetune.models.heads import replace_head
+from finetune.train.policy import apply_policy, set_train_mode
 
 
 def _build(name, num_classes=3):
@@ -102,7 +102,7 @@ def test_stages_cover_every_parameter_once():
 def test_batchnorm_without_affine_params_is_frozen_by_position():
     from torch import nn
 
-    from finetune.backbones import describe_module
+    from finetune.models.backbones import describe_module
 
     class Tiny(nn.Module):
         def __init__(self):

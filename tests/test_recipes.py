@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 import finetune
-from finetune.augment import RandomDihedral, build_transform
-from finetune.backbones import load_backbone
+from finetune.data.augment import RandomDihedral, build_transform
+from finetune.models.backbones import load_backbone
 from finetune.config import DataConfig, FinetuneConfig, recipes_dir
 
 RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))

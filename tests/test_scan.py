@@ -6,9 +6,11 @@ import pytest
 import torch
 
 import finetune
-from finetune.data import DataError, build_loader, class_balance, scan_folder
+from finetune.errors import DataError
+from finetune.data.datasets import build_loader, class_balance
+from finetune.data.folder import scan_folder
 from finetune.config import FinetuneConfig
-from finetune.scan import check_file
+from finetune.data.scan import check_file
 from tests.conftest import COLOURS, make_folder, make_image
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from finetune import trainer as trainer_mod
-from finetune.trainer import resolve_device, resolve_precision
+from finetune.train import runtime as trainer_mod
+from finetune.train.runtime import resolve_device, resolve_precision
 
 
 @pytest.mark.parametrize("precision, bf16_cpu, expected", [

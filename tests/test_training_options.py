@@ -9,7 +9,7 @@ import torch
 
 import finetune
 from finetune.config import OptimConfig
-from finetune.optim import build_optimizer, build_scheduler
+from finetune.train.optim import LRSchedule, build_optimizer
 
 
 def _run(folder, **extra):
@@ -28,7 +28,7 @@ def test_exponential_schedule_expresses_the_seeds_decay():
                       warmup_epochs=0)
     opt = build_optimizer([dict(params=list(model.parameters()), weight_decay=0.0,
                                 lr_scale=1.0, stage="head")], cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=5, epochs=30)
+    sched = LRSchedule(opt, cfg, steps_per_epoch=5, epochs=30)
     for epoch in (0, 3, 12):
         sched.step_update(epoch * 5)
         assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * math.exp(-epoch / 10))
@@ -39,7 +39,7 @@ def test_step_schedule():
     cfg = OptimConfig(lr=1.0, schedule="step", step_epochs=2, decay_rate=0.5, warmup_epochs=0)
     opt = build_optimizer([dict(params=list(model.parameters()), weight_decay=0.0,
                                 lr_scale=1.0, stage="head")], cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10, epochs=6)
+    sched = LRSchedule(opt, cfg, steps_per_epoch=10, epochs=6)
     lrs = []
     for step in (5, 25, 45):
         sched.step_update(step)
@@ -57,7 +57,7 @@ def test_grad_clipping_bounds_the_update(image_folder, tmp_path):
     clipped = _run(image_folder, output=str(tmp_path / "a"), clip_grad=1e-6, optimizer="sgd",
                    lr=1.0, weight_decay=0.0, momentum=0.0)
     torch.manual_seed(0)
-    from finetune.backbones import load_backbone
+    from finetune.models.backbones import load_backbone
 
     init, _ = load_backbone("test_resnet", pretrained=False)
     delta = max(float((p - init.state_dict()[n]).abs().max())
@@ -82,9 +82,9 @@ def test_mixup_ema_drop_path_and_early_stopping(image_folder, tmp_path):
 
 
 def test_nan_skip_batch_keeps_training(image_folder, tmp_path, monkeypatch):
-    from finetune.trainer import Trainer
+    from finetune.train.trainer import Trainer
 
-    real = Trainer._loss
+    real = Trainer.loss
     calls = {"n": 0}
 
     def sometimes_nan(self, logits, targets):
@@ -92,7 +92,7 @@ def test_nan_skip_batch_keeps_training(image_folder, tmp_path, monkeypatch):
         loss = real(self, logits, targets)
         return loss * float("nan") if calls["n"] == 2 else loss
 
-    monkeypatch.setattr(Trainer, "_loss", sometimes_nan)
+    monkeypatch.setattr(Trainer, "loss", sometimes_nan)
     result = _run(image_folder, output=str(tmp_path / "r"), nan_policy="skip-batch")
     assert _lines(result)[0]["skipped_batches"] == 1
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
@@ -102,10 +102,10 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(image_folder, tm
                                                                 monkeypatch):
     from safetensors.torch import load_file
 
-    from finetune.trainer import Trainer
+    from finetune.train.trainer import Trainer
 
     reference = _run(image_folder, output=str(tmp_path / "ref"), deterministic=True)
-    real = Trainer._optimizer_step
+    real = Trainer.optimizer_step
     calls = {"n": 0}
 
     def ctrl_c_during_step_three(self):
@@ -114,10 +114,10 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(image_folder, tm
             os.kill(os.getpid(), signal.SIGINT)
         real(self)
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", ctrl_c_during_step_three)
-    with pytest.raises(finetune.api.Interrupted, match="--resume"):
+    monkeypatch.setattr(Trainer, "optimizer_step", ctrl_c_during_step_three)
+    with pytest.raises(finetune.Interrupted, match="--resume"):
         _run(image_folder, output=str(tmp_path / "r"), deterministic=True)
-    monkeypatch.setattr(Trainer, "_optimizer_step", real)
+    monkeypatch.setattr(Trainer, "optimizer_step", real)
     state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
     assert (state["epoch"], state["batches_done"], state["step"]) == (1, 1, 3)
     resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
@@ -134,23 +134,23 @@ def test_early_stopping_ends_the_run_when_validation_stalls(image_folder, tmp_pa
 
 
 def test_mixup_trains_on_soft_targets_until_switched_off(image_folder, tmp_path, monkeypatch):
-    from finetune.trainer import Trainer
+    from finetune.train.trainer import Trainer
 
     seen = []
-    real = Trainer._loss
+    real = Trainer.loss
 
     def record(self, logits, targets):
         seen.append(targets.ndim)
         return real(self, logits, targets)
 
-    monkeypatch.setattr(Trainer, "_loss", record)
+    monkeypatch.setattr(Trainer, "loss", record)
     _run(image_folder, output=str(tmp_path / "r"), mixup=0.4, epochs=2, mixup_off_epochs=1)
     half = len(seen) // 2
     assert set(seen[:half]) == {2} and set(seen[half:]) == {1}  # mixed, then plain labels
 
 
 def test_save_every_steps_writes_a_mid_epoch_state(image_folder, tmp_path, monkeypatch):
-    from finetune.trainer import Trainer
+    from finetune.train.trainer import Trainer
 
     states = []
     real = Trainer.save_state

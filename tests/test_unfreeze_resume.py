@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 import finetune
-from finetune.trainer import Trainer
+from finetune.train.trainer import Trainer
 
 
 def _run(image_folder, out, **extra):
@@ -36,7 +36,7 @@ def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
         return real_thaw(self, epoch)
 
     monkeypatch.setattr(Trainer, "thaw", crash)
-    with pytest.raises(finetune.api.Interrupted, match="--resume"):
+    with pytest.raises(finetune.Interrupted, match="--resume"):
         _run(image_folder, tmp_path / "crashed")
     monkeypatch.setattr(Trainer, "thaw", real_thaw)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .heads import classifier_name
+from .info import classifier_name
 
 __all__ = ["Stage", "model_stages"]
 

@@ -11,10 +11,12 @@ from typing import Optional
 
 import torch
 
-from .augment import build_transform
-from .backbones import load_backbone
-from .config import FinetuneConfig
-from .data import load_image, scan_folder
+from .._io import atomic_path
+from ..config import FinetuneConfig
+from ..data.augment import build_transform
+from ..data.folder import scan_folder
+from ..data.images import load_image
+from ..models.backbones import load_backbone
 
 __all__ = ["augment_preview"]
 
@@ -26,11 +28,8 @@ def augment_preview(data: str | Path, *, recipe: Optional[str] = None,
     """Write a grid (rows: images; columns: eval view, then ``samples`` training views)."""
     from torchvision.utils import save_image
 
-    from .checkpoint import atomic_path
-
-    cfg = FinetuneConfig.from_recipe(recipe) if recipe else FinetuneConfig()
     overrides = {k: v for k, v in (("name", backbone), ("img_size", img_size)) if v is not None}
-    cfg = cfg.with_overrides(**overrides)
+    cfg = FinetuneConfig.resolve(recipe=recipe, **overrides)
     _, info = load_backbone(cfg.backbone.name, pretrained=False, img_size=cfg.data.img_size)
     train_tf = build_transform(info, cfg.data, training=True)
     eval_tf = build_transform(info, cfg.data, training=False)

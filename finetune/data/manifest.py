@@ -22,7 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import SPLITS, DataError, DataInfo, _cross_split_duplicates, screen, stratified_split
+from ..errors import DataError
+from .folder import SPLITS, DataInfo, cross_split_duplicates, screen, stratified_split
 from .scan import DEFAULT_MAX_PIXELS, check_files
 
 __all__ = ["scan_csv", "NO_LABEL"]
@@ -31,7 +32,7 @@ NO_LABEL = ("", "no finding", "none")  # case-insensitive cells meaning "no labe
 
 
 def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
-             strict: bool = False, progress: bool = False,
+             strict: bool = False,
              max_pixels: int = DEFAULT_MAX_PIXELS) -> DataInfo:
     """Read a manifest, check every image (as ``scan_folder`` does) and split it."""
     csv_path = Path(csv_path)
@@ -62,7 +63,7 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
         warnings.warn(message, stacklevel=2)
     all_paths = [p for split in SPLITS for p, _ in samples[split]]
     t0 = time.perf_counter()
-    checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels, progress=progress)
+    checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels)
     bad, odd = screen(checks, strict)
     samples = {k: [(p, y) for p, y in v if p not in bad] for k, v in samples.items()}
     if not samples["train"]:
@@ -73,7 +74,7 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
                  for p, y in samples["train"]]
         train, val = stratified_split(keyed, val_split, seed)
         samples["train"], samples["val"] = [s for s, _ in train], [s for s, _ in val]
-    duplicates = _cross_split_duplicates(samples, checks)
+    duplicates = cross_split_duplicates(samples, checks)
     if duplicates:
         warnings.warn(f"{len(duplicates)} images have an identical copy in another split (e.g. "
                       f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "

@@ -41,7 +41,7 @@ def feature_loader(features: torch.Tensor, targets: torch.Tensor, *, batch_size:
                    training: bool, seed: int, sample_weights=None):
     """A DataLoader over cached features, shuffled (or class-balanced) with a seeded generator
     for training."""
-    from .data import build_loader
+    from ..data.datasets import build_loader
 
     return build_loader(torch.utils.data.TensorDataset(features, targets),
                         batch_size=batch_size, training=training, num_workers=0, seed=seed,

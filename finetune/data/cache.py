@@ -28,8 +28,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from .data import load_image
-from .scan import cache_dir
+from .._io import atomic_path, cache_dir
+from ..events import track
+from .images import load_image
 
 __all__ = ["ImageCache", "cache_side", "downsizer", "eval_preparer"]
 
@@ -83,7 +84,7 @@ class ImageCache:
 
     @classmethod
     def build(cls, paths: Sequence[str], *, prepare: Callable[[str], np.ndarray],
-              mode: str = "auto", side: int = 0, progress: bool = False) -> "ImageCache":
+              mode: str = "auto", side: int = 0) -> "ImageCache":
         """Prepare every image now; ``side`` (px) sizes the memory estimate for ``auto``."""
         paths = list(paths)
         if mode == "none" or not paths:
@@ -91,19 +92,17 @@ class ImageCache:
         if mode == "auto":
             mode = "memory" if _estimate_bytes(paths, side) < _memory_budget() else "disk"
         if mode == "disk":
-            return cls._disk(paths, prepare, progress, side)
-        return cls(arrays=_decode_all(paths, prepare, progress), mode="memory", paths=paths)
+            return cls._disk(paths, prepare, side)
+        return cls(arrays=list(_decode_iter(paths, prepare)), mode="memory", paths=paths)
 
     @classmethod
-    def _disk(cls, paths: list[str], prepare, progress: bool, side: int) -> "ImageCache":
+    def _disk(cls, paths: list[str], prepare, side: int) -> "ImageCache":
         key = hashlib.sha1(json.dumps([prepare.key] + [(p, *_stat(p)) for p in paths]).encode())
         folder = cache_dir() / "images"
         data_file = folder / f"{key.hexdigest()[:24]}.u8"
         index_file = data_file.with_suffix(".json")
         if not (data_file.is_file() and index_file.is_file()):
             import shutil
-
-            from .checkpoint import atomic_path
 
             folder.mkdir(parents=True, exist_ok=True)
             need = _estimate_bytes(paths, side)
@@ -115,7 +114,7 @@ class ImageCache:
             index, offset = [], 0
             with atomic_path(data_file) as tmp:
                 with open(tmp, "wb") as f:  # streamed: never all images in memory at once
-                    for a in _decode_iter(paths, prepare, progress):
+                    for a in _decode_iter(paths, prepare):
                         index.append([offset, *a.shape] if a is not None else [offset, 0, 0, 0])
                         if a is not None:
                             f.write(np.ascontiguousarray(a).tobytes())
@@ -139,15 +138,8 @@ class ImageCache:
                                    .reshape(h, w, c))
         return None
 
-    def __len__(self) -> int:
-        return len(self.paths)
 
-
-def _decode_all(paths: list[str], prepare, progress: bool) -> list[Optional[np.ndarray]]:
-    return list(_decode_iter(paths, prepare, progress))
-
-
-def _decode_iter(paths: list[str], prepare, progress: bool):
+def _decode_iter(paths: list[str], prepare):
     """Prepared arrays in order (None for a file that fails), decoded by threads in chunks so
     that only a bounded number are held at once."""
     def safe(path):
@@ -158,21 +150,9 @@ def _decode_iter(paths: list[str], prepare, progress: bool):
 
     chunk = 256
     with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-        if progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            task = bar.add_task("Caching images", total=len(paths))
-            bar.start()
-        try:
-            for start in range(0, len(paths), chunk):
-                for array in pool.map(safe, paths[start:start + chunk]):
-                    if progress:
-                        bar.advance(task)
-                    yield array
-        finally:
-            if progress:
-                bar.stop()
+        chunks = (pool.map(safe, paths[start:start + chunk])
+                  for start in range(0, len(paths), chunk))
+        yield from track((a for c in chunks for a in c), "Caching images", total=len(paths))
 
 
 def _estimate_bytes(paths: list[str], side: int) -> int:

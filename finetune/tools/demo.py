@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .scan import cache_dir
+from .._io import cache_dir
 
 __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 
 DEMO_BACKBONE = "tf_efficientnet_lite0"
 SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # the rest trains
 MARKER = ".finetune-demo"
-
-
 
 
 def elpv_labels() -> list[tuple[Path, str]]:
@@ -89,14 +87,17 @@ def run_demo(*, epochs: int = 7, img_size: int = 128, output: Optional[Path] = N
              data_dir: Optional[Path] = None, n_predict: int = 6):
     """Fine-tune, report metrics, and predict a few held-out test images."""
     from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
-    from .api import adapt, predict
+    from ..api import adapt
+    from ..inference import predict
 
     console = Console(highlight=False)
     start = time.perf_counter()
     root = prepare_elpv(data_dir)
     console.print(f"[bold]demo[/]: ImageNet {DEMO_BACKBONE} -> elpv solar cells "
-                  f"(defective vs functional), {epochs} epochs at {img_size} px; data in {root}")
+                  f"(defective vs functional), {epochs} epochs at {img_size} px; data in {escape(str(root))}")
     output = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     # Solar-cell defects are small cracks: crops keep >= half the cell so the defect that sets
     # the label stays in view, cells have no up/down so vertical flips are free, and grayscale EL
@@ -111,19 +112,18 @@ def run_demo(*, epochs: int = 7, img_size: int = 128, output: Optional[Path] = N
     test_images = sorted((root / "test").rglob("*.png"))
     picks = random.Random(1).sample(test_images, min(n_predict, len(test_images)))
     records = predict(result.run_dir, picks, top_k=2)
-    from rich.table import Table
-
     table = Table(title="predictions on held-out test images")
     for col in ("image", "true class", "predicted", "probability"):
         table.add_column(col)
     for path, r in zip(picks, records):
-        table.add_row(path.name, path.parent.name, r["label"], f"{r['prob']:.3f}")
+        table.add_row(escape(path.name), escape(path.parent.name), escape(r["label"]),
+                      f"{r['prob']:.3f}")
     console.print(table)
     test = result.metrics.get("test", {})
     console.print(f"[bold]demo done[/] in {time.perf_counter() - start:.0f} s: test accuracy "
                   f"{test.get('accuracy', float('nan')):.4f} (majority class "
-                  f"{_majority(root):.4f}); run directory {result.run_dir}")
-    console.print(f"next: finetune predict {result.run_dir} YOUR_IMAGES --top-k 2")
+                  f"{_majority(root):.4f}); run directory {escape(str(result.run_dir))}")
+    console.print(f"next: finetune predict {escape(str(result.run_dir))} YOUR_IMAGES --top-k 2")
     return result
 
 

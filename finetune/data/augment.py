@@ -19,10 +19,11 @@ from typing import Optional
 
 from PIL import Image
 
-from .backbones import BackboneInfo
-from .config import DataConfig
+from ..config import DataConfig
+from ..models.info import BackboneInfo
 
-__all__ = ["build_transform", "build_band_transform", "resolve_img_size", "RandomDihedral"]
+__all__ = ["build_transform", "build_band_transform", "build_eval_transform", "resolve_img_size",
+           "RandomDihedral"]
 
 
 def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
@@ -112,3 +113,10 @@ def build_band_transform(info: BackboneInfo, data: DataConfig, *, training: bool
               v2.RandomHorizontalFlip(data.hflip), v2.RandomVerticalFlip(data.vflip), norm]
     return v2.Compose(steps)
 
+
+def build_eval_transform(info: BackboneInfo, data: DataConfig):
+    """The evaluation transform a run used: RGB (``build_transform``) or multi-band
+    (``build_band_transform``) by ``data.in_chans``. ``predict`` and ``evaluate`` use it too."""
+    if data.in_chans not in (None, 3):
+        return build_band_transform(info, data, training=False)
+    return build_transform(info, data, training=False)

@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .heads import classifier_name
+from ..errors import first_line
+from .info import classifier_name
 
 __all__ = ["WEIGHT_SUFFIXES", "load_weight_file", "load_file_into", "map_state_dict"]
 
@@ -45,7 +46,7 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt/truncated files raise many types; name the file either way
-        raise ValueError(f"{path}: cannot read weights ({_first_line(e)}); is the file complete?") \
+        raise ValueError(f"{path}: cannot read weights ({first_line(e)}); is the file complete?") \
             from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
@@ -157,8 +158,3 @@ def _kind(key: str) -> str:
     """The role a tensor's last name part states; '' when it states none (cls_token...)."""
     leaf = key.rsplit(".", 1)[-1]
     return leaf if leaf in ("weight", "bias", "running_mean", "running_var") else ""
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]

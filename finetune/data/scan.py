@@ -29,8 +29,10 @@ from typing import Optional, Sequence
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-__all__ = ["FileCheck", "check_files", "check_file", "cache_dir", "scan_report",
-           "DEFAULT_MAX_PIXELS"]
+from .._io import atomic_path, cache_dir
+from ..events import track
+
+__all__ = ["FileCheck", "check_files", "check_file", "tiff_bands", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (0.25 GiB RGB)
 CACHE_VERSION = 1
@@ -38,15 +40,6 @@ EXTENSION_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
     ".tiff": "TIFF", ".webp": "WEBP",
 }
-
-
-def cache_dir() -> Path:
-    """finetune's cache folder: ``$FINETUNE_CACHE``, else ``$XDG_CACHE_HOME/finetune``, else
-    ``~/.cache/finetune``."""
-    if os.environ.get("FINETUNE_CACHE"):
-        return Path(os.environ["FINETUNE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "finetune"
 
 
 @dataclass(frozen=True)
@@ -153,7 +146,7 @@ def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
 
 
 def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False
+                max_pixels: int = DEFAULT_MAX_PIXELS
                 ) -> tuple[dict[str, FileCheck], int]:
     """Check every path (cached by size and mtime when ``root`` names the folder).
 
@@ -182,11 +175,7 @@ def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = Non
             workers = max(2, min(8, os.cpu_count() or 1))
             with ThreadPoolExecutor(workers) as pool:
                 checks = pool.map(lambda p: check_file(p, max_pixels), todo, chunksize=16)
-                if progress:
-                    from rich.progress import track
-
-                    checks = track(checks, total=len(todo), description="Scanning images",
-                                   transient=True)
+                checks = track(checks, "Scanning images", total=len(todo))
                 results.update(zip(todo, checks))
         finally:
             Image.MAX_IMAGE_PIXELS = limit
@@ -220,7 +209,6 @@ def _read_cache(path: Optional[Path]) -> dict:
 
 
 def _write_cache(path: Path, entries: dict) -> None:
-    from .checkpoint import atomic_path
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,54 +217,3 @@ def _write_cache(path: Path, entries: dict) -> None:
                                              "files": entries}))
     except OSError:  # a read-only home must not stop training; the next scan decodes again
         pass
-
-
-def scan_report(data, console, *, max_rows: int = 20) -> None:
-    """Print what a scan found: images per class and split, sizes and modes, imbalance, bad and
-    suspicious files, and duplicates across splits. ``data`` is a ``DataInfo``."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    counts = data.counts()
-    table = Table(title=f"{escape(data.root)} ({data.layout}): {data.num_classes} classes")
-    table.add_column("class")
-    for split in counts:
-        table.add_column(split, justify="right")
-    table.add_column("train share", justify="right")
-    train_total = max(sum(counts["train"]), 1)
-    for i, name in enumerate(data.classes):
-        table.add_row(escape(name), *(f"{counts[s][i]:,}" for s in counts),
-                      f"{100 * counts['train'][i] / train_total:.1f} %")
-    table.add_row("[bold]total[/]", *(f"[bold]{sum(c):,}[/]" for c in counts.values()), "")
-    console.print(table)
-    checks = [c for c in data.checks.values() if not c.problem]
-    if checks:
-        areas = sorted(checks, key=lambda c: c.width * c.height)
-        small, mid, large = areas[0], areas[len(areas) // 2], areas[-1]
-        modes: dict[str, int] = {}
-        for c in checks:
-            key = f"{c.format} {c.mode}"
-            modes[key] = modes.get(key, 0) + 1
-        console.print(f"image sizes: smallest {small.width}x{small.height}, median "
-                      f"{mid.width}x{mid.height}, largest {large.width}x{large.height}; "
-                      + ", ".join(f"{n:,} {k}" for k, n in sorted(modes.items(),
-                                                                   key=lambda kv: -kv[1])))
-    train = [n for n in counts["train"] if n]
-    ratio = max(train) / min(train) if train else 1.0
-    hint = (" - consider --class-weights auto or --sampler balanced" if ratio >= 3 else "")
-    console.print(f"class imbalance (largest / smallest train class): {ratio:.1f}{hint}")
-    for title, rows in (("unreadable files (skipped)", data.skipped),
-                        ("suspicious files (used; --strict rejects them)", data.suspicious),
-                        ("identical files in two splits", data.duplicates)):
-        if not rows:
-            continue
-        bad = Table(title=f"{len(rows)} {title}")
-        bad.add_column("file")
-        bad.add_column("reason" if title != "identical files in two splits" else "same bytes as")
-        for a, b in rows[:max_rows]:
-            bad.add_row(escape(str(a)), escape(str(b)))
-        if len(rows) > max_rows:
-            bad.caption = f"... and {len(rows) - max_rows} more"
-        console.print(bad)
-    console.print(f"scanned {len(data.checks):,} files in {data.scan_seconds:.1f} s "
-                  f"({data.cache_hits:,} from the scan cache)")

@@ -1,7 +1,7 @@
 """Run directories: weights in safetensors, config.json in timm's layout, metrics.jsonl.
 
-Every file is written to a temporary name in the same folder, fsynced, then renamed into place, so
-a crash mid-save never leaves a half-written ``model.safetensors`` and never loses the previous one.
+Every file is written through ``finetune._io.atomic_path`` (temporary name, fsync, rename), so a
+crash mid-save never leaves a half-written ``model.safetensors`` and never loses the previous one.
 ``config.json`` is what ``timm.create_model("local-dir:RUN_DIR", pretrained=True)`` reads, plus a
 ``finetune`` section (resolved config, classes, weight source, metrics) that timm ignores.
 
@@ -15,48 +15,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from contextlib import contextmanager
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Optional
 
 from torch import nn
 
-__all__ = ["atomic_path", "prepare_run_dir", "save_weights", "save_run_config", "append_metrics",
-           "load_run", "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME"]
+from .._io import (CONFIG_NAME, METRICS_NAME, RUN_FILES, SKIPPED_NAME, WEIGHTS_NAME, atomic_path,
+                   read_run_config)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.jsonl"
-SKIPPED_NAME = "skipped_files.txt"
-# everything a run writes: weights, config, metrics, skipped files, resume state, adapter folder
-RUN_FILES = (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME, "last.safetensors",
-             "trainer_state.pt", "adapter", "model_ema.safetensors")
+__all__ = ["prepare_run_dir", "shared_run_dir", "default_run_dir", "write_skipped", "save_weights",
+           "save_run_config",
+           "check_weights_file", "load_run"]
+
 FORMAT_VERSION = 1
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run must be readable like any file
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
@@ -109,27 +81,6 @@ def save_run_config(run_dir: str | os.PathLike, model: nn.Module, *, info, class
     return target
 
 
-def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one JSON line to ``metrics.jsonl`` and flush it to disk."""
-    with open(Path(run_dir) / METRICS_NAME, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    path = run_dir / CONFIG_NAME
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; is {run_dir} the output of 'finetune run'?")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); the run directory is damaged") from None
-
-
 def check_weights_file(path: str | os.PathLike) -> None:
     """Fail with a clear message if a safetensors file is missing or truncated."""
     from safetensors import safe_open
@@ -166,8 +117,8 @@ def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Mod
                              f"{config['num_classes']} classes and load {weights} with "
                              "safetensors.torch.load_model")
         if arch.startswith("tv:"):
-            from .backbones import load_backbone
-            from .heads import replace_head
+            from ..models.backbones import load_backbone
+            from ..models.heads import replace_head
 
             drop = config.get("finetune", {}).get("config", {}).get("head", {}).get("head_dropout")
             model, info = load_backbone(arch, pretrained=False, drop_rate=drop or 0.0)
@@ -179,3 +130,33 @@ def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Mod
         raise ValueError(f"{weights}: weights do not fit {config.get('architecture')} "
                          f"({str(e).splitlines()[0][:200]}); the run directory is damaged") from None
     return model.to(device).eval(), config
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/<backbone>-<timestamp>``, the backbone name made safe for a folder name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def shared_run_dir(resume, output: Optional[str], backbone: str, *, overwrite: bool,
+                   dist) -> Path:
+    """The run directory, created by rank 0; every rank gets rank 0's path (its timestamp)."""
+    if resume:
+        return Path(resume)
+    path = None
+    if dist.is_main:
+        path = prepare_run_dir(output or default_run_dir(backbone), overwrite=overwrite)
+    if dist.enabled:
+        import torch
+
+        shared = [str(path) if path else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        path = Path(shared[0])
+    return path
+
+
+def write_skipped(run_dir: Path, skipped) -> None:
+    """``skipped_files.txt``: one ``path<TAB>reason`` line per image the scan left out."""
+    if skipped:
+        with atomic_path(run_dir / SKIPPED_NAME) as tmp:
+            Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in skipped))

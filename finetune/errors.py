@@ -1,0 +1,36 @@
+"""Error types for user input, and the helpers that make their messages useful.
+
+Every error a user can cause names the offending file or key and the fix; where the input is a
+choice, the message lists the valid choices and the closest ones ("did you mean").
+
+Example:
+    >>> did_you_mean("layr3", ["layer1", "layer2", "layer3"])
+    ' Did you mean: layer3?'
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+__all__ = ["ConfigError", "DataError", "did_you_mean", "first_line"]
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used; the message names the key and the fix."""
+
+
+class DataError(ValueError):
+    """A data folder or file that cannot be used as it is; the message names the path and the fix."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], *, n: int = 3) -> str:
+    """`` Did you mean: a, b?`` for the choices closest to ``name``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n)
+    return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:limit]
