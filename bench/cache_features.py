@@ -9,6 +9,7 @@ computes the features once (timed separately) and trains the head on them
 
     python bench/cache_features.py [--images 512] [--img-size 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,18 @@ import torch
 
 
 def main() -> None:
-    from finetune.models.backbones import load_backbone
     from finetune.config import DataConfig, OptimConfig, PolicyConfig
     from finetune.data.augment import build_transform
     from finetune.data.datasets import ImageFileDataset, build_loader
     from finetune.data.folder import scan_folder
+    from finetune.models.backbones import load_backbone
+    from finetune.models.heads import replace_head
+    from finetune.models.stages import Stage
     from finetune.tools.demo import prepare_elpv
     from finetune.train.features import extract_features, feature_loader
-    from finetune.models.heads import replace_head
     from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
-    from finetune.train.runtime import Runtime
     from finetune.train.policy import PolicyReport, apply_policy
-    from finetune.models.stages import Stage
+    from finetune.train.runtime import Runtime
     from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,15 +47,25 @@ def main() -> None:
     report = apply_policy(model, PolicyConfig(linear_probe=True), binfo)
     model = model.to(memory_format=torch.channels_last)
     transform = build_transform(binfo, DataConfig(img_size=args.img_size), training=False)
-    loader = build_loader(ImageFileDataset(samples, transform), batch_size=args.batch_size,
-                          training=True, num_workers=0)
+    loader = build_loader(
+        ImageFileDataset(samples, transform),
+        batch_size=args.batch_size,
+        training=True,
+        num_workers=0,
+    )
     cfg = OptimConfig(lr=1e-3, warmup_epochs=0)
 
     def trainer_for(module, policy, stages, steps):
         opt = build_optimizer(build_param_groups(module, cfg, stages), cfg)
         sched = LRSchedule(opt, cfg, steps_per_epoch=steps, epochs=3)
-        return Trainer(module, optimizer=opt, scheduler=sched, policy=policy, optim=cfg,
-                       runtime=Runtime(channels_last=module is model))
+        return Trainer(
+            module,
+            optimizer=opt,
+            scheduler=sched,
+            policy=policy,
+            optim=cfg,
+            runtime=Runtime(channels_last=module is model),
+        )
 
     # A: recompute features every epoch (frozen backbone forward + head step)
     a = trainer_for(model, report, report.stages, len(loader))
@@ -65,8 +76,9 @@ def main() -> None:
 
     # B: features once, then epochs on cached features
     t0 = time.perf_counter()
-    feats, targets = extract_features(model, binfo.classifier, loader, torch.device("cpu"),
-                                      torch.channels_last)
+    feats, targets = extract_features(
+        model, binfo.classifier, loader, torch.device("cpu"), torch.channels_last
+    )
     cache_s = time.perf_counter() - t0
     head = model.get_submodule(binfo.classifier)
     stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (binfo.classifier,))
@@ -78,11 +90,15 @@ def main() -> None:
     epoch_b = time.perf_counter() - t0
 
     n = len(samples)
-    print(f"images {n} at {args.img_size} px, batch {args.batch_size}, torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"images {n} at {args.img_size} px, batch {args.batch_size}, torch threads "
+        f"{torch.get_num_threads()}"
+    )
     print(f"A recompute features: {epoch_a:8.3f} s/epoch  {n / epoch_a:10.1f} img/s")
-    print(f"B cached features:    {epoch_b:8.3f} s/epoch  {n / epoch_b:10.1f} img/s "
-          f"(one-off caching {cache_s:.2f} s)")
+    print(
+        f"B cached features:    {epoch_b:8.3f} s/epoch  {n / epoch_b:10.1f} img/s "
+        f"(one-off caching {cache_s:.2f} s)"
+    )
     print(f"ratio A/B: {epoch_a / epoch_b:.1f}x (goal >= 10x)")
 
 

@@ -11,6 +11,7 @@ A/B >= 0.95.
 
     python bench/pipeline.py [--images 512] [--img-size 128] [--cache memory|disk|none]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,15 @@ import torch
 
 
 def main() -> None:
-    from finetune.models.backbones import load_backbone
     from finetune.config import FinetuneConfig, OptimConfig
     from finetune.data.datasets import build_datasets, build_loader
     from finetune.data.folder import scan_folder
-    from finetune.tools.demo import prepare_elpv
+    from finetune.models.backbones import load_backbone
     from finetune.models.heads import replace_head
+    from finetune.tools.demo import prepare_elpv
     from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
-    from finetune.train.runtime import Runtime, Task
     from finetune.train.policy import apply_policy
+    from finetune.train.runtime import Runtime, Task
     from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,29 +45,42 @@ def main() -> None:
     torch.manual_seed(0)
     info = scan_folder(prepare_elpv(), seed=0)
     info = type(info)(**{**info.__dict__, "train": info.train[: args.images]})
-    cfg = FinetuneConfig().with_overrides(img_size=args.img_size, cache_images=args.cache,
-                                          batch_size=args.batch_size, warmup_epochs=0.0)
+    cfg = FinetuneConfig().with_overrides(
+        img_size=args.img_size,
+        cache_images=args.cache,
+        batch_size=args.batch_size,
+        warmup_epochs=0.0,
+    )
     model, binfo = load_backbone(args.backbone, img_size=args.img_size)
     replace_head(model, info.num_classes, binfo)
     report = apply_policy(model, cfg.policy, binfo)
     t0 = time.perf_counter()
     train_set, _, _ = build_datasets(None, info, cfg, binfo)
     cache_s = time.perf_counter() - t0
-    real = build_loader(train_set, batch_size=args.batch_size, training=True,
-                        num_workers=args.workers)
+    real = build_loader(
+        train_set, batch_size=args.batch_size, training=True, num_workers=args.workers
+    )
     steps = len(real)
     images, targets = next(iter(real))
     if images.dtype == torch.uint8:  # B gets ready-normalised float tensors: no work at all
-        images = (images.float() - torch.tensor(binfo.mean).view(1, 3, 1, 1) * 255) \
-            / (torch.tensor(binfo.std).view(1, 3, 1, 1) * 255)
+        images = (images.float() - torch.tensor(binfo.mean).view(1, 3, 1, 1) * 255) / (
+            torch.tensor(binfo.std).view(1, 3, 1, 1) * 255
+        )
     preloaded = [(images, targets)] * steps
 
     def trainer():
         optim = OptimConfig(lr=1e-4, warmup_epochs=0)
         opt = build_optimizer(build_param_groups(model, optim, report.stages), optim)
         sched = LRSchedule(opt, optim, steps_per_epoch=steps, epochs=4)
-        return Trainer(model, optimizer=opt, scheduler=sched, policy=report, optim=optim,
-                       runtime=Runtime(channels_last=True), task=Task(mean=binfo.mean, std=binfo.std))
+        return Trainer(
+            model,
+            optimizer=opt,
+            scheduler=sched,
+            policy=report,
+            optim=optim,
+            runtime=Runtime(channels_last=True),
+            task=Task(mean=binfo.mean, std=binfo.std),
+        )
 
     arms = {"A real pipeline": real, "B pre-loaded tensors": preloaded}
     trainers = {name: trainer() for name in arms}
@@ -79,12 +93,16 @@ def main() -> None:
             _, _, seen = trainers[name]._train_epoch(loader, 1 + repeat)
             samples[name].append(seen / (time.perf_counter() - start))
     rates = {name: sorted(v)[len(v) // 2] for name, v in samples.items()}  # medians
-    print(f"{args.backbone}, {len(train_set)} images at {args.img_size} px, batch "
-          f"{args.batch_size}, cache {args.cache} (built in {cache_s:.1f} s), loader workers "
-          f"{real.num_workers}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.backbone}, {len(train_set)} images at {args.img_size} px, batch "
+        f"{args.batch_size}, cache {args.cache} (built in {cache_s:.1f} s), loader workers "
+        f"{real.num_workers}, torch threads {torch.get_num_threads()}"
+    )
     for name, rate in rates.items():
-        print(f"{name:22s} {rate:8.1f} img/s (median of "
-              f"{', '.join(f'{r:.1f}' for r in samples[name])})")
+        print(
+            f"{name:22s} {rate:8.1f} img/s (median of "
+            f"{', '.join(f'{r:.1f}' for r in samples[name])})"
+        )
     a, b = rates.values()
     print(f"ratio A/B: {a / b:.3f} (goal >= 0.95)")
 

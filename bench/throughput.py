@@ -10,6 +10,7 @@ against a measured fp32 matmul peak of this machine.
 
     python bench/throughput.py [--models resnet18,vit_tiny_patch16_224] [--img-size 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    return repeats * 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+    return repeats * 2 * n**3 / (time.perf_counter() - start) / 1e9
 
 
 def step_flops(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
@@ -50,10 +51,10 @@ def build(name: str, img_size: int, classes: int):
 
 def main() -> None:
     from finetune.config import OptimConfig
-    from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
-    from finetune.train.runtime import Runtime
-    from finetune.train.policy import PolicyReport
     from finetune.models.stages import model_stages
+    from finetune.train.optim import LRSchedule, build_optimizer, build_param_groups
+    from finetune.train.policy import PolicyReport
+    from finetune.train.runtime import Runtime
     from finetune.train.trainer import Trainer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,8 +65,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak (1024^3, this machine): {peak:.0f} GFLOP/s; torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"fp32 matmul peak (1024^3, this machine): {peak:.0f} GFLOP/s; torch threads "
+        f"{torch.get_num_threads()}"
+    )
     torch.manual_seed(0)
     for name in args.models.split(","):
         x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
@@ -91,9 +94,14 @@ def main() -> None:
         stages = model_stages(model_b)
         opt_b = build_optimizer(build_param_groups(model_b, cfg, stages), cfg)
         sched = LRSchedule(opt_b, cfg, steps_per_epoch=args.steps, epochs=100)
-        trainer = Trainer(model_b, optimizer=opt_b, scheduler=sched,
-                          policy=PolicyReport("full", "frozen", tuple(stages), ()), optim=cfg,
-                          runtime=Runtime(channels_last=fmt == torch.channels_last))
+        trainer = Trainer(
+            model_b,
+            optimizer=opt_b,
+            scheduler=sched,
+            policy=PolicyReport("full", "frozen", tuple(stages), ()),
+            optim=cfg,
+            runtime=Runtime(channels_last=fmt == torch.channels_last),
+        )
 
         flops = step_flops(model_a, xa, y)
         hand_epoch()
@@ -108,14 +116,20 @@ def main() -> None:
             times["finetune"].append(time.perf_counter() - start)
         images = args.steps * args.batch_size
         rates = {k: images / sorted(v)[len(v) // 2] for k, v in times.items()}
-        print(f"{name} at {args.img_size} px, batch {args.batch_size}, {args.steps} steps x "
-              f"{args.repeats} (medians):")
+        print(
+            f"{name} at {args.img_size} px, batch {args.batch_size}, {args.steps} steps x "
+            f"{args.repeats} (medians):"
+        )
         for k, rate in rates.items():
             gflops = rate / args.batch_size * flops / 1e9
-            print(f"  {k:13s} {rate:7.1f} img/s  {gflops:6.1f} GFLOP/s "
-                  f"({100 * gflops / peak:.0f} % of matmul peak)")
-        print(f"  ratio finetune / hand-written: {rates['finetune'] / rates['hand-written']:.3f} "
-              "(goal >= 0.98)")
+            print(
+                f"  {k:13s} {rate:7.1f} img/s  {gflops:6.1f} GFLOP/s "
+                f"({100 * gflops / peak:.0f} % of matmul peak)"
+            )
+        print(
+            f"  ratio finetune / hand-written: {rates['finetune'] / rates['hand-written']:.3f} "
+            "(goal >= 0.98)"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Example:
 
 The public names load lazily so that ``finetune --help`` does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,15 +14,22 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "adapt": "api", "inspect": "api", "FitResult": "api", "Interrupted": "api",
+    "adapt": "api",
+    "inspect": "api",
+    "FitResult": "api",
+    "Interrupted": "api",
     "predict": "inference",
     "lr_find": "tools.lrfind",
     "FinetuneConfig": "config",
-    "ConfigError": "errors", "DataError": "errors",
-    "load_backbone": "models.backbones", "BackboneInfo": "models.info",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "load_backbone": "models.backbones",
+    "BackboneInfo": "models.info",
     "replace_head": "models.heads",
-    "apply_policy": "train.policy", "PolicyReport": "train.policy",
-    "scan_folder": "data.folder", "DataInfo": "data.folder",
+    "apply_policy": "train.policy",
+    "PolicyReport": "train.policy",
+    "scan_folder": "data.folder",
+    "DataInfo": "data.folder",
     "load_run": "train.checkpoint",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]

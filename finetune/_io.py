@@ -23,10 +23,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 __all__ = [
-    "atomic_path", "append_jsonl", "write_jsonl", "read_run_config", "cache_dir",
-    "WEIGHTS_NAME", "CONFIG_NAME", "METRICS_NAME", "SKIPPED_NAME", "LAST_WEIGHTS_NAME",
-    "STATE_NAME", "EMA_WEIGHTS_NAME", "ADAPTER_DIR", "RUN_FILES",
-]  # fmt: skip
+    "atomic_path",
+    "append_jsonl",
+    "write_jsonl",
+    "read_run_config",
+    "cache_dir",
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+    "METRICS_NAME",
+    "SKIPPED_NAME",
+    "LAST_WEIGHTS_NAME",
+    "STATE_NAME",
+    "EMA_WEIGHTS_NAME",
+    "ADAPTER_DIR",
+    "RUN_FILES",
+]
 
 # The files of a run directory (the output of ``finetune run``), spelled here only.
 WEIGHTS_NAME = "model.safetensors"  # the best epoch's weights, timm key names
@@ -38,9 +49,15 @@ STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_on
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 ADAPTER_DIR = "adapter"  # peft adapter and head of the best epoch
 RUN_FILES = (
-    WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME, SKIPPED_NAME, LAST_WEIGHTS_NAME, STATE_NAME,
-    ADAPTER_DIR, EMA_WEIGHTS_NAME,
-)  # fmt: skip
+    WEIGHTS_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    SKIPPED_NAME,
+    LAST_WEIGHTS_NAME,
+    STATE_NAME,
+    ADAPTER_DIR,
+    EMA_WEIGHTS_NAME,
+)
 
 
 @contextmanager

@@ -55,11 +55,17 @@ class FitResult:
     policy: PolicyReport
 
 
-def adapt(model: str | nn.Module | None = None,
-          dataset: str | os.PathLike | torch.utils.data.Dataset | None = None,
-          config: Optional[FinetuneConfig] = None, *, verbose: bool = True,
-          recipe: Optional[str] = None, dry_run: bool = False,
-          resume: Optional[str | os.PathLike] = None, **overrides: Any) -> FitResult:
+def adapt(
+    model: str | nn.Module | None = None,
+    dataset: str | os.PathLike | torch.utils.data.Dataset | None = None,
+    config: Optional[FinetuneConfig] = None,
+    *,
+    verbose: bool = True,
+    recipe: Optional[str] = None,
+    dry_run: bool = False,
+    resume: Optional[str | os.PathLike] = None,
+    **overrides: Any,
+) -> FitResult:
     """Fine-tune a pretrained backbone on a labelled image folder, CSV manifest or ``Dataset``.
 
     Args:
@@ -86,49 +92,69 @@ def adapt(model: str | nn.Module | None = None,
         >>> r = adapt("test_resnet", "tiny_folder", pretrained=False, epochs=1)  # doctest: +SKIP
     """
     with reporting(verbose):
-        if isinstance(model, str) and resume is None:
-            overrides = {"name": model, **overrides}
-        if isinstance(dataset, (str, os.PathLike)):  # recorded, so that --resume finds it
-            overrides = {**overrides, "path": str(dataset)}
-        cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
-        if resume is not None:
-            recipe = read_run_config(resume).get("finetune", {}).get("recipe")
-        dataset = dataset if dataset is not None else cfg.data.path
-        if dataset is None:
-            raise ValueError("no data: --data is required (or data.path in the recipe; Python: "
-                             "pass a folder, CSV or Dataset); try 'finetune demo' for an example")
+        cfg, recipe, dataset = _resolve(model, dataset, config, recipe, resume, overrides)
         dist = setup_distributed(cfg.train.device)
         seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
         data = scan_data(dataset, cfg)  # bad data fails before a long model load
-        built = build_model(model if isinstance(model, nn.Module) else cfg.backbone.name, cfg,
-                            data.num_classes)
+        model = model if isinstance(model, nn.Module) else cfg.backbone.name
+        built = build_model(model, cfg, data.num_classes)
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
         if dry_run:
             return FitResult(built.net, data.classes, {}, None, cfg, built.info, built.policy)
-        run_dir = shared_run_dir(resume, cfg.output.output, built.info.name,
-                                 overwrite=cfg.output.overwrite, dist=dist)
+        out, name = cfg.output, built.info.name
+        run_dir = shared_run_dir(resume, out.output, name, overwrite=out.overwrite, dist=dist)
         runtime = resolve_runtime(cfg.train, built.base, dist)
-        loaders = build_loaders(dataset, data, cfg, built.info, world=dist.world, rank=dist.rank,
-                                pin_memory=runtime.device.type == "cuda")
+        pin = runtime.device.type == "cuda"
+        loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
         record = _run_record(cfg, built, data, runtime, recipe, overrides)
         if not resume and dist.is_main:
             save_run_config(run_dir, built.base, **record)
             write_skipped(run_dir, data.skipped)
         trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume)
         final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
-        record["extra"]["metrics"] = {k: v for k, v in metrics.items()
-                                      if k not in ("epochs", "thresholds")}
-        if data.multilabel:
-            record["extra"]["thresholds"] = metrics.get("thresholds")
+        _record_metrics(record, metrics, data.multilabel)
         if dist.is_main:
             save_run_config(run_dir, final, **record)
         emit("info", f"run directory: {run_dir}")
-        return FitResult(final.eval(), data.classes, metrics, run_dir, cfg, built.info,
-                         built.policy)
+        return FitResult(
+            final.eval(), data.classes, metrics, run_dir, cfg, built.info, built.policy
+        )
 
 
-def inspect(model: str | nn.Module | None = None, config: Optional[FinetuneConfig] = None, *,
-            num_classes: int = 2, verbose: bool = True, **overrides: Any):
+def _resolve(model, dataset, config, recipe, resume, overrides):
+    """(config, recipe name, data) of a run: the one config path, the data path recorded so
+    that ``--resume`` finds it, and the recipe a resumed run was made with."""
+    if isinstance(model, str) and resume is None:
+        overrides = {"name": model, **overrides}
+    if isinstance(dataset, (str, os.PathLike)):
+        overrides = {**overrides, "path": str(dataset)}
+    cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
+    if resume is not None:
+        recipe = read_run_config(resume).get("finetune", {}).get("recipe")
+    dataset = dataset if dataset is not None else cfg.data.path
+    if dataset is None:
+        raise ValueError(
+            "no data: --data is required (or data.path in the recipe; Python: pass a folder, "
+            "CSV or Dataset); try 'finetune demo' for an example"
+        )
+    return cfg, recipe, dataset
+
+
+def _record_metrics(record: dict, metrics: dict, multilabel: bool) -> None:
+    extra = record["extra"]
+    extra["metrics"] = {k: v for k, v in metrics.items() if k not in ("epochs", "thresholds")}
+    if multilabel:
+        extra["thresholds"] = metrics.get("thresholds")
+
+
+def inspect(
+    model: str | nn.Module | None = None,
+    config: Optional[FinetuneConfig] = None,
+    *,
+    num_classes: int = 2,
+    verbose: bool = True,
+    **overrides: Any,
+):
     """Build a backbone with random weights, apply the policy and show the plan.
 
     Returns ``(model, PolicyReport)``; nothing is downloaded and nothing trains.
@@ -140,33 +166,56 @@ def inspect(model: str | nn.Module | None = None, config: Optional[FinetuneConfi
         if isinstance(model, str):
             overrides = {"name": model, **overrides}
         cfg = FinetuneConfig.resolve(base=config, pretrained=False, **overrides)
-        built = build_model(model if isinstance(model, nn.Module) else cfg.backbone.name, cfg,
-                            num_classes)
+        built = build_model(
+            model if isinstance(model, nn.Module) else cfg.backbone.name, cfg, num_classes
+        )
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
         return built.net, built.policy
 
 
-def _run_record(cfg: FinetuneConfig, built: BuiltModel, data: DataInfo, runtime: Runtime,
-                recipe, overrides: dict) -> dict[str, Any]:
+def _run_record(
+    cfg: FinetuneConfig,
+    built: BuiltModel,
+    data: DataInfo,
+    runtime: Runtime,
+    recipe,
+    overrides: dict,
+) -> dict[str, Any]:
     """What ``config.json`` records besides timm's fields: the resolved config, the recipe and
     overrides, the weights' source, the data, the device and precision."""
     info = built.info
     img_size = resolve_img_size(info, cfg.data.img_size)
     data_config = {**info.data_config, "input_size": (info.input_size[0], img_size, img_size)}
-    extra = dict(config=cfg.to_dict(), recipe=recipe,
-                 overrides={k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
-                 backbone=info.name, weights_source=info.weights_source,
-                 weight_mapping=info.weight_mapping,
-                 data=dict(root=data.root, layout=data.layout, counts=data.counts(),
-                           skipped=[p for p, _ in data.skipped]),
-                 precision=runtime.precision, device=str(runtime.device))
+    extra = dict(
+        config=cfg.to_dict(),
+        recipe=recipe,
+        overrides={k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        backbone=info.name,
+        weights_source=info.weights_source,
+        weight_mapping=info.weight_mapping,
+        data=dict(
+            root=data.root,
+            layout=data.layout,
+            counts=data.counts(),
+            skipped=[p for p, _ in data.skipped],
+        ),
+        precision=runtime.precision,
+        device=str(runtime.device),
+    )
     if data.multilabel:  # predict on an interrupted run still knows it is multi-label
         extra.update(multi_label=True, thresholds=[0.5] * data.num_classes)
     return dict(info=info, classes=data.classes, data_config=data_config, extra=extra)
 
 
-def _fit(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders: dict,
-         runtime: Runtime, run_dir: Path, resume):
+def _fit(
+    built: BuiltModel,
+    cfg: FinetuneConfig,
+    data: DataInfo,
+    loaders: dict,
+    runtime: Runtime,
+    run_dir: Path,
+    resume,
+):
     """Build the Trainer, restore a resumed run, train; Ctrl-C becomes ``Interrupted``."""
     built.base.to(device=runtime.device, memory_format=runtime.memory_format)
     if cfg.train.compile:  # the trained module is compiled; weights stay shared with ``net``
@@ -178,36 +227,62 @@ def _fit(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders: dict,
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
         emit("info", f"resuming {run_dir} after epoch {start_epoch} of {cfg.train.epochs}")
     n_val = len(loaders["val"].dataset) if "val" in loaders else 0
-    emit("info", f"training {cfg.train.epochs} epochs on {runtime.device} ({runtime.precision}), "
-         f"{len(loaders['train'].dataset)} train / {n_val} val images at "
-         f"{resolve_img_size(built.info, cfg.data.img_size)} px, batch {cfg.data.batch_size} "
-         f"-> {run_dir}")
+    emit(
+        "info",
+        f"training {cfg.train.epochs} epochs on {runtime.device} ({runtime.precision}), "
+        f"{len(loaders['train'].dataset)} train / {n_val} val images at "
+        f"{resolve_img_size(built.info, cfg.data.img_size)} px, batch {cfg.data.batch_size} "
+        f"-> {run_dir}",
+    )
     if "val" not in loaders:
-        emit("warning", "no validation images (val_split 0, no val/ folder): the last epoch is kept")
+        emit(
+            "warning", "no validation images (val_split 0, no val/ folder): the last epoch is kept"
+        )
     is_main = runtime.dist.is_main
     try:
-        history = trainer.fit(fit_loaders["train"], fit_loaders.get("val"),
-                              run_dir=run_dir if is_main else None,
-                              save_best=best_saver(run_dir, built, cfg) if is_main else None,
-                              start_epoch=start_epoch, history=history)
+        history = trainer.fit(
+            fit_loaders["train"],
+            fit_loaders.get("val"),
+            run_dir=run_dir if is_main else None,
+            save_best=best_saver(run_dir, built, cfg) if is_main else None,
+            start_epoch=start_epoch,
+            history=history,
+        )
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; the best weights and the state after the last finished "
-                          f"epoch are in {run_dir}: continue with "
-                          f"'finetune run --resume {run_dir}'") from None
+        raise Interrupted(
+            f"interrupted; the best weights and the state after the last finished "
+            f"epoch are in {run_dir}: continue with "
+            f"'finetune run --resume {run_dir}'"
+        ) from None
     return trainer, history
 
 
-def _finish(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders: dict,
-            runtime: Runtime, run_dir: Path, trainer: Trainer, history):
+def _finish(
+    built: BuiltModel,
+    cfg: FinetuneConfig,
+    data: DataInfo,
+    loaders: dict,
+    runtime: Runtime,
+    run_dir: Path,
+    trainer: Trainer,
+    history,
+):
     """Keep the EMA weights, restore the best epoch, and score val and test."""
     barrier(runtime.dist)  # rank 0 has written the best weights every rank reloads
     if trainer.ema is not None and runtime.dist.is_main:  # the EMA weights as their own model
-        save_weights(run_dir, trainer.ema.module, {"architecture": built.info.architecture,
-                                                   "ema_decay": str(cfg.train.ema_decay)},
-                     name=EMA_WEIGHTS_NAME)
+        save_weights(
+            run_dir,
+            trainer.ema.module,
+            {"architecture": built.info.architecture, "ema_decay": str(cfg.train.ema_decay)},
+            name=EMA_WEIGHTS_NAME,
+        )
     final, merge_diff = restore_best(built, cfg, run_dir, runtime.device, loaders)
-    metrics: dict[str, Any] = dict(best_epoch=history.best_epoch, train_seconds=history.seconds,
-                                   epochs=history.epochs, stopped_early=history.stopped_early)
+    metrics: dict[str, Any] = dict(
+        best_epoch=history.best_epoch,
+        train_seconds=history.seconds,
+        epochs=history.epochs,
+        stopped_early=history.stopped_early,
+    )
     if merge_diff is not None:
         metrics["adapter_merge_max_abs_diff"] = merge_diff
     task = task_of(data, cfg, built.info)

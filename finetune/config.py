@@ -9,10 +9,10 @@ Example:
     >>> cfg.optim.lr, cfg.policy.freeze_until
     (0.0003, 'layer3')
 """
+
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -20,11 +20,24 @@ from typing import Any, Mapping, Optional
 
 from ._io import CONFIG_NAME, read_run_config
 from .errors import ConfigError, did_you_mean
+from .validation import CHOICES, check_config, coerce
 
 __all__ = [
-    "BackboneConfig", "DataConfig", "HeadConfig", "PolicyConfig", "AdapterConfig", "OptimConfig",
+    "BackboneConfig",
+    "DataConfig",
+    "HeadConfig",
+    "PolicyConfig",
+    "AdapterConfig",
+    "OptimConfig",
     "TrainConfig",
-    "OutputConfig", "FinetuneConfig", "ConfigError",
+    "OutputConfig",
+    "FinetuneConfig",
+    "ConfigError",
+    "CHOICES",
+    "flag_name",
+    "selector_reset",
+    "recipes_dir",
+    "resolve_recipe",
 ]
 
 
@@ -194,20 +207,6 @@ class OutputConfig:
     overwrite: bool = False
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "policy.bn": ("frozen", "eval-all", "train"),
-    "data.class_weights": ("none", "auto"),
-    "data.sampler": ("none", "balanced"),
-    "data.cache_images": ("auto", "memory", "disk", "none"),
-    "adapter.peft": ("none", "lora", "loha", "lokr", "ia3"),
-    "optim.optimizer": ("adamw", "sgd"),
-    "optim.schedule": ("cosine", "step", "exponential"),
-    "train.nan_policy": ("stop", "skip-batch"),
-    "train.device": ("auto", "cpu", "cuda"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-}
-
-
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Everything a run needs; see the module docstring for how to build one."""
@@ -222,13 +221,15 @@ class FinetuneConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self):
-        _check_values(self)
+        check_config(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> "FinetuneConfig":
         """Build from nested ``{section: {field: value}}``; unknown keys/wrong types raise."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: expected a mapping of sections, got {type(data).__name__}"
+            )
         sections = {f.name: f for f in fields(cls)}
         kwargs = {}
         for name, values in data.items():
@@ -262,9 +263,14 @@ class FinetuneConfig:
         return cls.from_yaml(resolve_recipe(name_or_path))
 
     @classmethod
-    def resolve(cls, *, recipe: Optional[str | Path] = None,
-                resume: Optional[str | Path] = None, base: Optional["FinetuneConfig"] = None,
-                **overrides: Any) -> "FinetuneConfig":
+    def resolve(
+        cls,
+        *,
+        recipe: Optional[str | Path] = None,
+        resume: Optional[str | Path] = None,
+        base: Optional["FinetuneConfig"] = None,
+        **overrides: Any,
+    ) -> "FinetuneConfig":
         """The one way a run's config is made, used by every entry point (CLI, ``adapt``,
         ``lr_find``, ``augment_preview``, ``inspect``).
 
@@ -284,10 +290,13 @@ class FinetuneConfig:
             if overrides:
                 raise ConfigError(
                     "--resume continues a run exactly as it was configured; drop "
-                    + ", ".join(flag_name(k) for k in sorted(overrides)))
+                    + ", ".join(flag_name(k) for k in sorted(overrides))
+                )
             saved = read_run_config(resume).get("finetune", {})
             if not isinstance(saved, Mapping) or "config" not in saved:
-                raise ConfigError(f"{resume}: config.json has no finetune config; not a finetune run")
+                raise ConfigError(
+                    f"{resume}: config.json has no finetune config; not a finetune run"
+                )
             return cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
         if base is None:
             base = cls.from_recipe(recipe) if recipe else cls()
@@ -315,8 +324,13 @@ class FinetuneConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-SELECTORS = {"freeze_until": None, "freeze_stages": 0, "linear_probe": False, "train_only": None,
-             "full": False}
+SELECTORS = {
+    "freeze_until": None,
+    "freeze_stages": 0,
+    "linear_probe": False,
+    "train_only": None,
+    "full": False,
+}
 
 
 # config fields whose command-line flag is not simply --field-name
@@ -336,8 +350,13 @@ def selector_reset(overrides: Mapping[str, Any]) -> dict[str, Any]:
     if not SELECTORS.keys() & overrides.keys():
         return {}
     reset = {k: v for k, v in SELECTORS.items() if k not in overrides}
-    reset.update({k: v for k, v in (("unfreeze_every", 0), ("unfreeze_at", ()),
-                                    ("cache_features", False)) if k not in overrides})
+    reset.update(
+        {
+            k: v
+            for k, v in (("unfreeze_every", 0), ("unfreeze_at", ()), ("cache_features", False))
+            if k not in overrides
+        }
+    )
     return reset
 
 
@@ -360,8 +379,10 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     if candidate.is_file():
         return candidate
     names = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
-    raise FileNotFoundError(f"recipe '{name_or_path}' not found: not a file and not one of "
-                            f"{', '.join(names) or '(no recipes installed)'}")
+    raise FileNotFoundError(
+        f"recipe '{name_or_path}' not found: not a file and not one of "
+        f"{', '.join(names) or '(no recipes installed)'}"
+    )
 
 
 def _section_fields() -> dict[str, str]:
@@ -401,137 +422,5 @@ def _build_section(section_cls, values: Mapping[str, Any], source: str):
     for key, value in values.items():
         if key not in hints:
             raise ConfigError(_unknown(source, key, valid))
-        kwargs[key] = _coerce(value, hints[key], f"{source}.{key}")
+        kwargs[key] = coerce(value, hints[key], f"{source}.{key}")
     return section_cls(**kwargs)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against a field type; ints are accepted for floats, nothing else casts."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) is tuple:  # tuple[int, ...]: a YAML list or "3,6"
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").split(",") if v]
-        if isinstance(value, (list, tuple)):
-            try:
-                return tuple(_coerce(int(v) if isinstance(v, str) else v, args[0], key)
-                             for v in value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a list of {args[0].__name__}, got {value!r}")
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        tp = next(a for a in args if a is not type(None))
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-3" as a string
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
-
-
-def _check_values(cfg: FinetuneConfig) -> None:
-    for dotted, choices in CHOICES.items():
-        section, name = dotted.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in choices:
-            raise ConfigError(f"{dotted}: '{value}' is not one of {', '.join(choices)}")
-    checks = [
-        ("data.val_split", 0.0 <= cfg.data.val_split < 1.0, "must be in [0, 1)"),
-        ("data.batch_size", cfg.data.batch_size >= 1, "must be >= 1"),
-        ("data.min_crop_scale", 0 < cfg.data.min_crop_scale <= 1, "must be in (0, 1]"),
-        ("data.hflip", 0 <= cfg.data.hflip <= 1, "must be a probability in [0, 1]"),
-        ("data.vflip", 0 <= cfg.data.vflip <= 1, "must be a probability in [0, 1]"),
-        ("data.color_jitter", cfg.data.color_jitter >= 0, "must be >= 0"),
-        ("data.hue_jitter", 0 <= cfg.data.hue_jitter <= 0.5, "must be in [0, 0.5]"),
-        ("data.rotate", 0 <= cfg.data.rotate <= 180, "must be in [0, 180] degrees"),
-        ("data.random_erasing", 0 <= cfg.data.random_erasing <= 1, "must be in [0, 1]"),
-        ("data.auto_augment", cfg.data.auto_augment is None or cfg.data.auto_augment.startswith(
-            ("rand", "augmix", "original", "v0", "3a", "trivialaugment")),
-         "must be a timm policy (rand-..., augmix-..., original, v0, 3a) or trivialaugment"),
-        ("data.img_size", cfg.data.img_size is None or cfg.data.img_size >= 16, "must be >= 16 px"),
-        ("data.in_chans", cfg.data.in_chans is None or cfg.data.in_chans >= 1, "must be >= 1"),
-        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
-        ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
-        ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),
-        ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
-        ("optim.label_smoothing", 0 <= cfg.optim.label_smoothing < 1, "must be in [0, 1)"),
-        ("head.head_dropout", 0 <= cfg.head.head_dropout < 1, "must be in [0, 1)"),
-        ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
-    ]
-    p = cfg.policy
-    checks += [
-        ("policy.freeze_stages", p.freeze_stages >= 0, "must be >= 0"),
-        ("policy.unfreeze_every", p.unfreeze_every >= 0, "must be >= 0"),
-        ("policy.unfreeze_at", all(e >= 2 for e in p.unfreeze_at),
-         "epochs must be >= 2 (epoch 1 starts with the initial plan)"),
-        ("optim.layer_decay", cfg.optim.layer_decay is None
-         or 0 < cfg.optim.layer_decay <= 1, "must be in (0, 1]"),
-        ("optim.head_lr_scale", cfg.optim.head_lr_scale > 0, "must be > 0"),
-        ("adapter.lora_r", cfg.adapter.lora_r >= 1, "must be >= 1"),
-        ("optim.accum_steps", cfg.optim.accum_steps >= 1, "must be >= 1"),
-        ("optim.clip_grad", cfg.optim.clip_grad is None or cfg.optim.clip_grad > 0, "must be > 0"),
-        ("optim.decay_rate", 0 < cfg.optim.decay_rate <= 1, "must be in (0, 1]"),
-        ("optim.step_epochs", cfg.optim.step_epochs > 0, "must be > 0"),
-        ("train.mixup", cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "alphas must be >= 0"),
-        ("train.ema_decay", 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
-        ("train.patience", cfg.train.patience >= 0, "must be >= 0"),
-        ("train.save_every", cfg.train.save_every >= 1, "must be >= 1"),
-        ("train.save_every_steps", cfg.train.save_every_steps >= 0, "must be >= 0"),
-        ("backbone.drop_path", 0 <= cfg.backbone.drop_path < 1, "must be in [0, 1)"),
-    ]
-    for key, ok, why in checks:
-        if not ok:
-            raise ConfigError(f"{key} {why}")
-    _check_combinations(cfg)
-
-
-def _check_combinations(cfg: FinetuneConfig) -> None:
-    """Options that cannot go together fail naming both."""
-    p = cfg.policy
-    selectors = [name for name, on in (
-        ("freeze_until", p.freeze_until is not None), ("freeze_stages", p.freeze_stages > 0),
-        ("linear_probe", p.linear_probe), ("train_only", p.train_only is not None),
-        ("full", p.full)) if on]
-    if len(selectors) > 1:
-        raise ConfigError(f"policy: {' and '.join(selectors)} both say what to freeze; keep one")
-    if p.full and p.freeze is not None:
-        raise ConfigError("policy: full trains everything, so freeze cannot apply; keep one")
-    if cfg.adapter.peft != "none" and (selectors or p.freeze is not None):
-        raise ConfigError(f"adapter.peft={cfg.adapter.peft} freezes the backbone itself and trains "
-                          f"the adapters and the head; drop {(selectors or ['freeze'])[0]}")
-    unfreezing = p.unfreeze_every > 0 or bool(p.unfreeze_at)
-    if p.unfreeze_every > 0 and p.unfreeze_at:
-        raise ConfigError("policy: unfreeze_every and unfreeze_at are two schedules; keep one")
-    if unfreezing and not {"freeze_until", "freeze_stages", "linear_probe"} & set(selectors):
-        raise ConfigError("policy: gradual unfreezing needs a frozen start: add freeze_until, "
-                          "freeze_stages or linear_probe")
-    if unfreezing and p.freeze is not None:
-        raise ConfigError("policy: gradual unfreezing would thaw what freeze pins; use "
-                          "train_only or freeze_stages for the start instead of freeze")
-    if cfg.train.cache_features and (not p.linear_probe or unfreezing):
-        raise ConfigError("train.cache_features needs linear_probe without gradual unfreezing "
-                          "(features are only fixed while the whole backbone is frozen)")
-    if (cfg.train.mixup or cfg.train.cutmix) and cfg.data.batch_size % 2:
-        raise ConfigError(f"train.mixup/cutmix pair each batch with its reverse: data.batch_size "
-                          f"must be even (got {cfg.data.batch_size})")
-    if (cfg.train.mixup or cfg.train.cutmix) and cfg.train.cache_features:
-        raise ConfigError("train.mixup/cutmix mix images; cached features cannot be mixed: "
-                          "drop cache_features")
-    if cfg.train.cache_features and (p.bn == "train" or cfg.head.head_dropout > 0):
-        raise ConfigError("train.cache_features computes features once in eval mode; drop "
-                          + ("bn=train" if p.bn == "train" else "head_dropout"))
-    adapter = cfg.adapter
-    if adapter.peft != "none" and p.bn == "train":
-        raise ConfigError("adapter.peft saves adapters and the head, not BatchNorm statistics; "
-                          "use bn=frozen or eval-all with an adapter")
-    defaults = AdapterConfig()
-    changed = [k for k in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets")
-               if getattr(adapter, k) != getattr(defaults, k)]
-    if adapter.peft == "none" and changed:
-        raise ConfigError(f"adapter.{changed[0]} is set but adapter.peft is none; add "
-                          "--peft lora (or loha, lokr, ia3)")

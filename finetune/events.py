@@ -95,8 +95,15 @@ class Progress:
 
     def _send(self, done: Optional[int], stats: str) -> None:
         if self.active:
-            emit("progress", key=self.key, title=self.title, done=done, total=self.total,
-                 stats=stats, seconds=time.perf_counter() - self.start)  # fmt: skip
+            emit(
+                "progress",
+                key=self.key,
+                title=self.title,
+                done=done,
+                total=self.total,
+                stats=stats,
+                seconds=time.perf_counter() - self.start,
+            )
 
 
 def track(items: Iterable[T], title: str, *, total: int) -> Iterator[T]:

@@ -22,8 +22,14 @@ from .train.checkpoint import load_run
 __all__ = ["predict"]
 
 
-def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, top_k: int = 1,
-            device: str = "cpu", batch_size: int = 32) -> list[dict[str, Any]]:
+def predict(
+    run_dir: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    top_k: int = 1,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
     """Top-k labels and probabilities for images (folders are walked recursively).
 
     Uses the run's evaluation preprocessing. Returns one record per image:
@@ -39,8 +45,13 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
     pretrained_cfg = config["pretrained_cfg"]
     channels = int(pretrained_cfg["input_size"][0])
     info = BackboneInfo.from_pretrained_cfg(pretrained_cfg)
-    transform = build_eval_transform(info, DataConfig(
-        img_size=int(pretrained_cfg["input_size"][-1]), in_chans=None if channels == 3 else channels))
+    transform = build_eval_transform(
+        info,
+        DataConfig(
+            img_size=int(pretrained_cfg["input_size"][-1]),
+            in_chans=None if channels == 3 else channels,
+        ),
+    )
     read = load_image if channels == 3 else partial(load_bands, channels=channels)
     paths = list(walk_images(inputs))
     k = max(1, min(top_k, len(labels)))
@@ -49,13 +60,14 @@ def predict(run_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike], *, 
     records: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         chunk, tensors = [], []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             try:
                 tensors.append(transform(read(path)))
                 chunk.append(path)
             except Exception as e:  # PIL raises many types; name the file and go on
-                warnings.warn(f"skipping unreadable image {path}: {type(e).__name__}: {e}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"skipping unreadable image {path}: {type(e).__name__}: {e}", stacklevel=2
+                )
         if not chunk:
             continue
         with torch.inference_mode():

@@ -25,8 +25,15 @@ from rich.table import Table
 
 from .events import emit, has_listeners, listening
 
-__all__ = ["Renderer", "reporting", "plan_table", "report_table", "multilabel_table", "scan_report",
-           "epoch_line"]
+__all__ = [
+    "Renderer",
+    "reporting",
+    "plan_table",
+    "report_table",
+    "multilabel_table",
+    "scan_report",
+    "epoch_line",
+]
 
 
 class Renderer:
@@ -52,8 +59,9 @@ class Renderer:
         elif kind == "scan":
             scan_report(data["data"], self.console)
         elif kind == "epoch":
-            self.console.print(epoch_line(data["record"], data["epochs"], data["score_name"]),
-                               soft_wrap=True)
+            self.console.print(
+                epoch_line(data["record"], data["epochs"], data["score_name"]), soft_wrap=True
+            )
 
     def _progress(self, data: dict) -> None:
         if not self.console.is_terminal:
@@ -65,13 +73,23 @@ class Renderer:
                 bar[0].stop()
             return
         if key not in self.bars:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[stats]}"), console=self.console,
-                                transient=True)
+            progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=self.console,
+                transient=True,
+            )
             task = progress.add_task(escape(data["title"]), total=data["total"], stats="")
             progress.start()
             self.bars[key] = (progress, task)
@@ -99,7 +117,9 @@ def reporting(verbose: bool = True, console: Optional[Console] = None) -> Iterat
             yield
             return
         # one line per warning, no source line: they are messages for users, not developers
-        warnings.showwarning = lambda message, *args, **kwargs: emit("warning", f"warning: {message}")
+        warnings.showwarning = lambda message, *args, **kwargs: emit(
+            "warning", f"warning: {message}"
+        )
         with listening(Renderer(console or Console(highlight=False))):
             yield
 
@@ -108,11 +128,16 @@ def epoch_line(r: dict, epochs: int, score_name: str) -> str:
     """One line per finished epoch: train loss/accuracy, validation, throughput, time."""
     score = r[score_name]
     name = "mAP" if score_name == "val_map" else "acc"
-    val = "no val data" if score is None else \
-        f"val loss {r['val_loss']:.4f} {name} {score:.4f}{' *' if r['best'] else ''}"
-    return (f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
-            f"{r['train_accuracy']:.4f} | {val} | {r['train_images_per_s']:.1f} img/s, "
-            f"{r['epoch_seconds']:.0f} s")
+    val = (
+        "no val data"
+        if score is None
+        else f"val loss {r['val_loss']:.4f} {name} {score:.4f}{' *' if r['best'] else ''}"
+    )
+    return (
+        f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
+        f"{r['train_accuracy']:.4f} | {val} | {r['train_images_per_s']:.1f} img/s, "
+        f"{r['epoch_seconds']:.0f} s"
+    )
 
 
 def plan_table(plan) -> Table:
@@ -124,34 +149,58 @@ def plan_table(plan) -> Table:
         mods = ", ".join(row.modules[:4]) + (", ..." if len(row.modules) > 4 else "")
         lr = f"{row.peak_lr:.3g}" if row.peak_lr is not None else ""
         wd = f"{row.weight_decay:g}" if row.weight_decay is not None else ""
-        table.add_row(escape(row.stage), escape(mods), f"{row.params:,}", f"{row.trainable:,}",
-                      row.state, lr, wd)
+        table.add_row(
+            escape(row.stage),
+            escape(mods),
+            f"{row.params:,}",
+            f"{row.trainable:,}",
+            row.state,
+            lr,
+            wd,
+        )
     table.caption = plan.summary + (
         "\nwd applies to weights only; biases, norm weights and position/class tokens get none"
-        if plan.with_optim else "")
+        if plan.with_optim
+        else ""
+    )
     return table
 
 
 def report_table(report: dict, title: str):
     """A rich table of a ``classification_report``."""
-    table = Table(title=f"{escape(title)}: accuracy {report['accuracy']:.4f} "
-                        f"(macro recall {report['macro_recall']:.4f}, n={report['num_samples']})")
+    table = Table(
+        title=f"{escape(title)}: accuracy {report['accuracy']:.4f} "
+        f"(macro recall {report['macro_recall']:.4f}, n={report['num_samples']})"
+    )
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, row in report["per_class"].items():
-        table.add_row(escape(name), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
-                      str(row["support"]))
+        table.add_row(
+            escape(name),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
     return table
 
 
 def multilabel_table(report: dict, title: str):
-    table = Table(title=f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
-                        f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})")
+    table = Table(
+        title=f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
+        f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})"
+    )
     for col in ("label", "AUC", "AP", "F1", "threshold", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")
     for name, row in report["per_label"].items():
-        table.add_row(escape(name), f"{row['auc']:.3f}", f"{row['ap']:.3f}", f"{row['f1']:.3f}",
-                      f"{row['threshold']:.3f}", str(row["support"]))
+        table.add_row(
+            escape(name),
+            f"{row['auc']:.3f}",
+            f"{row['ap']:.3f}",
+            f"{row['f1']:.3f}",
+            f"{row['threshold']:.3f}",
+            str(row["support"]),
+        )
     return table
 
 
@@ -166,8 +215,11 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
     table.add_column("train share", justify="right")
     train_total = max(sum(counts["train"]), 1)
     for i, name in enumerate(data.classes):
-        table.add_row(escape(name), *(f"{counts[s][i]:,}" for s in counts),
-                      f"{100 * counts['train'][i] / train_total:.1f} %")
+        table.add_row(
+            escape(name),
+            *(f"{counts[s][i]:,}" for s in counts),
+            f"{100 * counts['train'][i] / train_total:.1f} %",
+        )
     table.add_row("[bold]total[/]", *(f"[bold]{sum(c):,}[/]" for c in counts.values()), "")
     console.print(table)
     checks = [c for c in data.checks.values() if not c.problem]
@@ -178,17 +230,20 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
         for c in checks:
             key = f"{c.format} {c.mode}"
             modes[key] = modes.get(key, 0) + 1
-        console.print(f"image sizes: smallest {small.width}x{small.height}, median "
-                      f"{mid.width}x{mid.height}, largest {large.width}x{large.height}; "
-                      + ", ".join(f"{n:,} {k}" for k, n in sorted(modes.items(),
-                                                                   key=lambda kv: -kv[1])))
+        console.print(
+            f"image sizes: smallest {small.width}x{small.height}, median "
+            f"{mid.width}x{mid.height}, largest {large.width}x{large.height}; "
+            + ", ".join(f"{n:,} {k}" for k, n in sorted(modes.items(), key=lambda kv: -kv[1]))
+        )
     train = [n for n in counts["train"] if n]
     ratio = max(train) / min(train) if train else 1.0
-    hint = (" - consider --class-weights auto or --sampler balanced" if ratio >= 3 else "")
+    hint = " - consider --class-weights auto or --sampler balanced" if ratio >= 3 else ""
     console.print(f"class imbalance (largest / smallest train class): {ratio:.1f}{hint}")
-    for title, rows in (("unreadable files (skipped)", data.skipped),
-                        ("suspicious files (used; --strict rejects them)", data.suspicious),
-                        ("identical files in two splits", data.duplicates)):
+    for title, rows in (
+        ("unreadable files (skipped)", data.skipped),
+        ("suspicious files (used; --strict rejects them)", data.suspicious),
+        ("identical files in two splits", data.duplicates),
+    ):
         if not rows:
             continue
         bad = Table(title=f"{len(rows)} {title}")
@@ -199,5 +254,7 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
         if len(rows) > max_rows:
             bad.caption = f"... and {len(rows) - max_rows} more"
         console.print(bad)
-    console.print(f"scanned {len(data.checks):,} files in {data.scan_seconds:.1f} s "
-                  f"({data.cache_hits:,} from the scan cache)")
+    console.print(
+        f"scanned {len(data.checks):,} files in {data.scan_seconds:.1f} s "
+        f"({data.cache_hits:,} from the scan cache)"
+    )

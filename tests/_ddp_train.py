@@ -4,6 +4,7 @@ global batches. SGD, not AdamW: a ViT's key bias has an exactly-zero true gradie
 shift-invariant), and Adam turns the rounding noise of that zero into LR-sized steps whose sign
 differs between the two runs; SGD keeps rounding noise at rounding size.
 Usage: python _ddp_train.py OUTPUT BATCH_SIZE"""
+
 import sys
 
 import torch
@@ -28,7 +29,20 @@ class Fixed(torch.utils.data.Dataset):
 
 
 if __name__ == "__main__":
-    finetune.adapt("test_vit", Fixed(), verbose=False, pretrained=False, epochs=2, img_size=32,
-                   batch_size=int(sys.argv[2]), num_workers=0, warmup_epochs=0.0,
-                   label_smoothing=0.0, output=sys.argv[1], deterministic=True,
-                   optimizer="sgd", lr=0.05, momentum=0.9)
+    finetune.adapt(
+        "test_vit",
+        Fixed(),
+        verbose=False,
+        pretrained=False,
+        epochs=2,
+        img_size=32,
+        batch_size=int(sys.argv[2]),
+        num_workers=0,
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        output=sys.argv[1],
+        deterministic=True,
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+    )

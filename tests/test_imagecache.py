@@ -1,25 +1,28 @@
 """Issue 4: the decoded-image cache and the uint8 training path."""
+
 import numpy as np
 import pytest
 import torch
 
-from finetune.data.augment import build_transform
-from finetune.models.backbones import load_backbone
 from finetune.config import DataConfig, FinetuneConfig
-from finetune.data.datasets import build_datasets
-from finetune.data.images import load_image
-from finetune.data.folder import scan_folder
+from finetune.data.augment import build_transform
 from finetune.data.cache import ImageCache, downsizer, eval_preparer, split_transform
+from finetune.data.datasets import build_datasets
+from finetune.data.folder import scan_folder
+from finetune.data.images import load_image
+from finetune.models.backbones import load_backbone
+from finetune.train.policy import PolicyReport
 from finetune.train.runtime import Task
 from finetune.train.trainer import Trainer
-from finetune.train.policy import PolicyReport
 from tests.conftest import COLOURS, make_image
 
 
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_cached_images_equal_prepared_originals(tmp_path, mode):
-    paths = [str(make_image(tmp_path / f"{i}.png", COLOURS["cat"], size=(90, 60), seed=i))
-             for i in range(3)]
+    paths = [
+        str(make_image(tmp_path / f"{i}.png", COLOURS["cat"], size=(90, 60), seed=i))
+        for i in range(3)
+    ]
     cache = ImageCache.build(paths, prepare=downsizer(40), mode=mode, side=40)
     for i, p in enumerate(paths):
         assert np.array_equal(np.asarray(cache.image(i)), downsizer(40)(p))
@@ -51,15 +54,23 @@ def test_a_file_broken_after_caching_falls_back_with_a_warning(image_folder):
 
 def test_uint8_training_batches_are_normalised_like_the_float_transform(tmp_path):
     _, info = load_backbone("test_resnet", pretrained=False)
-    uint8 = build_transform(info, DataConfig(img_size=32, hflip=0, color_jitter=0,
-                                             min_crop_scale=1.0), training=True, uint8=True)
+    uint8 = build_transform(
+        info,
+        DataConfig(img_size=32, hflip=0, color_jitter=0, min_crop_scale=1.0),
+        training=True,
+        uint8=True,
+    )
     image = load_image(make_image(tmp_path / "u8.png", COLOURS["dog"], size=(32, 32)))
     torch.manual_seed(0)
     x = uint8(image)
     assert x.dtype == torch.uint8
-    trainer = Trainer(torch.nn.Identity(), policy=PolicyReport("", "frozen", (), ()),
-                      task=Task(mean=info.mean, std=info.std))
+    trainer = Trainer(
+        torch.nn.Identity(),
+        policy=PolicyReport("", "frozen", (), ()),
+        task=Task(mean=info.mean, std=info.std),
+    )
     normalised, _ = trainer.to_device(x[None], torch.zeros(1))
-    expected = (x.float() / 255 - torch.tensor(info.mean).view(3, 1, 1)) \
-        / torch.tensor(info.std).view(3, 1, 1)
+    expected = (x.float() / 255 - torch.tensor(info.mean).view(3, 1, 1)) / torch.tensor(
+        info.std
+    ).view(3, 1, 1)
     assert torch.allclose(normalised[0], expected, atol=1e-5)

@@ -1,4 +1,5 @@
 """Issue 4: CSV manifests, single- and multi-label (sigmoid, BCE, AUC/F1/mAP, thresholds)."""
+
 import csv
 import json
 
@@ -6,8 +7,8 @@ import pytest
 import torch
 
 import finetune
-from finetune.errors import DataError
 from finetune.data.manifest import scan_csv
+from finetune.errors import DataError
 from finetune.train.metrics import average_precision, best_thresholds, roc_auc
 from tests.conftest import COLOURS, make_image
 
@@ -56,12 +57,15 @@ def test_multilabel_manifest(multi_csv):
     assert any(y == () for _, y in info.train + info.val)
 
 
-@pytest.mark.parametrize("header, rows, message", [
-    (["file", "label"], [("a.png", "x")], "needs a header with 'path'"),
-    (["path", "label"], [("missing.png", "x"), ("gone.png", "y")], "image not found"),
-    (["path", "label", "split"], [("a.png", "x", "holdout")], "split 'holdout' is not one of"),
-    (["path", "label"], [("a.png", "")], "empty label"),
-])
+@pytest.mark.parametrize(
+    "header, rows, message",
+    [
+        (["file", "label"], [("a.png", "x")], "needs a header with 'path'"),
+        (["path", "label"], [("missing.png", "x"), ("gone.png", "y")], "image not found"),
+        (["path", "label", "split"], [("a.png", "x", "holdout")], "split 'holdout' is not one of"),
+        (["path", "label"], [("a.png", "")], "empty label"),
+    ],
+)
 def test_bad_manifests(tmp_path, header, rows, message):
     make_image(tmp_path / "a.png", COLOURS["cat"])
     with pytest.raises(DataError, match=None) as e:
@@ -76,7 +80,9 @@ def test_ranking_metrics_match_known_values():
     assert roc_auc(scores, targets) == pytest.approx(5 / 9)
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == pytest.approx(0.5)
     probs = torch.tensor([[0.9], [0.6], [0.4], [0.2]])
-    assert best_thresholds(probs, torch.tensor([[1.0], [1.0], [0.0], [0.0]])) == pytest.approx([0.6])
+    assert best_thresholds(probs, torch.tensor([[1.0], [1.0], [0.0], [0.0]])) == pytest.approx(
+        [0.6]
+    )
 
 
 def test_single_label_csv_run(single_csv, fast_overrides):
@@ -85,8 +91,13 @@ def test_single_label_csv_run(single_csv, fast_overrides):
 
 
 def test_multilabel_run_thresholds_and_predict(multi_csv, fast_overrides, tmp_path):
-    result = finetune.adapt("test_resnet", multi_csv, verbose=False, class_weights="auto",
-                            **{**fast_overrides, "epochs": 2})
+    result = finetune.adapt(
+        "test_resnet",
+        multi_csv,
+        verbose=False,
+        class_weights="auto",
+        **{**fast_overrides, "epochs": 2},
+    )
     val = result.metrics["val"]
     assert set(val) >= {"mAP", "macro_auc", "micro_f1", "per_label"}
     assert set(val["per_label"]["warm"]) >= {"auc", "ap", "f1", "threshold"}
@@ -96,8 +107,11 @@ def test_multilabel_run_thresholds_and_predict(multi_csv, fast_overrides, tmp_pa
     assert "val_map" in json.loads(lines[0])
     records = finetune.predict(result.run_dir, [tmp_path / "img" / "1.png"])
     assert set(records[0]) == {"path", "labels", "prob_bright", "prob_cool", "prob_warm"}
-    chosen = [n for n, t in zip(("bright", "cool", "warm"), config["thresholds"])
-              if records[0][f"prob_{n}"] >= t]
+    chosen = [
+        n
+        for n, t in zip(("bright", "cool", "warm"), config["thresholds"])
+        if records[0][f"prob_{n}"] >= t
+    ]
     assert records[0]["labels"] == ";".join(chosen)
 
 
@@ -118,9 +132,16 @@ def test_chestxray_style_pipe_separator_and_scan_command(tmp_path):
 
     for i in range(4):
         make_image(tmp_path / f"{i}.png", COLOURS["cat"], seed=i)
-    path = _write(tmp_path / "cxr.csv", ["path", "labels"],
-                  [("0.png", "Effusion|Infiltration"), ("1.png", "Effusion"),
-                   ("2.png", "No Finding"), ("3.png", "Infiltration")])
+    path = _write(
+        tmp_path / "cxr.csv",
+        ["path", "labels"],
+        [
+            ("0.png", "Effusion|Infiltration"),
+            ("1.png", "Effusion"),
+            ("2.png", "No Finding"),
+            ("3.png", "Infiltration"),
+        ],
+    )
     assert scan_csv(path).classes == ("Effusion", "Infiltration")
     result = CliRunner().invoke(app, ["scan", str(path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "Effusion" in result.output

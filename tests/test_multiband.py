@@ -1,13 +1,14 @@
 """Issue 4: multi-band TIFFs (satellite tiles) with the first conv adapted, timm's in_chans way."""
+
 import numpy as np
 import pytest
 import tifffile
 import torch
 
 import finetune
-from finetune.models.backbones import load_backbone
-from finetune.data.images import load_bands
 from finetune.data.folder import scan_folder
+from finetune.data.images import load_bands
+from finetune.models.backbones import load_backbone
 
 
 def _tiles(root, bands=13, n=5, bands_first=False):
@@ -17,11 +18,16 @@ def _tiles(root, bands=13, n=5, bands_first=False):
         for i in range(n):
             arr = np.clip(rng.normal(level, 3000, (24, 24, bands)), 0, 65535).astype(np.uint16)
             if bands_first:  # planar: one plane per band
-                tifffile.imwrite(root / c / f"{i}.tif", np.moveaxis(arr, -1, 0),
-                                 photometric="minisblack", planarconfig="separate")
-            else:            # pixel-interleaved samples
-                tifffile.imwrite(root / c / f"{i}.tif", arr, photometric="minisblack",
-                                 planarconfig="contig")
+                tifffile.imwrite(
+                    root / c / f"{i}.tif",
+                    np.moveaxis(arr, -1, 0),
+                    photometric="minisblack",
+                    planarconfig="separate",
+                )
+            else:  # pixel-interleaved samples
+                tifffile.imwrite(
+                    root / c / f"{i}.tif", arr, photometric="minisblack", planarconfig="contig"
+                )
     return root
 
 
@@ -40,14 +46,17 @@ def test_pretrained_rgb_filters_are_adapted_to_the_band_count():
     bands, info = load_backbone("tf_efficientnet_lite0", in_chans=4)
     w_rgb, w4 = rgb.conv_stem.weight, bands.conv_stem.weight
     assert w4.shape == (32, 4, 3, 3) and info.input_size[0] == 4 and len(info.mean) == 4
-    assert torch.allclose(w4[:, :3], w_rgb * 3 / 4) and torch.allclose(w4[:, 3], w_rgb[:, 0] * 3 / 4)
+    assert torch.allclose(w4[:, :3], w_rgb * 3 / 4) and torch.allclose(
+        w4[:, 3], w_rgb[:, 0] * 3 / 4
+    )
     assert torch.equal(bands.blocks[3][0].conv_pw.weight, rgb.blocks[3][0].conv_pw.weight)
 
 
 def test_thirteen_band_run_and_predict(tmp_path, fast_overrides):
     root = _tiles(tmp_path / "s2")
-    result = finetune.adapt("test_resnet", root, verbose=False, in_chans=13, dihedral=True,
-                            **fast_overrides)
+    result = finetune.adapt(
+        "test_resnet", root, verbose=False, in_chans=13, dihedral=True, **fast_overrides
+    )
     assert result.backbone.input_size[0] == 13
     records = finetune.predict(result.run_dir, [root / "water"], top_k=2)
     assert len(records) == 5 and {r["label"] for r in records} <= {"forest", "water"}
@@ -88,6 +97,7 @@ def test_tiff_bomb_is_rejected_from_the_header(tmp_path):
     from finetune.data.scan import check_file
 
     path = tmp_path / "big.tif"
-    tifffile.imwrite(path, np.zeros((5, 200, 200), np.uint8), photometric="minisblack",
-                     planarconfig="separate")
+    tifffile.imwrite(
+        path, np.zeros((5, 200, 200), np.uint8), photometric="minisblack", planarconfig="separate"
+    )
     assert check_file(str(path), max_pixels=1000).problem.startswith("over the pixel limit")

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from finetune.models.backbones import load_backbone
 from finetune.config import OptimConfig, PolicyConfig
+from finetune.models.backbones import load_backbone
 from finetune.models.heads import replace_head
 from finetune.train.optim import LRSchedule, build_optimizer
 from finetune.train.policy import apply_policy
@@ -39,8 +39,8 @@ def test_warmup_then_cosine_per_step():
     for step in range(1, 31):
         sched.step_update(step)
         lrs.append(opt.param_groups[0]["lr"])
-    assert lrs[0] < lrs[5] < lrs[9]            # linear warmup over the first epoch (10 steps)
-    assert lrs[9] == pytest.approx(1.0)         # peak at the end of warmup
+    assert lrs[0] < lrs[5] < lrs[9]  # linear warmup over the first epoch (10 steps)
+    assert lrs[9] == pytest.approx(1.0)  # peak at the end of warmup
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine decays monotonically
     assert lrs[-1] == pytest.approx(0.1, abs=0.02)
 
@@ -73,8 +73,14 @@ def test_groups_added_during_warmup_follow_the_warmup_with_their_scale():
     for n, p in model.named_parameters():
         if n.startswith("layer3"):
             p.requires_grad_(True)
-    new = [dict(params=[p for n, p in model.named_parameters() if n.startswith("layer3")],
-                weight_decay=0.0, lr_scale=0.5, stage="layer3")]
+    new = [
+        dict(
+            params=[p for n, p in model.named_parameters() if n.startswith("layer3")],
+            weight_decay=0.0,
+            lr_scale=0.5,
+            stage="layer3",
+        )
+    ]
     sched.add_param_groups(new, step=2)
     sched.step_update(5)
     old_lr, new_lr = opt.param_groups[0]["lr"], opt.param_groups[-1]["lr"]

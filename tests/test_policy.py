@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from finetune.models.backbones import load_backbone
 from finetune.config import PolicyConfig
+from finetune.models.backbones import load_backbone
 from finetune.models.heads import replace_head
 from finetune.train.policy import apply_policy, set_train_mode
 
@@ -17,14 +17,25 @@ def _trainable(model):
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("name, until, frozen_prefixes, trained_prefixes", [
-    ("test_resnet", "layer3", ("conv1", "bn1", "layer1", "layer2"), ("layer3", "layer4", "fc")),
-    ("test_efficientnet", "blocks.2", ("conv_stem", "bn1", "blocks.0", "blocks.1"),
-     ("blocks.2", "conv_head", "bn2", "classifier")),
-    ("test_convnext", "stages.2", ("stem", "stages.0", "stages.1"), ("stages.2", "head")),
-    ("test_vit", "blocks.1", ("cls_token", "pos_embed", "patch_embed", "blocks.0"),
-     ("blocks.1", "norm", "head")),
-])
+@pytest.mark.parametrize(
+    "name, until, frozen_prefixes, trained_prefixes",
+    [
+        ("test_resnet", "layer3", ("conv1", "bn1", "layer1", "layer2"), ("layer3", "layer4", "fc")),
+        (
+            "test_efficientnet",
+            "blocks.2",
+            ("conv_stem", "bn1", "blocks.0", "blocks.1"),
+            ("blocks.2", "conv_head", "bn2", "classifier"),
+        ),
+        ("test_convnext", "stages.2", ("stem", "stages.0", "stages.1"), ("stages.2", "head")),
+        (
+            "test_vit",
+            "blocks.1",
+            ("cls_token", "pos_embed", "patch_embed", "blocks.0"),
+            ("blocks.1", "norm", "head"),
+        ),
+    ],
+)
 def test_freeze_until(name, until, frozen_prefixes, trained_prefixes):
     model, info = _build(name)
     report = apply_policy(model, PolicyConfig(freeze_until=until), info)

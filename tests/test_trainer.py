@@ -5,10 +5,15 @@ from finetune.train import runtime as trainer_mod
 from finetune.train.runtime import resolve_device, resolve_precision
 
 
-@pytest.mark.parametrize("precision, bf16_cpu, expected", [
-    ("auto", False, "fp32"), ("auto", True, "fp32"), ("fp32", False, "fp32"),
-    ("bf16", True, "bf16"),
-])
+@pytest.mark.parametrize(
+    "precision, bf16_cpu, expected",
+    [
+        ("auto", False, "fp32"),
+        ("auto", True, "fp32"),
+        ("fp32", False, "fp32"),
+        ("bf16", True, "bf16"),
+    ],
+)
 def test_cpu_precision(monkeypatch, precision, bf16_cpu, expected):
     monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: bf16_cpu)
     assert resolve_precision(precision, torch.device("cpu")) == expected
@@ -33,6 +38,14 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 def test_non_finite_loss_stops_with_the_step(image_folder, fast_overrides):
     import finetune
 
-    with pytest.raises(FloatingPointError, match=r"non-finite training loss \(detected at step \d+\)"):
-        finetune.adapt("test_resnet", image_folder, verbose=False, lr=1e30, optimizer="sgd",
-                       **{**fast_overrides, "epochs": 2})
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite training loss \(detected at step \d+\)"
+    ):
+        finetune.adapt(
+            "test_resnet",
+            image_folder,
+            verbose=False,
+            lr=1e30,
+            optimizer="sgd",
+            **{**fast_overrides, "epochs": 2},
+        )

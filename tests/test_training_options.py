@@ -1,4 +1,5 @@
 """Issue 5 (part): each training option changes what it should."""
+
 import json
 import math
 import os
@@ -13,8 +14,15 @@ from finetune.train.optim import LRSchedule, build_optimizer
 
 
 def _run(folder, **extra):
-    base = dict(pretrained=False, epochs=2, img_size=32, batch_size=4, num_workers=0,
-                warmup_epochs=0.0, verbose=False)
+    base = dict(
+        pretrained=False,
+        epochs=2,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        warmup_epochs=0.0,
+        verbose=False,
+    )
     return finetune.adapt("test_resnet", folder, **{**base, **extra})
 
 
@@ -24,10 +32,12 @@ def _lines(result):
 
 def test_exponential_schedule_expresses_the_seeds_decay():
     model = torch.nn.Linear(2, 2)
-    cfg = OptimConfig(lr=0.01, schedule="exponential", decay_rate=math.exp(-1 / 10),
-                      warmup_epochs=0)
-    opt = build_optimizer([dict(params=list(model.parameters()), weight_decay=0.0,
-                                lr_scale=1.0, stage="head")], cfg)
+    cfg = OptimConfig(
+        lr=0.01, schedule="exponential", decay_rate=math.exp(-1 / 10), warmup_epochs=0
+    )
+    opt = build_optimizer(
+        [dict(params=list(model.parameters()), weight_decay=0.0, lr_scale=1.0, stage="head")], cfg
+    )
     sched = LRSchedule(opt, cfg, steps_per_epoch=5, epochs=30)
     for epoch in (0, 3, 12):
         sched.step_update(epoch * 5)
@@ -37,8 +47,9 @@ def test_exponential_schedule_expresses_the_seeds_decay():
 def test_step_schedule():
     model = torch.nn.Linear(2, 2)
     cfg = OptimConfig(lr=1.0, schedule="step", step_epochs=2, decay_rate=0.5, warmup_epochs=0)
-    opt = build_optimizer([dict(params=list(model.parameters()), weight_decay=0.0,
-                                lr_scale=1.0, stage="head")], cfg)
+    opt = build_optimizer(
+        [dict(params=list(model.parameters()), weight_decay=0.0, lr_scale=1.0, stage="head")], cfg
+    )
     sched = LRSchedule(opt, cfg, steps_per_epoch=10, epochs=6)
     lrs = []
     for step in (5, 25, 45):
@@ -54,22 +65,40 @@ def test_gradient_accumulation_takes_fewer_optimizer_steps(image_folder, tmp_pat
 
 
 def test_grad_clipping_bounds_the_update(image_folder, tmp_path):
-    clipped = _run(image_folder, output=str(tmp_path / "a"), clip_grad=1e-6, optimizer="sgd",
-                   lr=1.0, weight_decay=0.0, momentum=0.0)
+    clipped = _run(
+        image_folder,
+        output=str(tmp_path / "a"),
+        clip_grad=1e-6,
+        optimizer="sgd",
+        lr=1.0,
+        weight_decay=0.0,
+        momentum=0.0,
+    )
     torch.manual_seed(0)
     from finetune.models.backbones import load_backbone
 
     init, _ = load_backbone("test_resnet", pretrained=False)
-    delta = max(float((p - init.state_dict()[n]).abs().max())
-                for n, p in clipped.model.state_dict().items()
-                if n.startswith("layer") and n.endswith("conv1.weight"))
+    delta = max(
+        float((p - init.state_dict()[n]).abs().max())
+        for n, p in clipped.model.state_dict().items()
+        if n.startswith("layer") and n.endswith("conv1.weight")
+    )
     assert delta < 1e-5  # lr 1 x a gradient clipped to norm 1e-6, for a few steps
 
 
 def test_mixup_ema_drop_path_and_early_stopping(image_folder, tmp_path):
-    result = _run(image_folder, output=str(tmp_path / "r"), mixup=0.4, cutmix=1.0,
-                  mixup_off_epochs=1, ema=True, ema_decay=0.5, drop_path=0.1, epochs=4,
-                  patience=1)
+    result = _run(
+        image_folder,
+        output=str(tmp_path / "r"),
+        mixup=0.4,
+        cutmix=1.0,
+        mixup_off_epochs=1,
+        ema=True,
+        ema_decay=0.5,
+        drop_path=0.1,
+        epochs=4,
+        patience=1,
+    )
     lines = _lines(result)
     assert "val_accuracy_ema" in lines[0]
     assert (result.run_dir / "model_ema.safetensors").is_file()
@@ -98,8 +127,9 @@ def test_nan_skip_batch_keeps_training(image_folder, tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
 
 
-def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(image_folder, tmp_path,
-                                                                monkeypatch):
+def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(
+    image_folder, tmp_path, monkeypatch
+):
     from safetensors.torch import load_file
 
     from finetune.train.trainer import Trainer

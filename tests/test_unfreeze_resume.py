@@ -1,4 +1,5 @@
 """Issue 3: gradual unfreezing through a real run, and a resume across an unfreeze boundary."""
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -8,9 +9,21 @@ from finetune.train.trainer import Trainer
 
 
 def _run(image_folder, out, **extra):
-    return finetune.adapt("test_resnet", image_folder, verbose=False, pretrained=False,
-                          epochs=3, img_size=32, batch_size=4, num_workers=0, warmup_epochs=0.0,
-                          freeze_stages=4, unfreeze_at=(2, 3), output=str(out), **extra)
+    return finetune.adapt(
+        "test_resnet",
+        image_folder,
+        verbose=False,
+        pretrained=False,
+        epochs=3,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        warmup_epochs=0.0,
+        freeze_stages=4,
+        unfreeze_at=(2, 3),
+        output=str(out),
+        **extra,
+    )
 
 
 def test_unfreezing_adds_param_groups_at_the_scheduled_epochs(image_folder, tmp_path):
@@ -25,7 +38,8 @@ def test_unfreezing_adds_param_groups_at_the_scheduled_epochs(image_folder, tmp_
 
 @pytest.mark.parametrize("crash_epoch", [2, 3])  # before the first / the second thaw
 def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
-        image_folder, tmp_path, monkeypatch, crash_epoch):
+    image_folder, tmp_path, monkeypatch, crash_epoch
+):
     reference = _run(image_folder, tmp_path / "ref")
 
     real_thaw = Trainer.thaw

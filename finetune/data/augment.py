@@ -12,6 +12,7 @@ were evaluated. Mean, std and interpolation always come from the backbone.
 Example:
     >>> train_tf = build_transform(info, DataConfig(img_size=128), training=True)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import random
@@ -22,8 +23,13 @@ from PIL import Image
 from ..config import DataConfig
 from ..models.info import BackboneInfo
 
-__all__ = ["build_transform", "build_band_transform", "build_eval_transform", "resolve_img_size",
-           "RandomDihedral"]
+__all__ = [
+    "build_transform",
+    "build_band_transform",
+    "build_eval_transform",
+    "resolve_img_size",
+    "RandomDihedral",
+]
 
 
 def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
@@ -34,10 +40,16 @@ def resolve_img_size(info: BackboneInfo, img_size: Optional[int]) -> int:
 class RandomDihedral:
     """One of the 8 symmetries of the square (4 rotations x optional mirror), uniformly."""
 
-    OPS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
-           Image.Transpose.ROTATE_270, Image.Transpose.FLIP_LEFT_RIGHT,
-           Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.TRANSPOSE,
-           Image.Transpose.TRANSVERSE)
+    OPS = (
+        None,
+        Image.Transpose.ROTATE_90,
+        Image.Transpose.ROTATE_180,
+        Image.Transpose.ROTATE_270,
+        Image.Transpose.FLIP_LEFT_RIGHT,
+        Image.Transpose.FLIP_TOP_BOTTOM,
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.TRANSVERSE,
+    )
 
     def __call__(self, img: Image.Image) -> Image.Image:
         op = random.choice(self.OPS)
@@ -47,8 +59,9 @@ class RandomDihedral:
         return "RandomDihedral()"
 
 
-def build_transform(info: BackboneInfo, data: Optional[DataConfig] = None, *, training: bool,
-                    uint8: bool = False):
+def build_transform(
+    info: BackboneInfo, data: Optional[DataConfig] = None, *, training: bool, uint8: bool = False
+):
     """The train or eval transform for ``info``'s preprocessing and ``data``'s augmentation.
 
     ``uint8=True`` (training only) ends in a uint8 tensor instead of a normalised float one; the
@@ -60,17 +73,29 @@ def build_transform(info: BackboneInfo, data: Optional[DataConfig] = None, *, tr
 
     data = data or DataConfig()
     size = resolve_img_size(info, data.img_size)
-    common = dict(input_size=(3, size, size), interpolation=info.interpolation, mean=info.mean,
-                  std=info.std, crop_pct=info.crop_pct, crop_mode="center")
+    common = dict(
+        input_size=(3, size, size),
+        interpolation=info.interpolation,
+        mean=info.mean,
+        std=info.std,
+        crop_pct=info.crop_pct,
+        crop_mode="center",
+    )
     if not training:
         return create_transform(is_training=False, **common)
     trivial = data.auto_augment == "trivialaugment"
     jitter = (data.color_jitter,) * 3 + ((data.hue_jitter,) if data.hue_jitter else ())
     tf = create_transform(
-        is_training=True, scale=(data.min_crop_scale, 1.0), hflip=data.hflip, vflip=data.vflip,
+        is_training=True,
+        scale=(data.min_crop_scale, 1.0),
+        hflip=data.hflip,
+        vflip=data.vflip,
         color_jitter=None if trivial or not (data.color_jitter or data.hue_jitter) else jitter,
-        auto_augment=None if trivial else data.auto_augment, re_prob=data.random_erasing,
-        use_prefetcher=uint8 and not data.random_erasing, **common)
+        auto_augment=None if trivial else data.auto_augment,
+        re_prob=data.random_erasing,
+        use_prefetcher=uint8 and not data.random_erasing,
+        **common,
+    )
     steps = list(tf.transforms)
     if trivial:  # after crop and flips, before the tensor conversion, as in torchvision
         at = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
@@ -102,15 +127,20 @@ def build_band_transform(info: BackboneInfo, data: DataConfig, *, training: bool
     size = resolve_img_size(info, data.img_size)
     norm = v2.Normalize(list(info.mean), list(info.std))
     if not training:
-        return v2.Compose([v2.Resize(int(size / info.crop_pct), antialias=True),
-                           v2.CenterCrop(size), norm])
+        return v2.Compose(
+            [v2.Resize(int(size / info.crop_pct), antialias=True), v2.CenterCrop(size), norm]
+        )
     steps = []
     if data.rotate:
         steps.append(v2.RandomRotation(data.rotate))
     if data.dihedral:
         steps.append(_TensorDihedral())
-    steps += [v2.RandomResizedCrop(size, scale=(data.min_crop_scale, 1.0), antialias=True),
-              v2.RandomHorizontalFlip(data.hflip), v2.RandomVerticalFlip(data.vflip), norm]
+    steps += [
+        v2.RandomResizedCrop(size, scale=(data.min_crop_scale, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(data.hflip),
+        v2.RandomVerticalFlip(data.vflip),
+        norm,
+    ]
     return v2.Compose(steps)
 
 

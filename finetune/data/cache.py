@@ -16,6 +16,7 @@ Example:
     >>> cache = ImageCache.build(paths, prepare=downsizer(160), key="train160")  # doctest: +SKIP
     >>> cache.image(0).size  # a PIL image whose shorter side is 160 px  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,6 +46,7 @@ def cache_side(img_size: int, crop_pct: float) -> int:
 
 def downsizer(side: int) -> Callable[[str], np.ndarray]:
     """Prepare a training image: shorter side down to ``side`` px (never up)."""
+
     def prepare(path: str) -> np.ndarray:
         img = load_image(path)
         scale = side / min(img.size)
@@ -52,14 +54,17 @@ def downsizer(side: int) -> Callable[[str], np.ndarray]:
             size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
             img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
         return np.asarray(img, dtype=np.uint8)
+
     prepare.key = f"downsize{side}"
     return prepare
 
 
 def eval_preparer(pil_steps) -> Callable[[str], np.ndarray]:
     """Prepare an evaluation image: the PIL part of the evaluation transform (resize, crop)."""
+
     def prepare(path: str) -> np.ndarray:
         return np.asarray(pil_steps(load_image(path)), dtype=np.uint8)
+
     prepare.key = repr(pil_steps)
     return prepare
 
@@ -77,14 +82,21 @@ def split_transform(transform):
 class ImageCache:
     """Downsized RGB images by index; see the module docstring."""
 
-    def __init__(self, arrays=None, flat=None, index=None, mode: str = "none",
-                 paths: Sequence[str] = ()):
+    def __init__(
+        self, arrays=None, flat=None, index=None, mode: str = "none", paths: Sequence[str] = ()
+    ):
         self.arrays, self.flat, self.index, self.mode = arrays, flat, index, mode
         self.paths = list(paths)
 
     @classmethod
-    def build(cls, paths: Sequence[str], *, prepare: Callable[[str], np.ndarray],
-              mode: str = "auto", side: int = 0) -> "ImageCache":
+    def build(
+        cls,
+        paths: Sequence[str],
+        *,
+        prepare: Callable[[str], np.ndarray],
+        mode: str = "auto",
+        side: int = 0,
+    ) -> "ImageCache":
         """Prepare every image now; ``side`` (px) sizes the memory estimate for ``auto``."""
         paths = list(paths)
         if mode == "none" or not paths:
@@ -108,9 +120,11 @@ class ImageCache:
             need = _estimate_bytes(paths, side)
             free = shutil.disk_usage(folder).free
             if need > free * 0.9:
-                raise OSError(f"image cache: ~{need / 2**30:.1f} GiB needed in {folder}, "
-                              f"{free / 2**30:.1f} GiB free; use --cache-images none or free "
-                              "disk space (FINETUNE_CACHE moves the cache)")
+                raise OSError(
+                    f"image cache: ~{need / 2**30:.1f} GiB needed in {folder}, "
+                    f"{free / 2**30:.1f} GiB free; use --cache-images none or free "
+                    "disk space (FINETUNE_CACHE moves the cache)"
+                )
             index, offset = [], 0
             with atomic_path(data_file) as tmp:
                 with open(tmp, "wb") as f:  # streamed: never all images in memory at once
@@ -134,14 +148,16 @@ class ImageCache:
             offset, h, w, c = self.index[i]
             if h == 0:
                 return None
-            return Image.fromarray(np.asarray(self.flat[offset:offset + h * w * c])
-                                   .reshape(h, w, c))
+            return Image.fromarray(
+                np.asarray(self.flat[offset : offset + h * w * c]).reshape(h, w, c)
+            )
         return None
 
 
 def _decode_iter(paths: list[str], prepare):
     """Prepared arrays in order (None for a file that fails), decoded by threads in chunks so
     that only a bounded number are held at once."""
+
     def safe(path):
         try:
             return prepare(path)
@@ -150,8 +166,9 @@ def _decode_iter(paths: list[str], prepare):
 
     chunk = 256
     with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-        chunks = (pool.map(safe, paths[start:start + chunk])
-                  for start in range(0, len(paths), chunk))
+        chunks = (
+            pool.map(safe, paths[start : start + chunk]) for start in range(0, len(paths), chunk)
+        )
         yield from track((a for c in chunks for a in c), "Caching images", total=len(paths))
 
 

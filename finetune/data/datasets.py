@@ -23,8 +23,15 @@ if TYPE_CHECKING:
     from ..config import FinetuneConfig
     from ..models.info import BackboneInfo
 
-__all__ = ["ImageFileDataset", "build_loader", "build_loaders", "class_balance", "scan_data", "build_datasets",
-           "default_num_workers"]
+__all__ = [
+    "ImageFileDataset",
+    "build_loader",
+    "build_loaders",
+    "class_balance",
+    "scan_data",
+    "build_datasets",
+    "default_num_workers",
+]
 
 
 class ImageFileDataset:
@@ -34,15 +41,23 @@ class ImageFileDataset:
     sample with a warning naming it, unless ``strict``; an epoch never dies on one bad image.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable, *, strict: bool = False,
-                 cache=None, prepare: Callable | None = None, num_classes: int = 0,
-                 loader: Callable = load_image):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Callable,
+        *,
+        strict: bool = False,
+        cache=None,
+        prepare: Callable | None = None,
+        num_classes: int = 0,
+        loader: Callable = load_image,
+    ):
         self.num_classes = num_classes  # > 0: labels are tuples, returned as multi-hot vectors
-        self.loader = loader            # load_image (RGB) or a multi-band reader
+        self.loader = loader  # load_image (RGB) or a multi-band reader
         self.samples = list(samples)
         self.transform = transform
         self.strict = strict
-        self.cache = cache      # ImageCache of prepared images, or None
+        self.cache = cache  # ImageCache of prepared images, or None
         self.prepare = prepare  # what the cache applied (eval resize/crop), for uncached files
 
     def _image(self, i: int):
@@ -74,11 +89,13 @@ class ImageFileDataset:
                 warnings.warn(f"skipping unreadable image {path}: {e}")
         raise DataError("no readable image left in the dataset")
 
+
 def default_num_workers() -> int:
     """Loader workers: none on <= 2 cores (decoding in workers would steal the cores the model
     needs; measured in bench/), else half the cores up to 8."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 0 if (cores or 1) <= 2 else min(8, (cores or 1) // 2)
+
 
 def _ignore_sigint(_worker_id: int) -> None:
     # Ctrl-C is the main process's to handle (it stops at a step boundary and saves); workers
@@ -87,9 +104,19 @@ def _ignore_sigint(_worker_id: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int = -1,
-                 seed: int = 0, pin_memory: bool = False, sample_weights=None,
-                 world: int = 1, rank: int = 0):
+
+def build_loader(
+    dataset,
+    *,
+    batch_size: int,
+    training: bool,
+    num_workers: int = -1,
+    seed: int = 0,
+    pin_memory: bool = False,
+    sample_weights=None,
+    world: int = 1,
+    rank: int = 0,
+):
     """A DataLoader with the project's defaults: for training a seeded shuffle by epoch
     (a ``DistributedSampler``, also with one process, so that N processes with batch b see
     exactly the batches one process with batch N*b sees; the Trainer calls ``set_epoch``), or
@@ -102,19 +129,30 @@ def build_loader(dataset, *, batch_size: int, training: bool, num_workers: int =
     sampler = None
     if training and sample_weights is not None:
         if world > 1:
-            raise ValueError("data.sampler=balanced is not supported with several processes yet; "
-                             "use --class-weights auto")
+            raise ValueError(
+                "data.sampler=balanced is not supported with several processes yet; "
+                "use --class-weights auto"
+            )
         sampler = torch.utils.data.WeightedRandomSampler(
-            sample_weights, num_samples=len(dataset), replacement=True, generator=generator)
+            sample_weights, num_samples=len(dataset), replacement=True, generator=generator
+        )
     elif training:
-        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                                      shuffle=True, seed=seed)
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
+        )
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, sampler=sampler, generator=generator,
-        num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        sampler=sampler,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
         worker_init_fn=_ignore_sigint if workers else None,
         drop_last=training and len(dataset) > batch_size * world,
     )
+
 
 def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
     """(loss class weights or None, training sample weights or None) for the imbalance options:
@@ -125,13 +163,17 @@ def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
     if data.multilabel:
         # BCE pos_weight: negatives per positive of each label; a sample weighs as its rarest label
         n = len(data.train)
-        loss_weights = ((n - counts) / counts.clamp(min=1)).float() \
-            if cfg.data.class_weights == "auto" else None
+        loss_weights = (
+            ((n - counts) / counts.clamp(min=1)).float()
+            if cfg.data.class_weights == "auto"
+            else None
+        )
         inverse = n / counts.clamp(min=1)
         # images without any label are a group of their own, weighted like a label
         empty = sum(1 for _, y in data.train if not y)
-        per_sample = [max((float(inverse[c]) for c in y), default=n / max(empty, 1))
-                      for _, y in data.train]
+        per_sample = [
+            max((float(inverse[c]) for c in y), default=n / max(empty, 1)) for _, y in data.train
+        ]
     else:
         inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
         loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
@@ -140,6 +182,7 @@ def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
     if cfg.data.sampler == "balanced":
         sample_weights = torch.tensor(per_sample, dtype=torch.float64)
     return loss_weights, sample_weights
+
 
 # bands of a PIL mode as the model sees it (palette and CMYK images are converted to RGB)
 BAND_COUNTS = {"L": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3, "CMYK": 3, "I": 1, "F": 1}
@@ -153,19 +196,25 @@ def _check_bands(data: DataInfo, in_chans) -> None:
         if check.problem:
             continue
         match = re.match(r"(\d+)-band ", check.mode)
-        counts[path] = int(match.group(1)) if match else \
-            BAND_COUNTS.get(check.mode.split(";")[0], 3)
+        counts[path] = (
+            int(match.group(1)) if match else BAND_COUNTS.get(check.mode.split(";")[0], 3)
+        )
     banded = sorted({n for n in counts.values() if n > 3})
     if in_chans in (None, 3):
         if banded:
             example = next(p for p, n in counts.items() if n == banded[-1])
-            raise DataError(f"{example}: a {banded[-1]}-band image; an RGB model would see a "
-                            f"mangled version of it. Set --in-chans {banded[-1]} (data.in_chans)")
+            raise DataError(
+                f"{example}: a {banded[-1]}-band image; an RGB model would see a "
+                f"mangled version of it. Set --in-chans {banded[-1]} (data.in_chans)"
+            )
         return
     short = [(p, n) for p, n in counts.items() if 1 < n < in_chans]
     if short:
-        raise DataError(f"{short[0][0]}: {short[0][1]} bands, but --in-chans is {in_chans}; "
-                        f"{len(short)} files have fewer bands than that")
+        raise DataError(
+            f"{short[0][0]}: {short[0][1]} bands, but --in-chans is {in_chans}; "
+            f"{len(short)} files have fewer bands than that"
+        )
+
 
 def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
     """Classes and splits of a folder or CSV manifest (every image checked) or of a torch
@@ -175,17 +224,32 @@ def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
     scan = scan_folder
     if str(dataset).lower().endswith(".csv"):
         from .manifest import scan_csv as scan
-    data = scan(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed,
-                strict=cfg.data.strict, max_pixels=cfg.data.max_pixels)
+    data = scan(
+        dataset,
+        val_split=cfg.data.val_split,
+        seed=cfg.train.seed,
+        strict=cfg.data.strict,
+        max_pixels=cfg.data.max_pixels,
+    )
     _check_bands(data, cfg.data.in_chans)
-    problems = [f"{n} {what}" for n, what in (
-        (len(data.skipped), "unreadable files skipped"), (len(data.suspicious), "suspicious"),
-        (len(data.duplicates), "duplicated across splits")) if n]
-    emit("info", f"data {data.root} ({data.layout}): {data.num_classes} classes; "
-         + "; ".join(f"{split} {sum(c)}" for split, c in data.counts().items())
-         + "".join(f"; {p}" for p in problems)
-         + f" (scan {data.scan_seconds:.1f} s, {data.cache_hits} cached; "
-         "'finetune scan' shows the full report)", warn=bool(problems))
+    problems = [
+        f"{n} {what}"
+        for n, what in (
+            (len(data.skipped), "unreadable files skipped"),
+            (len(data.suspicious), "suspicious"),
+            (len(data.duplicates), "duplicated across splits"),
+        )
+        if n
+    ]
+    emit(
+        "info",
+        f"data {data.root} ({data.layout}): {data.num_classes} classes; "
+        + "; ".join(f"{split} {sum(c)}" for split, c in data.counts().items())
+        + "".join(f"; {p}" for p in problems)
+        + f" (scan {data.scan_seconds:.1f} s, {data.cache_hits} cached; "
+        "'finetune scan' shows the full report)",
+        warn=bool(problems),
+    )
     return data
 
 
@@ -193,34 +257,52 @@ def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
     import torch
 
     if not isinstance(dataset, torch.utils.data.Dataset):
-        raise TypeError("dataset must be a folder path or a torch Dataset, "
-                        f"got {type(dataset).__name__}")
+        raise TypeError(
+            f"dataset must be a folder path or a torch Dataset, got {type(dataset).__name__}"
+        )
     if len(dataset) == 0:
         raise DataError(f"{type(dataset).__name__} is empty; a dataset needs labelled images")
     labels = getattr(dataset, "targets", None)
     if labels is None:
         labels = [int(dataset[i][1]) for i in range(len(dataset))]
     labels = [int(y) for y in labels]
-    classes = tuple(getattr(dataset, "classes", None) or
-                    [str(i) for i in range(max(labels) + 1)])
+    classes = tuple(getattr(dataset, "classes", None) or [str(i) for i in range(max(labels) + 1)])
     bad = sorted({y for y in labels if not 0 <= y < len(classes)})
     if bad:
-        raise DataError(f"{type(dataset).__name__}: labels {bad[:5]} are outside 0..{len(classes) - 1}"
-                        f" ({len(classes)} classes: {', '.join(classes[:5])}...)")
+        raise DataError(
+            f"{type(dataset).__name__}: labels {bad[:5]} are outside 0..{len(classes) - 1}"
+            f" ({len(classes)} classes: {', '.join(classes[:5])}...)"
+        )
     if len(set(labels)) < 2:
-        raise DataError(f"{type(dataset).__name__}: all images have label {labels[0]}; a "
-                        "classifier needs at least two classes")
-    train_idx, val_idx = stratified_split(list(enumerate(labels)), cfg.data.val_split,
-                                           cfg.train.seed)
-    data = DataInfo(root=f"<{type(dataset).__name__}>", layout="dataset", classes=classes,
-                    train=tuple(train_idx), val=tuple(val_idx))
-    emit("info", f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; "
-         f"val {len(val_idx)}")
+        raise DataError(
+            f"{type(dataset).__name__}: all images have label {labels[0]}; a "
+            "classifier needs at least two classes"
+        )
+    train_idx, val_idx = stratified_split(
+        list(enumerate(labels)), cfg.data.val_split, cfg.train.seed
+    )
+    data = DataInfo(
+        root=f"<{type(dataset).__name__}>",
+        layout="dataset",
+        classes=classes,
+        train=tuple(train_idx),
+        val=tuple(val_idx),
+    )
+    emit(
+        "info",
+        f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; val {len(val_idx)}",
+    )
     return data
 
 
-def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "BackboneInfo", *,
-                   train_augment: bool = True):
+def build_datasets(
+    dataset,
+    data: DataInfo,
+    cfg: "FinetuneConfig",
+    info: "BackboneInfo",
+    *,
+    train_augment: bool = True,
+):
     """(train, val, test or None) datasets with the backbone's preprocessing; training images
     get the evaluation transform when ``train_augment`` is False (cached features)."""
     from .augment import build_transform, resolve_img_size
@@ -229,8 +311,11 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
     train_tf = build_transform(info, cfg.data, training=train_augment, uint8=train_augment)
     eval_tf = build_transform(info, cfg.data, training=False)
     if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
-        return (_IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
-                _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf), None)
+        return (
+            _IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
+            _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf),
+            None,
+        )
     mode, size = cfg.data.cache_images, resolve_img_size(info, cfg.data.img_size)
     common = dict(strict=cfg.data.strict, num_classes=data.num_classes if data.multilabel else 0)
     if cfg.data.in_chans not in (None, 3):  # multi-band: float tensors, no uint8 image cache
@@ -241,16 +326,19 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
         bands = dict(loader=partial(load_bands, channels=cfg.data.in_chans), **common)
         train_bt = build_band_transform(info, cfg.data, training=train_augment)
         eval_bt = build_band_transform(info, cfg.data, training=False)
-        return (ImageFileDataset(data.train, train_bt, **bands),
-                ImageFileDataset(data.val, eval_bt, **bands),
-                ImageFileDataset(data.test, eval_bt, **bands) if data.test else None)
+        return (
+            ImageFileDataset(data.train, train_bt, **bands),
+            ImageFileDataset(data.val, eval_bt, **bands),
+            ImageFileDataset(data.test, eval_bt, **bands) if data.test else None,
+        )
 
     def make_eval(samples):
         if mode == "none":
             return ImageFileDataset(samples, eval_tf, **common)
         pil, tensor = split_transform(eval_tf)
-        cache = ImageCache.build([p for p, _ in samples], prepare=eval_preparer(pil), mode=mode,
-                                 side=size)
+        cache = ImageCache.build(
+            [p for p, _ in samples], prepare=eval_preparer(pil), mode=mode, side=size
+        )
         return ImageFileDataset(samples, tensor, cache=cache, prepare=pil, **common)
 
     def make_train(samples):
@@ -259,12 +347,17 @@ def build_datasets(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "Backbo
         if mode == "none":
             return ImageFileDataset(samples, train_tf, **common)
         side = cache_side(size, info.crop_pct)
-        cache = ImageCache.build([p for p, _ in samples], prepare=downsizer(side), mode=mode,
-                                 side=side)
+        cache = ImageCache.build(
+            [p for p, _ in samples], prepare=downsizer(side), mode=mode, side=side
+        )
         return ImageFileDataset(samples, train_tf, cache=cache, **common)
 
-    return (make_train(data.train), make_eval(data.val),
-            make_eval(data.test) if data.test else None)
+    return (
+        make_train(data.train),
+        make_eval(data.val),
+        make_eval(data.test) if data.test else None,
+    )
+
 
 class _IndexedDataset:
     """A subset of a user's dataset with our transform applied to PIL images."""
@@ -284,19 +377,39 @@ class _IndexedDataset:
         return image, int(label)
 
 
-def build_loaders(dataset, data: DataInfo, cfg: "FinetuneConfig", info: "BackboneInfo", *,
-                  pin_memory: bool = False, world: int = 1, rank: int = 0) -> dict:
+def build_loaders(
+    dataset,
+    data: DataInfo,
+    cfg: "FinetuneConfig",
+    info: "BackboneInfo",
+    *,
+    pin_memory: bool = False,
+    world: int = 1,
+    rank: int = 0,
+) -> dict:
     """``{"train", "val", "test"}`` loaders of a run (splits without images left out). With
     ``cache_features`` the training split gets the evaluation transform and no shuffle: its
     features are computed once."""
     cached = cfg.train.cache_features
-    splits = dict(zip(("train", "val", "test"),
-                      build_datasets(dataset, data, cfg, info, train_augment=not cached)))
+    splits = dict(
+        zip(
+            ("train", "val", "test"),
+            build_datasets(dataset, data, cfg, info, train_augment=not cached),
+        )
+    )
     _, sample_weights = class_balance(data, cfg)
-    return {name: build_loader(ds, batch_size=cfg.data.batch_size,
-                               training=name == "train" and not cached,
-                               num_workers=cfg.data.num_workers, seed=cfg.train.seed,
-                               pin_memory=pin_memory,
-                               sample_weights=sample_weights if name == "train" else None,
-                               world=world, rank=rank)
-            for name, ds in splits.items() if ds}
+    return {
+        name: build_loader(
+            ds,
+            batch_size=cfg.data.batch_size,
+            training=name == "train" and not cached,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.train.seed,
+            pin_memory=pin_memory,
+            sample_weights=sample_weights if name == "train" else None,
+            world=world,
+            rank=rank,
+        )
+        for name, ds in splits.items()
+        if ds
+    }

@@ -30,8 +30,14 @@ from ..errors import DataError
 from .images import IMG_EXTENSIONS
 from .scan import DEFAULT_MAX_PIXELS, check_files
 
-__all__ = ["DataInfo", "SPLITS", "scan_folder", "screen", "cross_split_duplicates",
-           "stratified_split"]
+__all__ = [
+    "DataInfo",
+    "SPLITS",
+    "scan_folder",
+    "screen",
+    "cross_split_duplicates",
+    "stratified_split",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -41,7 +47,7 @@ Sample = tuple[str, int]
 @dataclass(frozen=True)
 class DataInfo:
     root: str
-    layout: str                     # "splits" (train/val[/test] folders) or "classes"
+    layout: str  # "splits" (train/val[/test] folders) or "classes"
     classes: tuple[str, ...]
     train: tuple[Sample, ...]
     val: tuple[Sample, ...]
@@ -65,13 +71,20 @@ class DataInfo:
             samples = getattr(self, split)
             if samples:
                 has = (lambda y, c: c in y) if self.multilabel else (lambda y, c: y == c)
-                out[split] = [sum(1 for _, y in samples if has(y, c))
-                              for c in range(self.num_classes)]
+                out[split] = [
+                    sum(1 for _, y in samples if has(y, c)) for c in range(self.num_classes)
+                ]
         return out
 
-def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
-                strict: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> DataInfo:
+
+def scan_folder(
+    root: str | os.PathLike,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    strict: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DataInfo:
     """Find classes and images, split them, and check every image decodes.
 
     Raises:
@@ -91,8 +104,10 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
             split_classes = _class_folders(root / split, require=False)
             unknown = sorted(set(split_classes) - set(classes))
             if unknown:
-                raise DataError(f"{root / split}: classes {unknown} are not in {base}; "
-                                f"every {split} class needs a train folder")
+                raise DataError(
+                    f"{root / split}: classes {unknown} are not in {base}; "
+                    f"every {split} class needs a train folder"
+                )
             split_files[split] = _list_images(root / split, split_classes, classes)
     all_files = [p for samples in split_files.values() for p, _ in samples]
     t0 = time.perf_counter()
@@ -102,19 +117,31 @@ def scan_folder(root: str | os.PathLike, *, val_split: float = 0.2, seed: int = 
     _check_classes_nonempty(base, classes, split_files["train"])
     if "val" not in split_files:
         split_files["train"], split_files["val"] = stratified_split(
-            split_files["train"], val_split, seed)
+            split_files["train"], val_split, seed
+        )
     duplicates = cross_split_duplicates(split_files, checks)
     if duplicates:
-        warnings.warn(f"{len(duplicates)} images have an identical copy in another split (e.g. "
-                      f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
-                      "accuracy: remove the copies", stacklevel=2)
+        warnings.warn(
+            f"{len(duplicates)} images have an identical copy in another split (e.g. "
+            f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
+            "accuracy: remove the copies",
+            stacklevel=2,
+        )
     return DataInfo(
-        root=str(root), layout=layout, classes=tuple(classes),
-        train=tuple(split_files["train"]), val=tuple(split_files["val"]),
-        test=tuple(split_files.get("test", ())), skipped=tuple(sorted(bad.items())),
-        suspicious=tuple(sorted(odd.items())), duplicates=tuple(duplicates),
-        checks=checks, scan_seconds=time.perf_counter() - t0, cache_hits=hits,
+        root=str(root),
+        layout=layout,
+        classes=tuple(classes),
+        train=tuple(split_files["train"]),
+        val=tuple(split_files["val"]),
+        test=tuple(split_files.get("test", ())),
+        skipped=tuple(sorted(bad.items())),
+        suspicious=tuple(sorted(odd.items())),
+        duplicates=tuple(duplicates),
+        checks=checks,
+        scan_seconds=time.perf_counter() - t0,
+        cache_hits=hits,
     )
+
 
 def screen(checks: dict, strict: bool) -> tuple[dict[str, str], dict[str, str]]:
     """(bad files, suspicious files) of a scan: ``strict`` turns either into an error, otherwise
@@ -123,12 +150,15 @@ def screen(checks: dict, strict: bool) -> tuple[dict[str, str], dict[str, str]]:
     odd = {p: c.warning for p, c in checks.items() if c.warning and not c.problem}
     if (bad or odd) and strict:
         path, reason = next(iter({**bad, **odd}.items()))
-        raise DataError(f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
-                        f"({reason}); remove or fix it, or drop --strict to skip bad images "
-                        f"({len(bad)} bad, {len(odd)} suspicious)")
+        raise DataError(
+            f"{path}: {'unreadable image' if path in bad else 'suspicious file'} "
+            f"({reason}); remove or fix it, or drop --strict to skip bad images "
+            f"({len(bad)} bad, {len(odd)} suspicious)"
+        )
     for path, reason in bad.items():
         warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=3)
     return bad, odd
+
 
 def cross_split_duplicates(split_files, checks) -> list[tuple[str, str]]:
     """Pairs of files with the same bytes in different splits (first seen, duplicate)."""
@@ -142,18 +172,25 @@ def cross_split_duplicates(split_files, checks) -> list[tuple[str, str]]:
             seen.setdefault(digest, (path, split))
     return pairs
 
+
 def _class_folders(base: Path, require: bool = True) -> list[str]:
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if require and len(classes) == 0:
-        raise DataError(f"{base}: no class folders found; expected {base}/<class>/<image> "
-                        f"or {base}/train/<class>/<image>")
+        raise DataError(
+            f"{base}: no class folders found; expected {base}/<class>/<image> "
+            f"or {base}/train/<class>/<image>"
+        )
     if require and len(classes) == 1:
-        raise DataError(f"{base}: only one class folder ('{classes[0]}'); a classifier needs at "
-                        "least two classes, each in its own folder")
+        raise DataError(
+            f"{base}: only one class folder ('{classes[0]}'); a classifier needs at "
+            "least two classes, each in its own folder"
+        )
     return classes
 
-def _list_images(base: Path, classes: Sequence[str], index_of: Sequence[str] | None = None
-                 ) -> list[Sample]:
+
+def _list_images(
+    base: Path, classes: Sequence[str], index_of: Sequence[str] | None = None
+) -> list[Sample]:
     index = {c: i for i, c in enumerate(index_of or classes)}
     samples = []
     for c in classes:
@@ -166,16 +203,21 @@ def _list_images(base: Path, classes: Sequence[str], index_of: Sequence[str] | N
         _check_classes_nonempty(base, classes, samples)
     return samples
 
+
 def _check_classes_nonempty(base: Path, classes: Sequence[str], samples: Sequence[Sample]):
     counts = np.bincount([y for _, y in samples], minlength=len(classes))
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty:
-        raise DataError(f"{base / empty[0]}: class folder has no readable images "
-                        f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
-                        + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else ""))
+        raise DataError(
+            f"{base / empty[0]}: class folder has no readable images "
+            f"({', '.join(IMG_EXTENSIONS)}); add images or remove the folder"
+            + (f" (also empty: {', '.join(empty[1:])})" if len(empty) > 1 else "")
+        )
 
-def stratified_split(samples: Sequence[Sample], val_split: float, seed: int
-                     ) -> tuple[list[Sample], list[Sample]]:
+
+def stratified_split(
+    samples: Sequence[Sample], val_split: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
     """Split ``(item, label)`` pairs per label with a seeded shuffle; sorted outputs."""
     rng = random.Random(seed)
     train, val = [], []

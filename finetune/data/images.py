@@ -34,6 +34,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         img.load()
         return to_rgb(img)
 
+
 def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit/float data: scale to 8 bit instead of PIL's clipping convert("L"). 16-bit modes
@@ -51,6 +52,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB") if img.mode != "RGB" else img
 
+
 def walk_images(inputs: Sequence[str | os.PathLike]):
     for item in inputs:
         path = Path(item)
@@ -64,6 +66,7 @@ def walk_images(inputs: Sequence[str | os.PathLike]):
             yield path
         else:
             raise FileNotFoundError(f"image or folder not found: {path}")
+
 
 def load_bands(path: str | os.PathLike, channels: int):
     """Read an image as a float32 tensor (channels, H, W) in [0, 1], keeping every band.

@@ -14,6 +14,7 @@ Example:
     >>> info.multilabel, info.classes[:2]  # doctest: +SKIP
     (True, ('Atelectasis', 'Cardiomegaly'))
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,9 +32,14 @@ __all__ = ["scan_csv", "NO_LABEL"]
 NO_LABEL = ("", "no finding", "none")  # case-insensitive cells meaning "no label"
 
 
-def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int = 0,
-             strict: bool = False,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> DataInfo:
+def scan_csv(
+    csv_path: str | os.PathLike,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    strict: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DataInfo:
     """Read a manifest, check every image (as ``scan_folder`` does) and split it."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -42,8 +48,10 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
     base = csv_path.parent
     classes = sorted({c for _, labels, _ in rows for c in labels})
     if len(classes) < 2 and not (multilabel and classes):
-        raise DataError(f"{csv_path}: {len(classes)} distinct label(s) ({', '.join(classes)}); a "
-                        "classifier needs at least two classes")
+        raise DataError(
+            f"{csv_path}: {len(classes)} distinct label(s) ({', '.join(classes)}); a "
+            "classifier needs at least two classes"
+        )
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list] = {s: [] for s in SPLITS}
     missing = []
@@ -56,8 +64,10 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
         samples[split or "train"].append((path, ids if multilabel else ids[0]))
     if missing:
         line, path = missing[0]
-        message = (f"{csv_path}:{line}: image not found: {path} ({len(missing)} missing; paths "
-                   "are relative to the CSV's folder)")
+        message = (
+            f"{csv_path}:{line}: image not found: {path} ({len(missing)} missing; paths "
+            "are relative to the CSV's folder)"
+        )
         if strict or len(missing) == len(rows):
             raise DataError(message)
         warnings.warn(message, stacklevel=2)
@@ -70,22 +80,35 @@ def scan_csv(csv_path: str | os.PathLike, *, val_split: float = 0.2, seed: int =
         raise DataError(f"{csv_path}: no readable training images")
     has_split_column = any(split for _, _, split in rows)
     if not samples["val"] and not has_split_column:
-        keyed = [((p, y), y[0] if multilabel and y else (-1 if multilabel else y))
-                 for p, y in samples["train"]]
+        keyed = [
+            ((p, y), y[0] if multilabel and y else (-1 if multilabel else y))
+            for p, y in samples["train"]
+        ]
         train, val = stratified_split(keyed, val_split, seed)
         samples["train"], samples["val"] = [s for s, _ in train], [s for s, _ in val]
     duplicates = cross_split_duplicates(samples, checks)
     if duplicates:
-        warnings.warn(f"{len(duplicates)} images have an identical copy in another split (e.g. "
-                      f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
-                      "accuracy: remove the copies", stacklevel=2)
-    return DataInfo(root=str(csv_path), layout="csv", classes=tuple(classes),
-                    train=tuple(samples["train"]), val=tuple(samples["val"]),
-                    test=tuple(samples["test"]), skipped=tuple(sorted(bad.items())),
-                    suspicious=tuple(sorted(odd.items())), duplicates=tuple(duplicates),
-                    checks=checks,
-                    scan_seconds=time.perf_counter() - t0, cache_hits=hits,
-                    multilabel=multilabel)
+        warnings.warn(
+            f"{len(duplicates)} images have an identical copy in another split (e.g. "
+            f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
+            "accuracy: remove the copies",
+            stacklevel=2,
+        )
+    return DataInfo(
+        root=str(csv_path),
+        layout="csv",
+        classes=tuple(classes),
+        train=tuple(samples["train"]),
+        val=tuple(samples["val"]),
+        test=tuple(samples["test"]),
+        skipped=tuple(sorted(bad.items())),
+        suspicious=tuple(sorted(odd.items())),
+        duplicates=tuple(duplicates),
+        checks=checks,
+        scan_seconds=time.perf_counter() - t0,
+        cache_hits=hits,
+        multilabel=multilabel,
+    )
 
 
 def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], bool]:
@@ -94,25 +117,37 @@ def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], 
         fields = [h.strip() for h in reader.fieldnames or []]
         reader.fieldnames = fields
         if "path" not in fields or not ({"label", "labels"} & set(fields)):
-            raise DataError(f"{csv_path}: needs a header with 'path' and 'label' (single-label) "
-                            f"or 'labels' (multi-label, ';'-separated) columns; found "
-                            f"{', '.join(fields) or 'no header'}")
+            raise DataError(
+                f"{csv_path}: needs a header with 'path' and 'label' (single-label) "
+                f"or 'labels' (multi-label, ';'-separated) columns; found "
+                f"{', '.join(fields) or 'no header'}"
+            )
         multilabel = "labels" in fields
         rows = []
         for line, row in enumerate(reader, start=2):
             split = (row.get("split") or "").strip().lower()
             if split and split not in SPLITS:
-                raise DataError(f"{csv_path}:{line}: split '{split}' is not one of "
-                                f"{', '.join(SPLITS)}")
+                raise DataError(
+                    f"{csv_path}:{line}: split '{split}' is not one of {', '.join(SPLITS)}"
+                )
             if multilabel:
                 cell = (row.get("labels") or "").strip()
-                labels = tuple(sorted({c.strip() for c in cell.replace("|", ";").split(";")
-                                       if c.strip().lower() not in NO_LABEL}))
+                labels = tuple(
+                    sorted(
+                        {
+                            c.strip()
+                            for c in cell.replace("|", ";").split(";")
+                            if c.strip().lower() not in NO_LABEL
+                        }
+                    )
+                )
             else:
                 label = (row.get("label") or "").strip()
                 if not label:
-                    raise DataError(f"{csv_path}:{line}: empty label for "
-                                    f"{row.get('path')!r}; every row needs one")
+                    raise DataError(
+                        f"{csv_path}:{line}: empty label for "
+                        f"{row.get('path')!r}; every row needs one"
+                    )
                 labels = (label,)
             rows.append(((row.get("path") or "").strip(), labels, split))
     if not rows:

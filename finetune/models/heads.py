@@ -1,4 +1,5 @@
 """Replace a backbone's classifier with a fresh one for the user's classes."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -27,6 +28,9 @@ def replace_head(model: nn.Module, num_classes: int, info: BackboneInfo) -> nn.M
         return model
     old = model.get_submodule(info.classifier)
     parent, _, leaf = info.classifier.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf,
-            nn.Linear(old.in_features, num_classes))
+    setattr(
+        model.get_submodule(parent) if parent else model,
+        leaf,
+        nn.Linear(old.in_features, num_classes),
+    )
     return model

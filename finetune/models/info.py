@@ -26,31 +26,49 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class BackboneInfo:
     """What the rest of the pipeline needs to know about a loaded backbone."""
 
-    name: str                      # as the user gave it
-    architecture: str              # timm architecture name, or "tv:NAME"
-    library: str                   # "timm" or "torchvision"
-    classifier: str                # module path of the classifier (re-created per task)
-    num_features: int              # classifier input width
+    name: str  # as the user gave it
+    architecture: str  # timm architecture name, or "tv:NAME"
+    library: str  # "timm" or "torchvision"
+    classifier: str  # module path of the classifier (re-created per task)
+    num_features: int  # classifier input width
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str
     crop_pct: float
-    weights_source: str            # where the weights came from, for the report
+    weights_source: str  # where the weights came from, for the report
     weight_mapping: Optional[str] = None  # how a weight file's keys were mapped, if they were
 
     @classmethod
-    def from_pretrained_cfg(cls, cfg: dict, *, name: str = "", architecture: str = "") -> "BackboneInfo":
+    def from_pretrained_cfg(
+        cls, cfg: dict, *, name: str = "", architecture: str = ""
+    ) -> "BackboneInfo":
         """The preprocessing part of a saved run (``config.json``'s ``pretrained_cfg``)."""
-        return cls(name, architecture, "timm", "", 0, tuple(cfg["input_size"]), tuple(cfg["mean"]),
-                   tuple(cfg["std"]), cfg.get("interpolation", "bilinear"),
-                   cfg.get("crop_pct", 0.875), "")
+        return cls(
+            name,
+            architecture,
+            "timm",
+            "",
+            0,
+            tuple(cfg["input_size"]),
+            tuple(cfg["mean"]),
+            tuple(cfg["std"]),
+            cfg.get("interpolation", "bilinear"),
+            cfg.get("crop_pct", 0.875),
+            "",
+        )
 
     @property
     def data_config(self) -> dict:
         """Preprocessing in timm's ``resolve_data_config`` layout."""
-        return dict(input_size=self.input_size, interpolation=self.interpolation, mean=self.mean,
-                    std=self.std, crop_pct=self.crop_pct, crop_mode="center")
+        return dict(
+            input_size=self.input_size,
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+            crop_pct=self.crop_pct,
+            crop_mode="center",
+        )
 
 
 def classifier_name(model: nn.Module) -> str:

@@ -10,6 +10,7 @@ Example:
     >>> [s.name for s in model_stages(timm.create_model("resnet18"))]  # doctest: +SKIP
     ['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'head']
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ __all__ = ["Stage", "model_stages"]
 
 @dataclass(frozen=True)
 class Stage:
-    name: str                 # "stem", "layer1", "blocks.3", "head"
-    params: tuple[str, ...]   # parameter names, in model order
+    name: str  # "stem", "layer1", "blocks.3", "head"
+    params: tuple[str, ...]  # parameter names, in model order
     modules: tuple[str, ...]  # the modules it covers, for display and --freeze-until hints
 
     def numel(self, model: nn.Module) -> int:
@@ -71,8 +72,12 @@ def _child_groups(model: nn.Module, order: dict[str, int]) -> list[list[str]]:
     groups: list[list[str]] = []
     stem: list[str] = [n for n, _ in model.named_parameters(recurse=False)]
     for name, module, params in expanded:
-        if "." not in name and not groups and module is not None \
-                and not any(True for _ in module.children()):
+        if (
+            "." not in name
+            and not groups
+            and module is not None
+            and not any(True for _ in module.children())
+        ):
             stem += params  # leading single layers (conv1, bn1) form the stem
         else:
             groups.append(params)
@@ -80,8 +85,9 @@ def _child_groups(model: nn.Module, order: dict[str, int]) -> list[list[str]]:
 
 
 def _param_children(module: nn.Module, prefix: str, order: dict[str, int]):
-    children = [(f"{prefix}{n}", m) for n, m in module.named_children()
-                if any(True for _ in m.parameters())]
+    children = [
+        (f"{prefix}{n}", m) for n, m in module.named_children() if any(True for _ in m.parameters())
+    ]
     return sorted(children, key=lambda c: order.get(c[0], len(order)))
 
 

@@ -11,6 +11,7 @@ Example:
     >>> report  # doctest: +SKIP
     'mapped 247 tensors by order and shape (_conv_stem.weight -> conv_stem.weight, ...)'
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,10 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise ValueError(f"{path}: unsupported weight file type '{path.suffix}'; "
-                         f"use one of {', '.join(WEIGHT_SUFFIXES)}")
+        raise ValueError(
+            f"{path}: unsupported weight file type '{path.suffix}'; "
+            f"use one of {', '.join(WEIGHT_SUFFIXES)}"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -46,8 +49,9 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt/truncated files raise many types; name the file either way
-        raise ValueError(f"{path}: cannot read weights ({first_line(e)}); is the file complete?") \
-            from None
+        raise ValueError(
+            f"{path}: cannot read weights ({first_line(e)}); is the file complete?"
+        ) from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -79,13 +83,14 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         changed = False
         for prefix in ("module.", "model.", "_orig_mod."):
             if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 
 
-def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: str = "weights"
-                   ) -> tuple[dict[str, torch.Tensor], Optional[str]]:
+def map_state_dict(
+    src: dict[str, torch.Tensor], model: nn.Module, *, source: str = "weights"
+) -> tuple[dict[str, torch.Tensor], Optional[str]]:
     """Map a foreign state dict onto ``model``'s key names, excluding the classifier.
 
     Keys are matched by name (after stripping ``module.``/``model.`` prefixes) or, when the names
@@ -106,24 +111,32 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: st
         extra = [k for k in src if k not in target and k not in classifier]
         bad = [k for k in body if _adapt_channels(src[k], target[k]).shape != target[k].shape]
         if extra or bad:
-            raise ValueError(f"{source}: {len(extra)} keys not in the model (e.g. {extra[:3]}) and "
-                             f"{len(bad)} shape mismatches (e.g. {bad[:3]}); is it the right "
-                             "architecture?")
+            raise ValueError(
+                f"{source}: {len(extra)} keys not in the model (e.g. {extra[:3]}) and "
+                f"{len(bad)} shape mismatches (e.g. {bad[:3]}); is it the right "
+                "architecture?"
+            )
         pairs = [(k, k) for k in body + classifier if k in src]
         report = None
     else:
         pairs = _pairs_by_order(list(src), body, classifier, source)
-        report = (f"mapped {len(pairs)} tensors by order and shape ({pairs[0][0]} -> {pairs[0][1]}, "
-                  f"..., {pairs[-1][0]} -> {pairs[-1][1]})")
+        report = (
+            f"mapped {len(pairs)} tensors by order and shape ({pairs[0][0]} -> {pairs[0][1]}, "
+            f"..., {pairs[-1][0]} -> {pairs[-1][1]})"
+        )
         for i, (s, t) in enumerate(pairs):
             if _adapt_channels(src[s], target[t]).shape != target[t].shape and t not in classifier:
-                raise ValueError(f"{source}: tensor #{i} '{s}' {tuple(src[s].shape)} does not fit "
-                                 f"'{t}' {tuple(target[t].shape)}; the file is for another "
-                                 "architecture")
+                raise ValueError(
+                    f"{source}: tensor #{i} '{s}' {tuple(src[s].shape)} does not fit "
+                    f"'{t}' {tuple(target[t].shape)}; the file is for another "
+                    "architecture"
+                )
             if _kind(s) and _kind(t) and _kind(s) != _kind(t):
-                raise ValueError(f"{source}: tensor #{i} '{s}' would load into '{t}' (a "
-                                 f"{_kind(s)} into a {_kind(t)}); the order differs, so the "
-                                 "file cannot be mapped by order")
+                raise ValueError(
+                    f"{source}: tensor #{i} '{s}' would load into '{t}' (a "
+                    f"{_kind(s)} into a {_kind(t)}); the order differs, so the "
+                    "file cannot be mapped by order"
+                )
     # the file's classifier is kept when it fits (ImageNet head on an ImageNet model) and dropped
     # otherwise: replace_head re-creates it for the user's classes either way
     mapped = {t: _adapt_channels(src[s], target[t]) for s, t in pairs}
@@ -134,24 +147,32 @@ def map_state_dict(src: dict[str, torch.Tensor], model: nn.Module, *, source: st
 def _adapt_channels(weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """An RGB first-conv weight for a model with another input channel count (timm's
     ``adapt_input_conv``); anything else unchanged."""
-    if (weight.ndim == 4 and target.ndim == 4 and weight.shape[1] == 3
-            and weight.shape[1] != target.shape[1]
-            and weight.shape[0] == target.shape[0] and weight.shape[2:] == target.shape[2:]):
+    if (
+        weight.ndim == 4
+        and target.ndim == 4
+        and weight.shape[1] == 3
+        and weight.shape[1] != target.shape[1]
+        and weight.shape[0] == target.shape[0]
+        and weight.shape[2:] == target.shape[2:]
+    ):
         from timm.models import adapt_input_conv
 
         return adapt_input_conv(target.shape[1], weight)
     return weight
 
 
-def _pairs_by_order(src_keys: list[str], body: list[str], classifier: list[str], source: str
-                    ) -> list[tuple[str, str]]:
+def _pairs_by_order(
+    src_keys: list[str], body: list[str], classifier: list[str], source: str
+) -> list[tuple[str, str]]:
     if len(src_keys) == len(body) + len(classifier):
         return list(zip(src_keys, body + classifier))
     if len(src_keys) == len(body):
         return list(zip(src_keys, body))
-    raise ValueError(f"{source}: {len(src_keys)} tensors in the file vs {len(body)} in the model (plus "
-                     f"{len(classifier)} classifier tensors) and the key names differ, so they "
-                     "cannot be mapped; is it the right architecture?")
+    raise ValueError(
+        f"{source}: {len(src_keys)} tensors in the file vs {len(body)} in the model (plus "
+        f"{len(classifier)} classifier tensors) and the key names differ, so they "
+        "cannot be mapped; is it the right architecture?"
+    )
 
 
 def _kind(key: str) -> str:

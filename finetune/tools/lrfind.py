@@ -10,6 +10,7 @@ Example:
     >>> result.suggestion  # doctest: +SKIP
     0.00063
 """
+
 from __future__ import annotations
 
 import math
@@ -36,15 +37,24 @@ __all__ = ["lr_find", "LRFindResult"]
 @dataclass
 class LRFindResult:
     lrs: list[float]
-    losses: list[float]       # smoothed (EMA 0.98, bias-corrected)
-    suggestion: float         # steepest descent
-    min_loss_lr: float        # LR of the lowest smoothed loss
+    losses: list[float]  # smoothed (EMA 0.98, bias-corrected)
+    suggestion: float  # steepest descent
+    min_loss_lr: float  # LR of the lowest smoothed loss
     plot: Optional[Path]
 
 
-def lr_find(model: Any, dataset: Any, *, start_lr: float = 1e-7, end_lr: float = 1.0,
-            steps: int = 100, output: Optional[str | Path] = "lr-find.png",
-            recipe: Optional[str] = None, verbose: bool = True, **overrides: Any) -> LRFindResult:
+def lr_find(
+    model: Any,
+    dataset: Any,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 1.0,
+    steps: int = 100,
+    output: Optional[str | Path] = "lr-find.png",
+    recipe: Optional[str] = None,
+    verbose: bool = True,
+    **overrides: Any,
+) -> LRFindResult:
     """Run the range test; ``recipe`` and ``overrides`` resolve the config as for ``adapt``.
 
     Every step is the Trainer's own (``forward_backward`` then ``optimizer_step``: the same
@@ -56,38 +66,57 @@ def lr_find(model: Any, dataset: Any, *, start_lr: float = 1e-7, end_lr: float =
         cfg = FinetuneConfig.resolve(recipe=recipe, **overrides)
         seed_everything(cfg.train.seed)
         data = scan_data(dataset, cfg)
-        built = build_model(model if isinstance(model, nn.Module) else cfg.backbone.name, cfg,
-                            data.num_classes)
+        built = build_model(
+            model if isinstance(model, nn.Module) else cfg.backbone.name, cfg, data.num_classes
+        )
         train_set, _, _ = build_datasets(dataset, data, cfg, built.info)
-        loader = build_loader(train_set, batch_size=cfg.data.batch_size, training=True,
-                              num_workers=cfg.data.num_workers, seed=cfg.train.seed)
-        optimizer = build_optimizer(build_param_groups(built.net, cfg.optim, built.policy.stages),
-                                    cfg.optim)
-        schedule = RangeSchedule(optimizer, start_lr=start_lr,
-                                 gamma=(end_lr / start_lr) ** (1 / max(1, steps - 1)))
+        loader = build_loader(
+            train_set,
+            batch_size=cfg.data.batch_size,
+            training=True,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.train.seed,
+        )
+        optimizer = build_optimizer(
+            build_param_groups(built.net, cfg.optim, built.policy.stages), cfg.optim
+        )
+        schedule = RangeSchedule(
+            optimizer, start_lr=start_lr, gamma=(end_lr / start_lr) ** (1 / max(1, steps - 1))
+        )
         # one batch per step, no EMA, no mixup: the sweep measures the loss of plain steps
-        trainer = Trainer(built.net, policy=built.policy, optimizer=optimizer, scheduler=schedule,
-                          optim=cfg.optim, train=replace(cfg.train, ema=False, mixup=0.0,
-                                                         cutmix=0.0),
-                          runtime=resolve_runtime(cfg.train, built.base),
-                          task=task_of(data, cfg, built.info))
+        trainer = Trainer(
+            built.net,
+            policy=built.policy,
+            optimizer=optimizer,
+            scheduler=schedule,
+            optim=cfg.optim,
+            train=replace(cfg.train, ema=False, mixup=0.0, cutmix=0.0),
+            runtime=resolve_runtime(cfg.train, built.base),
+            task=task_of(data, cfg, built.info),
+        )
         lrs, losses = _sweep(trainer, loader, schedule, steps)
         if len(lrs) < 3:
             raise ValueError("lr-find: the loss diverged at once; lower --start-lr")
-        slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
-                  for i in range(1, len(lrs) - 1)]
+        slopes = [
+            (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
+            for i in range(1, len(lrs) - 1)
+        ]
         suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
         skip = len(losses) // 10  # the first smoothed points are single noisy batches
         min_loss_lr = lrs[min(range(skip, len(losses)), key=losses.__getitem__)]
         plot = _plot(lrs, losses, suggestion, Path(output)) if output else None
-        emit("info", f"lr-find: steepest descent at lr {suggestion:.2g}; minimum loss at "
-             f"{min_loss_lr:.2g} (a common pick: {min_loss_lr / 10:.2g})"
-             + (f"; plot {plot}" if plot else ""))
+        emit(
+            "info",
+            f"lr-find: steepest descent at lr {suggestion:.2g}; minimum loss at "
+            f"{min_loss_lr:.2g} (a common pick: {min_loss_lr / 10:.2g})"
+            + (f"; plot {plot}" if plot else ""),
+        )
         return LRFindResult(lrs, losses, suggestion, min_loss_lr, plot)
 
 
-def _sweep(trainer: Trainer, loader, schedule: RangeSchedule, steps: int
-           ) -> tuple[list[float], list[float]]:
+def _sweep(
+    trainer: Trainer, loader, schedule: RangeSchedule, steps: int
+) -> tuple[list[float], list[float]]:
     """(LR, smoothed loss) per step until ``steps`` or divergence (EMA 0.98, bias-corrected)."""
     set_train_mode(trainer.inner, trainer.policy)
     trainer.optimizer.zero_grad(set_to_none=True)
@@ -134,7 +163,7 @@ def _plot(lrs: list[float], losses: list[float], suggestion: float, path: Path) 
 
     draw.rectangle([pad, pad, width - pad, height - pad], outline="black")
     for decade in range(math.ceil(lo), math.floor(hi) + 1):
-        x, _ = xy(10 ** decade, ymin)
+        x, _ = xy(10**decade, ymin)
         draw.line([x, height - pad, x, height - pad + 5], fill="black")
         draw.text((x - 12, height - pad + 8), f"1e{decade}", fill="black")
     draw.text((pad, 15), f"loss vs learning rate (suggestion {suggestion:.2g})", fill="black")

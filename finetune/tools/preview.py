@@ -3,6 +3,7 @@
 Example:
     >>> augment_preview("my_images", recipe="remote-sensing", output="aug.png")  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import random
@@ -21,10 +22,17 @@ from ..models.backbones import load_backbone
 __all__ = ["augment_preview"]
 
 
-def augment_preview(data: str | Path, *, recipe: Optional[str] = None,
-                    backbone: Optional[str] = None, img_size: Optional[int] = None,
-                    images: int = 4, samples: int = 6, output: str | Path = "augment-preview.png",
-                    seed: int = 0) -> Path:
+def augment_preview(
+    data: str | Path,
+    *,
+    recipe: Optional[str] = None,
+    backbone: Optional[str] = None,
+    img_size: Optional[int] = None,
+    images: int = 4,
+    samples: int = 6,
+    output: str | Path = "augment-preview.png",
+    seed: int = 0,
+) -> Path:
     """Write a grid (rows: images; columns: eval view, then ``samples`` training views)."""
     from torchvision.utils import save_image
 

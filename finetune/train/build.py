@@ -48,13 +48,21 @@ def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -
     apply the freezing policy and adapters of ``cfg``."""
     if isinstance(model, str):
         b = cfg.backbone
-        base, info = load_backbone(b.name, weights=b.weights, pretrained=b.pretrained,
-                                   drop_rate=cfg.head.head_dropout, img_size=cfg.data.img_size,
-                                   in_chans=cfg.data.in_chans, drop_path=b.drop_path)
+        base, info = load_backbone(
+            b.name,
+            weights=b.weights,
+            pretrained=b.pretrained,
+            drop_rate=cfg.head.head_dropout,
+            img_size=cfg.data.img_size,
+            in_chans=cfg.data.in_chans,
+            drop_path=b.drop_path,
+        )
     elif isinstance(model, nn.Module):
         base, info = model, describe_module(model)
     else:
-        raise TypeError(f"model must be a backbone name or an nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a backbone name or an nn.Module, got {type(model).__name__}"
+        )
     emit("info", f"backbone {info.name}: weights from {info.weights_source}")
     if info.weight_mapping:
         emit("info", f"  {info.weight_mapping}")
@@ -65,8 +73,11 @@ def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -
     from ..models.adapters import adapter_stages, apply_adapter
 
     net = apply_adapter(base, cfg.adapter, head=info.classifier)
-    policy = dc_replace(policy, stages=adapter_stages(policy.stages, net),
-                        description=f"peft {cfg.adapter.peft} (r={cfg.adapter.lora_r})")
+    policy = dc_replace(
+        policy,
+        stages=adapter_stages(policy.stages, net),
+        description=f"peft {cfg.adapter.peft} (r={cfg.adapter.lora_r})",
+    )
     return BuiltModel(net, base, info, refresh_report(net, policy))
 
 
@@ -76,8 +87,9 @@ def task_of(data: DataInfo, cfg: FinetuneConfig, info: BackboneInfo) -> Task:
     return Task(data.num_classes, data.multilabel, class_weights, info.mean, info.std)
 
 
-def build_trainer(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders: dict,
-                  runtime: Runtime) -> tuple[Trainer, dict]:
+def build_trainer(
+    built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders: dict, runtime: Runtime
+) -> tuple[Trainer, dict]:
     """The run's Trainer and the loaders it fits on (cached-feature loaders for a cached probe)."""
     task = task_of(data, cfg, built.info)
     if cfg.train.cache_features:
@@ -85,37 +97,61 @@ def build_trainer(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loader
     net, dist = built.net, runtime.dist
     optimizer = build_optimizer(build_param_groups(net, cfg.optim, built.policy.stages), cfg.optim)
     run_model = _distributed(net, built.policy, cfg, runtime) if dist.enabled else net
-    scheduler = LRSchedule(optimizer, cfg.optim, epochs=cfg.train.epochs,
-                           steps_per_epoch=math.ceil(len(loaders["train"]) / cfg.optim.accum_steps))
+    scheduler = LRSchedule(
+        optimizer,
+        cfg.optim,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=math.ceil(len(loaders["train"]) / cfg.optim.accum_steps),
+    )
     if cfg.optim.accum_steps > 1:
-        emit("info", f"gradient accumulation: {cfg.optim.accum_steps} batches per step, "
-             f"effective batch {cfg.optim.accum_steps * cfg.data.batch_size}")
-    trainer = Trainer(run_model, policy=built.policy, optimizer=optimizer, scheduler=scheduler,
-                      optim=cfg.optim, train=cfg.train, runtime=runtime, task=task)
+        emit(
+            "info",
+            f"gradient accumulation: {cfg.optim.accum_steps} batches per step, "
+            f"effective batch {cfg.optim.accum_steps * cfg.data.batch_size}",
+        )
+    trainer = Trainer(
+        run_model,
+        policy=built.policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        optim=cfg.optim,
+        train=cfg.train,
+        runtime=runtime,
+        task=task,
+    )
     return trainer, loaders
 
 
 def _distributed(net: nn.Module, policy: PolicyReport, cfg: FinetuneConfig, runtime: Runtime):
     """``net`` wrapped in DistributedDataParallel, after the checks that several processes need."""
     if policy.thaw_epochs:
-        raise ValueError("gradual unfreezing changes the trained parameters mid-run, which "
-                         "DistributedDataParallel cannot follow; train in one process")
+        raise ValueError(
+            "gradual unfreezing changes the trained parameters mid-run, which "
+            "DistributedDataParallel cannot follow; train in one process"
+        )
     if cfg.train.nan_policy == "skip-batch":
-        raise ValueError("--nan-policy skip-batch would let one process skip a step the "
-                         "others take; use stop with several processes")
+        raise ValueError(
+            "--nan-policy skip-batch would let one process skip a step the "
+            "others take; use stop with several processes"
+        )
     device = runtime.device
     if cfg.train.sync_bn:
         if device.type != "cuda":
             raise ValueError("train.sync_bn needs CUDA (torch's SyncBatchNorm); drop it on CPU")
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    emit("info", f"DistributedDataParallel: {runtime.dist.world} processes, global batch "
-         f"{runtime.dist.world * cfg.data.batch_size * cfg.optim.accum_steps}")
+    emit(
+        "info",
+        f"DistributedDataParallel: {runtime.dist.world} processes, global batch "
+        f"{runtime.dist.world * cfg.data.batch_size * cfg.optim.accum_steps}",
+    )
     return torch.nn.parallel.DistributedDataParallel(
-        net, device_ids=[device.index] if device.type == "cuda" else None)
+        net, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
-def _cached_feature_trainer(built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders,
-                            runtime: Runtime, task: Task) -> tuple[Trainer, dict]:
+def _cached_feature_trainer(
+    built: BuiltModel, cfg: FinetuneConfig, data: DataInfo, loaders, runtime: Runtime, task: Task
+) -> tuple[Trainer, dict]:
     """Linear probe on cached features: the backbone runs once per split, the head trains."""
     from .features import extract_features, feature_loader
 
@@ -123,25 +159,49 @@ def _cached_feature_trainer(built: BuiltModel, cfg: FinetuneConfig, data: DataIn
         raise ValueError("train.cache_features runs in one process; drop it or torchrun")
     base, info = built.base, built.info
     t0 = time.perf_counter()
-    cache = {split: extract_features(base, info.classifier, loader, runtime.device,
-                                     runtime.memory_format)
-             for split, loader in loaders.items() if split != "test"}
-    emit("info", f"cached features of {sum(len(t) for _, t in cache.values())} images in "
-         f"{time.perf_counter() - t0:.1f} s (no augmentation: features are fixed)")
+    cache = {
+        split: extract_features(
+            base, info.classifier, loader, runtime.device, runtime.memory_format
+        )
+        for split, loader in loaders.items()
+        if split != "test"
+    }
+    emit(
+        "info",
+        f"cached features of {sum(len(t) for _, t in cache.values())} images in "
+        f"{time.perf_counter() - t0:.1f} s (no augmentation: features are fixed)",
+    )
     _, sample_weights = class_balance(data, cfg)
-    fit_loaders = {split: feature_loader(f, t, batch_size=cfg.data.batch_size,
-                                         training=split == "train", seed=cfg.train.seed,
-                                         sample_weights=sample_weights)
-                   for split, (f, t) in cache.items()}
+    fit_loaders = {
+        split: feature_loader(
+            f,
+            t,
+            batch_size=cfg.data.batch_size,
+            training=split == "train",
+            seed=cfg.train.seed,
+            sample_weights=sample_weights,
+        )
+        for split, (f, t) in cache.items()
+    }
     head = base.get_submodule(info.classifier)
     head_stage = Stage("head", tuple(n for n, _ in head.named_parameters()), (info.classifier,))
     policy = PolicyReport("linear_probe (cached features)", built.policy.bn_mode, (head_stage,), ())
     optimizer = build_optimizer(build_param_groups(head, cfg.optim, [head_stage]), cfg.optim)
-    scheduler = LRSchedule(optimizer, cfg.optim, epochs=cfg.train.epochs,
-                           steps_per_epoch=math.ceil(len(fit_loaders["train"])
-                                                     / cfg.optim.accum_steps))
+    scheduler = LRSchedule(
+        optimizer,
+        cfg.optim,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=math.ceil(len(fit_loaders["train"]) / cfg.optim.accum_steps),
+    )
     # features are already pooled tensors: no channels_last, no EMA, no mid-epoch saves
-    trainer = Trainer(head, policy=policy, optimizer=optimizer, scheduler=scheduler,
-                      optim=cfg.optim, train=dc_replace(cfg.train, ema=False, save_every_steps=0),
-                      runtime=dc_replace(runtime, channels_last=False), task=task)
+    trainer = Trainer(
+        head,
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        optim=cfg.optim,
+        train=dc_replace(cfg.train, ema=False, save_every_steps=0),
+        runtime=dc_replace(runtime, channels_last=False),
+        task=task,
+    )
     return trainer, fit_loaders

@@ -10,6 +10,7 @@ Example:
     >>> run["label_names"]  # doctest: +SKIP
     ['defective', 'functional']
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,26 @@ from typing import Any, Optional
 
 from torch import nn
 
-from .._io import (CONFIG_NAME, METRICS_NAME, RUN_FILES, SKIPPED_NAME, WEIGHTS_NAME, atomic_path,
-                   read_run_config)
+from .._io import (
+    CONFIG_NAME,
+    METRICS_NAME,
+    RUN_FILES,
+    SKIPPED_NAME,
+    WEIGHTS_NAME,
+    atomic_path,
+    read_run_config,
+)
 
-__all__ = ["prepare_run_dir", "shared_run_dir", "default_run_dir", "write_skipped", "save_weights",
-           "save_run_config",
-           "check_weights_file", "load_run"]
+__all__ = [
+    "prepare_run_dir",
+    "shared_run_dir",
+    "default_run_dir",
+    "write_skipped",
+    "save_weights",
+    "save_run_config",
+    "check_weights_file",
+    "load_run",
+]
 
 FORMAT_VERSION = 1
 
@@ -35,11 +50,15 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
     """Create the run directory; refuse one that already holds a run unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"output {path} exists and is not a directory; choose another --output")
+        raise FileExistsError(
+            f"output {path} exists and is not a directory; choose another --output"
+        )
     held = [n for n in (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME) if (path / n).exists()]
     if held and not overwrite:
-        raise FileExistsError(f"output {path} already holds a run ({', '.join(held)}); "
-                              "choose another --output or pass --overwrite")
+        raise FileExistsError(
+            f"output {path} already holds a run ({', '.join(held)}); "
+            "choose another --output or pass --overwrite"
+        )
     path.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:  # --overwrite: nothing of the old run may mix with the new one
         target = path / name
@@ -50,8 +69,13 @@ def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return path
 
 
-def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[str, str] | None = None,
-                 *, name: str = WEIGHTS_NAME) -> Path:
+def save_weights(
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    metadata: dict[str, str] | None = None,
+    *,
+    name: str = WEIGHTS_NAME,
+) -> Path:
     """Atomically write ``model.safetensors`` (or ``name``) under the model's own key names."""
     from safetensors.torch import save_model
 
@@ -62,21 +86,34 @@ def save_weights(run_dir: str | os.PathLike, model: nn.Module, metadata: dict[st
     return target
 
 
-def save_run_config(run_dir: str | os.PathLike, model: nn.Module, *, info, classes, data_config,
-                    extra: dict[str, Any]) -> Path:
+def save_run_config(
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    *,
+    info,
+    classes,
+    data_config,
+    extra: dict[str, Any],
+) -> Path:
     """Atomically write ``config.json``: timm's export layout for timm models, plus ``finetune``."""
     target = Path(run_dir) / CONFIG_NAME
-    model_config = {"label_names": list(classes), "finetune": {"format_version": FORMAT_VERSION,
-                                                              **extra}}
+    model_config = {
+        "label_names": list(classes),
+        "finetune": {"format_version": FORMAT_VERSION, **extra},
+    }
     with atomic_path(target) as tmp:
         if info.library == "timm":
             from timm.models._hub import save_config_for_hf
 
             save_config_for_hf(model, tmp, model_config=model_config, data_config=data_config)
         else:
-            config = {"architecture": info.architecture, "num_classes": len(classes),
-                      "num_features": info.num_features, "pretrained_cfg": data_config,
-                      **model_config}
+            config = {
+                "architecture": info.architecture,
+                "num_classes": len(classes),
+                "num_features": info.num_features,
+                "pretrained_cfg": data_config,
+                **model_config,
+            }
             Path(tmp).write_text(json.dumps(config, indent=2))
     return target
 
@@ -92,11 +129,15 @@ def check_weights_file(path: str | os.PathLike) -> None:
         with safe_open(str(path), framework="pt") as f:  # validates header and data size
             f.keys()
     except Exception as e:  # safetensors raises SafetensorError for truncated headers
-        raise ValueError(f"{path}: cannot read weights ({e}); the file is truncated or not "
-                         "safetensors - restore it or re-run training") from None
+        raise ValueError(
+            f"{path}: cannot read weights ({e}); the file is truncated or not "
+            "safetensors - restore it or re-run training"
+        ) from None
 
 
-def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_run(
+    run_dir: str | os.PathLike, *, device: str = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a fine-tuned model from a run directory (safetensors only, no pickle).
 
     timm runs load through ``timm.create_model("local-dir:RUN_DIR", pretrained=True)``, the same
@@ -112,10 +153,12 @@ def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Mod
     try:
         arch = str(config.get("architecture", ""))
         if arch.startswith("module:"):
-            raise ValueError(f"{run_dir} was trained from an nn.Module built in Python ({arch}); "
-                             "build the same module, replace its classifier for "
-                             f"{config['num_classes']} classes and load {weights} with "
-                             "safetensors.torch.load_model")
+            raise ValueError(
+                f"{run_dir} was trained from an nn.Module built in Python ({arch}); "
+                "build the same module, replace its classifier for "
+                f"{config['num_classes']} classes and load {weights} with "
+                "safetensors.torch.load_model"
+            )
         if arch.startswith("tv:"):
             from ..models.backbones import load_backbone
             from ..models.heads import replace_head
@@ -127,8 +170,10 @@ def load_run(run_dir: str | os.PathLike, *, device: str = "cpu") -> tuple[nn.Mod
         else:
             model = timm.create_model(f"local-dir:{run_dir}", pretrained=True)
     except (RuntimeError, KeyError) as e:  # load_state_dict mismatches
-        raise ValueError(f"{weights}: weights do not fit {config.get('architecture')} "
-                         f"({str(e).splitlines()[0][:200]}); the run directory is damaged") from None
+        raise ValueError(
+            f"{weights}: weights do not fit {config.get('architecture')} "
+            f"({str(e).splitlines()[0][:200]}); the run directory is damaged"
+        ) from None
     return model.to(device).eval(), config
 
 
@@ -138,8 +183,7 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def shared_run_dir(resume, output: Optional[str], backbone: str, *, overwrite: bool,
-                   dist) -> Path:
+def shared_run_dir(resume, output: Optional[str], backbone: str, *, overwrite: bool, dist) -> Path:
     """The run directory, created by rank 0; every rank gets rank 0's path (its timestamp)."""
     if resume:
         return Path(resume)

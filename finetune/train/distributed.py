@@ -12,6 +12,7 @@ Example:
     >>> dist.world, dist.rank, dist.is_main  # doctest: +SKIP
     (2, 0, True)
 """
+
 from __future__ import annotations
 
 import os
@@ -27,6 +28,11 @@ class DistInfo:
     world: int = 1
     rank: int = 0
     local_rank: int = 0
+
+    @property
+    def shard(self) -> dict[str, int]:
+        """``world`` and ``rank`` as keyword arguments (for ``build_loaders``)."""
+        return {"world": self.world, "rank": self.rank}
 
     @property
     def is_main(self) -> bool:

@@ -34,12 +34,12 @@ def best_saver(run_dir: Path, built: BuiltModel, cfg: FinetuneConfig) -> Callabl
 
         return lambda model, epoch: save_adapter(model, run_dir)
     metadata = {"architecture": built.info.architecture}
-    return lambda model, epoch: save_weights(run_dir, built.base,
-                                             {**metadata, "epoch": str(epoch)})
+    return lambda model, epoch: save_weights(run_dir, built.base, {**metadata, "epoch": str(epoch)})
 
 
-def restore_best(built: BuiltModel, cfg: FinetuneConfig, run_dir: Path, device: torch.device,
-                 loaders: dict) -> tuple[nn.Module, Optional[float]]:
+def restore_best(
+    built: BuiltModel, cfg: FinetuneConfig, run_dir: Path, device: torch.device, loaders: dict
+) -> tuple[nn.Module, Optional[float]]:
     """Load the best epoch into the base model; merge adapters into it (peft) and write the
     merged ``model.safetensors``. Returns (base model, max |merged - unmerged| logit or None)."""
     from safetensors.torch import load_model
@@ -62,26 +62,37 @@ def restore_best(built: BuiltModel, cfg: FinetuneConfig, run_dir: Path, device: 
         merged_model = merge_adapter(net)
         diff = float((merged_model(images).float() - unmerged).abs().max())
     if os.environ.get("RANK", "0") == "0":  # with torchrun every rank merges, rank 0 writes
-        save_weights(run_dir, merged_model, {"architecture": info.architecture,
-                                             "merged_adapter": cfg.adapter.peft})
+        save_weights(
+            run_dir,
+            merged_model,
+            {"architecture": info.architecture, "merged_adapter": cfg.adapter.peft},
+        )
     return merged_model, diff
 
 
-def evaluate_splits(evaluator: Trainer, loaders: dict, data: DataInfo, best_epoch: int, *,
-                    prefix: str = "") -> dict[str, Any]:
+def evaluate_splits(
+    evaluator: Trainer, loaders: dict, data: DataInfo, best_epoch: int, *, prefix: str = ""
+) -> dict[str, Any]:
     """Reports on val and test, each emitted as a ``report`` event. Multi-label: per-label
     thresholds that maximise F1 on val (0.5 without val data) are chosen first and applied to
     both, and returned as ``thresholds``."""
     out: dict[str, Any] = {}
     logits = {s: evaluator.evaluate(loaders[s])[1:] for s in ("val", "test") if s in loaders}
     if data.multilabel:
-        out["thresholds"] = (best_thresholds(logits["val"][0].sigmoid(), logits["val"][1])
-                             if "val" in logits else [0.5] * data.num_classes)
+        out["thresholds"] = (
+            best_thresholds(logits["val"][0].sigmoid(), logits["val"][1])
+            if "val" in logits
+            else [0.5] * data.num_classes
+        )
     for split, (split_logits, targets) in logits.items():
         if data.multilabel:
             out[split] = multilabel_report(split_logits, targets, data.classes, out["thresholds"])
         else:
             out[split] = classification_report(split_logits, targets, data.classes)
-        emit("report", report=out[split], multilabel=data.multilabel,
-             title=f"{prefix}{split} (best epoch {best_epoch})")
+        emit(
+            "report",
+            report=out[split],
+            multilabel=data.multilabel,
+            title=f"{prefix}{split} (best epoch {best_epoch})",
+        )
     return out

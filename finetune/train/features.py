@@ -9,6 +9,7 @@ augmented (the features would change every epoch otherwise): ``train.cache_featu
 Example:
     >>> feats, targets = extract_features(model, "fc", loader, device)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,12 +19,18 @@ __all__ = ["extract_features", "feature_loader"]
 
 
 @torch.inference_mode()
-def extract_features(model: nn.Module, classifier: str, loader, device: torch.device,
-                     memory_format=torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: nn.Module,
+    classifier: str,
+    loader,
+    device: torch.device,
+    memory_format=torch.contiguous_format,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, targets) of every batch of ``loader``: the input of module ``classifier``."""
     captured: list[torch.Tensor] = []
     hook = model.get_submodule(classifier).register_forward_pre_hook(
-        lambda _m, args: captured.append(args[0].detach().float().cpu()))
+        lambda _m, args: captured.append(args[0].detach().float().cpu())
+    )
     targets = []
     was_training = model.training
     model.eval()
@@ -37,12 +44,24 @@ def extract_features(model: nn.Module, classifier: str, loader, device: torch.de
     return torch.cat(captured), torch.cat(targets)
 
 
-def feature_loader(features: torch.Tensor, targets: torch.Tensor, *, batch_size: int,
-                   training: bool, seed: int, sample_weights=None):
+def feature_loader(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    sample_weights=None,
+):
     """A DataLoader over cached features, shuffled (or class-balanced) with a seeded generator
     for training."""
     from ..data.datasets import build_loader
 
-    return build_loader(torch.utils.data.TensorDataset(features, targets),
-                        batch_size=batch_size, training=training, num_workers=0, seed=seed,
-                        sample_weights=sample_weights)
+    return build_loader(
+        torch.utils.data.TensorDataset(features, targets),
+        batch_size=batch_size,
+        training=training,
+        num_workers=0,
+        seed=seed,
+        sample_weights=sample_weights,
+    )

@@ -4,24 +4,32 @@ Example:
     >>> report = classification_report(logits, targets, classes=("cat", "dog"))  # doctest: +SKIP
     >>> report["accuracy"], report["per_class"]["cat"]["recall"]  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-__all__ = ["confusion_matrix", "classification_report", "multilabel_report", "average_precision",
-           "roc_auc", "best_thresholds"]
+__all__ = [
+    "confusion_matrix",
+    "classification_report",
+    "multilabel_report",
+    "average_precision",
+    "roc_auc",
+    "best_thresholds",
+]
 
 
 def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``cm[true, pred]`` counts."""
     index = targets.long() * num_classes + preds.long()
-    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def classification_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]
-                          ) -> dict:
+def classification_report(
+    logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]
+) -> dict:
     """Overall accuracy and macro averages plus per-class precision, recall, F1 and support."""
     n = len(classes)
     cm = confusion_matrix(logits.argmax(1), targets, n).double()
@@ -30,9 +38,11 @@ def classification_report(logits: torch.Tensor, targets: torch.Tensor, classes: 
     predicted = cm.sum(0)
     precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0,
-                     2 * precision * recall / (precision + recall).clamp(min=1e-12),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0,
+        2 * precision * recall / (precision + recall).clamp(min=1e-12),
+        torch.zeros_like(tp),
+    )
     present = support > 0
     return {
         "accuracy": float(tp.sum() / cm.sum().clamp(min=1)),
@@ -40,8 +50,12 @@ def classification_report(logits: torch.Tensor, targets: torch.Tensor, classes: 
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "num_samples": int(cm.sum()),
         "per_class": {
-            c: {"precision": float(precision[i]), "recall": float(recall[i]),
-                "f1": float(f1[i]), "support": int(support[i])}
+            c: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         },
         "confusion_matrix": cm.long().tolist(),
@@ -65,8 +79,9 @@ def roc_auc(scores: torch.Tensor, targets: torch.Tensor) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     sorted_scores, order = scores.double().sort()
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True,
-                                                  return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
     ends = counts.cumsum(0).double()
     average_rank = (ends - (counts.double() - 1) / 2)[inverse]
     ranks = torch.empty_like(average_rank)
@@ -94,8 +109,12 @@ def best_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     return out
 
 
-def multilabel_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
-                      thresholds: Sequence[float] | None = None) -> dict:
+def multilabel_report(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    classes: Sequence[str],
+    thresholds: Sequence[float] | None = None,
+) -> dict:
     """Per-label AUC, AP, F1 (at ``thresholds``, default 0.5) and support; mAP, macro AUC,
     macro/micro F1."""
     probs = logits.float().sigmoid()
@@ -108,12 +127,13 @@ def multilabel_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequ
         fp = int((pred[:, j] & ~truth[:, j]).sum())
         fn = int((~pred[:, j] & truth[:, j]).sum())
         per_label[name] = {
-            "auc": roc_auc(probs[:, j], truth[:, j]), "ap": average_precision(probs[:, j],
-                                                                               truth[:, j]),
+            "auc": roc_auc(probs[:, j], truth[:, j]),
+            "ap": average_precision(probs[:, j], truth[:, j]),
             "precision": tp / (tp + fp) if tp + fp else 0.0,
             "recall": tp / (tp + fn) if tp + fn else 0.0,
             "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
-            "support": int(truth[:, j].sum()), "threshold": thresholds[j],
+            "support": int(truth[:, j].sum()),
+            "threshold": thresholds[j],
         }
 
     def mean(key):
@@ -123,8 +143,11 @@ def multilabel_report(logits: torch.Tensor, targets: torch.Tensor, classes: Sequ
     tp = int((pred & truth).sum())
     micro_den = int(pred.sum()) + int(truth.sum())
     return {
-        "mAP": mean("ap"), "macro_auc": mean("auc"), "macro_f1": mean("f1"),
+        "mAP": mean("ap"),
+        "macro_auc": mean("auc"),
+        "macro_f1": mean("f1"),
         "micro_f1": 2 * tp / micro_den if micro_den else 0.0,
         "label_accuracy": float((pred == truth).float().mean()),
-        "num_samples": int(len(targets)), "per_label": per_label,
+        "num_samples": int(len(targets)),
+        "per_label": per_label,
     }

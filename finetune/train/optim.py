@@ -16,6 +16,7 @@ Example:
     >>> sched = LRSchedule(opt, OptimConfig(), steps_per_epoch=50, epochs=5)  # doctest: +SKIP
     >>> sched.step_update(1)  # after each optimizer step  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -26,13 +27,22 @@ from torch import nn
 from ..config import OptimConfig
 from ..models.stages import Stage, model_stages
 
-__all__ = ["build_param_groups", "build_optimizer", "LRSchedule", "RangeSchedule",
-           "stage_lr_scales"]
+__all__ = [
+    "build_param_groups",
+    "build_optimizer",
+    "LRSchedule",
+    "RangeSchedule",
+    "stage_lr_scales",
+]
 
 
-def build_param_groups(model: nn.Module, cfg: OptimConfig,
-                       stages: Optional[Sequence[Stage]] = None, *,
-                       only: Optional[set[str]] = None) -> list[dict]:
+def build_param_groups(
+    model: nn.Module,
+    cfg: OptimConfig,
+    stages: Optional[Sequence[Stage]] = None,
+    *,
+    only: Optional[set[str]] = None,
+) -> list[dict]:
     """Trainable parameters (restricted to ``only`` if given) in per-stage groups."""
     stages = list(stages) if stages is not None else model_stages(model)
     named = dict(model.named_parameters())
@@ -49,8 +59,9 @@ def build_param_groups(model: nn.Module, cfg: OptimConfig,
             (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
         for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if params:
-                groups.append(dict(params=params, weight_decay=wd, lr_scale=scale,
-                                   stage=stage.name))
+                groups.append(
+                    dict(params=params, weight_decay=wd, lr_scale=scale, stage=stage.name)
+                )
     if not groups and only is None:
         raise ValueError("no trainable parameters: the freezing policy froze everything")
     return groups
@@ -59,8 +70,10 @@ def build_param_groups(model: nn.Module, cfg: OptimConfig,
 def stage_lr_scales(stages: Sequence[Stage], cfg: OptimConfig) -> dict[str, float]:
     """``lr_scale`` of each stage: layer decay from the head down, head times head_lr_scale."""
     n = len(stages)
-    scales = {s.name: (cfg.layer_decay ** (n - 1 - i) if cfg.layer_decay else 1.0)
-              for i, s in enumerate(stages)}
+    scales = {
+        s.name: (cfg.layer_decay ** (n - 1 - i) if cfg.layer_decay else 1.0)
+        for i, s in enumerate(stages)
+    }
     scales[stages[-1].name] *= cfg.head_lr_scale
     return scales
 
@@ -84,8 +97,14 @@ class LRSchedule:
     and the config), so no scheduler internals are edited.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig, *,
-                 steps_per_epoch: int, epochs: int):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: OptimConfig,
+        *,
+        steps_per_epoch: int,
+        epochs: int,
+    ):
         self.optimizer, self.cfg = optimizer, cfg
         self.total = max(1, steps_per_epoch * epochs)
         self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), self.total - 1)
@@ -96,14 +115,26 @@ class LRSchedule:
         from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
         cfg, warmup = self.cfg, self.warmup
-        common = dict(warmup_t=warmup, warmup_lr_init=cfg.lr * 0.01 if warmup else 0,
-                      warmup_prefix=True, t_in_epochs=False)
+        common = dict(
+            warmup_t=warmup,
+            warmup_lr_init=cfg.lr * 0.01 if warmup else 0,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
         if cfg.schedule != "cosine":
             every = self.steps_per_epoch * (cfg.step_epochs if cfg.schedule == "step" else 1)
-            return StepLRScheduler(self.optimizer, decay_t=max(1, int(round(every))),
-                                   decay_rate=cfg.decay_rate, **common)
-        return CosineLRScheduler(self.optimizer, t_initial=max(1, self.total - warmup),
-                                 lr_min=cfg.lr * cfg.min_lr_ratio, **common)
+            return StepLRScheduler(
+                self.optimizer,
+                decay_t=max(1, int(round(every))),
+                decay_rate=cfg.decay_rate,
+                **common,
+            )
+        return CosineLRScheduler(
+            self.optimizer,
+            t_initial=max(1, self.total - warmup),
+            lr_min=cfg.lr * cfg.min_lr_ratio,
+            **common,
+        )
 
     def step_update(self, step: int) -> None:
         """Set every group's LR for optimizer step ``step`` (call after each step)."""
@@ -133,7 +164,7 @@ class RangeSchedule:
         self.step_update(0)
 
     def lr(self, step: int) -> float:
-        return self.start_lr * self.gamma ** step
+        return self.start_lr * self.gamma**step
 
     def step_update(self, step: int) -> None:
         for g in self.optimizer.param_groups:

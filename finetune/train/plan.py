@@ -53,10 +53,19 @@ def build_plan(model: nn.Module, report: PolicyReport, optim: Optional[OptimConf
         state = "train" if trainable == total else "frozen" if trainable == 0 else "partial"
         if stage.name in thaw and state != "train":
             state += f", thaws at epoch {thaw[stage.name]}"
-        rows.append(PlanRow(
-            stage.name, tuple(stage.modules), total, trainable, state,
-            optim.lr * scales[stage.name] if optim is not None else None,
-            optim.weight_decay if optim is not None else None))  # fmt: skip
-    title = (f"Plan: {report.description}, BatchNorm {report.bn_mode} "
-             f"({len(report.frozen_bn)} held in eval mode)")  # fmt: skip
+        rows.append(
+            PlanRow(
+                stage.name,
+                tuple(stage.modules),
+                total,
+                trainable,
+                state,
+                optim.lr * scales[stage.name] if optim is not None else None,
+                optim.weight_decay if optim is not None else None,
+            )
+        )
+    title = (
+        f"Plan: {report.description}, BatchNorm {report.bn_mode} "
+        f"({len(report.frozen_bn)} held in eval mode)"
+    )
     return Plan(title, tuple(rows), report.summary(model), optim is not None)

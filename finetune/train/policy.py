@@ -22,6 +22,7 @@ Example:
     >>> report = apply_policy(model, PolicyConfig(freeze_until="layer3"), info)  # doctest: +SKIP
     >>> set_train_mode(model, report)  # model.train(), frozen BN layers back to eval  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import re
@@ -37,18 +38,24 @@ from ..errors import did_you_mean
 from ..models.info import BackboneInfo
 from ..models.stages import Stage, model_stages
 
-__all__ = ["PolicyReport", "apply_policy", "set_train_mode", "forward_order", "thaw_for_epoch",
-           "refresh_report"]
+__all__ = [
+    "PolicyReport",
+    "apply_policy",
+    "set_train_mode",
+    "forward_order",
+    "thaw_for_epoch",
+    "refresh_report",
+]
 
 
 @dataclass(frozen=True)
 class PolicyReport:
-    description: str                    # "freeze_until=layer3", "linear_probe", ...
+    description: str  # "freeze_until=layer3", "linear_probe", ...
     bn_mode: str
     stages: tuple[Stage, ...]
-    frozen_bn: tuple[str, ...]          # BatchNorm modules held in eval mode while training
-    thaw_order: tuple[str, ...] = ()    # stages that gradual unfreezing thaws, first to last
-    thaw_epochs: tuple[int, ...] = ()   # 1-based epochs at whose start one more stage thaws
+    frozen_bn: tuple[str, ...]  # BatchNorm modules held in eval mode while training
+    thaw_order: tuple[str, ...] = ()  # stages that gradual unfreezing thaws, first to last
+    thaw_epochs: tuple[int, ...] = ()  # 1-based epochs at whose start one more stage thaws
     order: dict = field(default_factory=dict, compare=False, repr=False)
 
     def counts(self, model: nn.Module) -> tuple[int, int]:
@@ -59,8 +66,10 @@ class PolicyReport:
     def summary(self, model: nn.Module) -> str:
         """One line in the style of peft's ``print_trainable_parameters``."""
         trainable, total = self.counts(model)
-        return (f"trainable params: {trainable:,} || all params: {total:,} || "
-                f"trainable%: {100.0 * trainable / max(total, 1):.4f}")
+        return (
+            f"trainable params: {trainable:,} || all params: {total:,} || "
+            f"trainable%: {100.0 * trainable / max(total, 1):.4f}"
+        )
 
 
 def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, int]:
@@ -68,8 +77,10 @@ def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, in
     order: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
+
         def hook(_m, _args, name=name):
             order.setdefault(name, len(order))
+
         hooks.append(module.register_forward_pre_hook(hook))
     was_training = model.training
     try:
@@ -85,8 +96,9 @@ def forward_order(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, in
     return order
 
 
-def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo, *,
-                 epochs: Optional[int] = None) -> PolicyReport:
+def apply_policy(
+    model: nn.Module, cfg: PolicyConfig, info: BackboneInfo, *, epochs: Optional[int] = None
+) -> PolicyReport:
     """Set ``requires_grad`` and the BatchNorm plan from ``cfg``; return the report.
 
     Args:
@@ -104,16 +116,25 @@ def apply_policy(model: nn.Module, cfg: PolicyConfig, info: BackboneInfo, *,
     if cfg.freeze is not None:
         matched = _regex_params(cfg.freeze, names, "--freeze") - head
         if not matched:
-            raise ValueError(f"--freeze '{cfg.freeze}' matches only head parameters, and the "
-                             "head always trains; use --linear-probe style options instead")
+            raise ValueError(
+                f"--freeze '{cfg.freeze}' matches only head parameters, and the "
+                "head always trains; use --linear-probe style options instead"
+            )
         frozen |= matched
         description += f", freeze=/{cfg.freeze}/"
     frozen -= head
     for name, p in model.named_parameters():
         p.requires_grad_(name not in frozen)
     thaw_order = tuple(s.name for s in reversed(stages[:-1]) if set(s.params) & frozen)
-    report = PolicyReport(description, cfg.bn, stages, (), thaw_order,
-                          _thaw_epochs(cfg, epochs, len(thaw_order)), order)
+    report = PolicyReport(
+        description,
+        cfg.bn,
+        stages,
+        (),
+        thaw_order,
+        _thaw_epochs(cfg, epochs, len(thaw_order)),
+        order,
+    )
     return refresh_report(model, report)
 
 
@@ -135,10 +156,12 @@ def _select_frozen(model, cfg: PolicyConfig, stages, order, names) -> tuple[set[
     if cfg.freeze_stages:
         body = stages[:-1]
         if cfg.freeze_stages > len(body):
-            raise ValueError(f"--freeze-stages {cfg.freeze_stages}: the model has {len(body)} "
-                             f"stages before the head ({', '.join(s.name for s in body)}); "
-                             f"use 1-{len(body)}, or --linear-probe")
-        return {p for s in body[:cfg.freeze_stages] for p in s.params}, description
+            raise ValueError(
+                f"--freeze-stages {cfg.freeze_stages}: the model has {len(body)} "
+                f"stages before the head ({', '.join(s.name for s in body)}); "
+                f"use 1-{len(body)}, or --linear-probe"
+            )
+        return {p for s in body[: cfg.freeze_stages] for p in s.params}, description
     if cfg.linear_probe:
         return {p for s in stages[:-1] for p in s.params}, description
     if cfg.train_only is not None:
@@ -154,8 +177,9 @@ def _regex_params(pattern: str, names: list[str], option: str) -> set[str]:
     matched = {n for n in names if rx.search(n)}
     if not matched:
         examples = ", ".join(names[:: max(1, len(names) // 6)][:6])
-        raise ValueError(f"{option} '{pattern}' matches no parameter name (names look like: "
-                         f"{examples})")
+        raise ValueError(
+            f"{option} '{pattern}' matches no parameter name (names look like: {examples})"
+        )
     return matched
 
 
@@ -163,11 +187,15 @@ def _thaw_epochs(cfg: PolicyConfig, epochs: Optional[int], n_frozen: int) -> tup
     if cfg.unfreeze_at:
         late = [e for e in cfg.unfreeze_at if epochs and e > epochs]
         if late:
-            raise ValueError(f"--unfreeze-at {','.join(map(str, cfg.unfreeze_at))}: epoch "
-                             f"{late[0]} is after the last epoch ({epochs})")
+            raise ValueError(
+                f"--unfreeze-at {','.join(map(str, cfg.unfreeze_at))}: epoch "
+                f"{late[0]} is after the last epoch ({epochs})"
+            )
         if len(cfg.unfreeze_at) > n_frozen:
-            raise ValueError(f"--unfreeze-at lists {len(cfg.unfreeze_at)} epochs but only "
-                             f"{n_frozen} stages are frozen; list at most {n_frozen}")
+            raise ValueError(
+                f"--unfreeze-at lists {len(cfg.unfreeze_at)} epochs but only "
+                f"{n_frozen} stages are frozen; list at most {n_frozen}"
+            )
         return tuple(sorted(cfg.unfreeze_at))
     if cfg.unfreeze_every and epochs:
         every = cfg.unfreeze_every
@@ -175,8 +203,9 @@ def _thaw_epochs(cfg: PolicyConfig, epochs: Optional[int], n_frozen: int) -> tup
     return ()
 
 
-def thaw_for_epoch(model: nn.Module, report: PolicyReport, epoch: int
-                   ) -> list[tuple[str, list[str]]]:
+def thaw_for_epoch(
+    model: nn.Module, report: PolicyReport, epoch: int
+) -> list[tuple[str, list[str]]]:
     """Thaw the stages scheduled to be trainable at the start of 1-based ``epoch``.
 
     Returns ``(stage, parameter names)`` for each stage that thawed now, in thaw order (empty if
@@ -204,8 +233,11 @@ def refresh_report(model: nn.Module, report: PolicyReport) -> PolicyReport:
         return replace(report, frozen_bn=tuple(n for n, _ in bns))
     # a BatchNorm without affine parameters is frozen when it runs before the first module
     # that trains
-    owners = [report.order.get(n) for n, m in model.named_modules()
-              if any(p.requires_grad for p in m.parameters(recurse=False))]
+    owners = [
+        report.order.get(n)
+        for n, m in model.named_modules()
+        if any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
     first_trained = min((o for o in owners if o is not None), default=-1)
     frozen = []
     for name, module in bns:
@@ -227,8 +259,11 @@ def set_train_mode(model: nn.Module, report: PolicyReport) -> nn.Module:
 
 def _params_before(model: nn.Module, order: dict[str, int], target: str) -> set[str]:
     limit = order[target]
-    has_before = any(order.get(n, limit) < limit and any(True for _ in m.parameters(recurse=False))
-                     for n, m in model.named_modules() if not _in(target, n))
+    has_before = any(
+        order.get(n, limit) < limit and any(True for _ in m.parameters(recurse=False))
+        for n, m in model.named_modules()
+        if not _in(target, n)
+    )
     frozen = set()
     for module_name, module in model.named_modules():
         for pname, _ in module.named_parameters(recurse=False):
@@ -253,6 +288,8 @@ def _unknown_module(name: str, model: nn.Module, stages) -> str:
     top = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
     numbered = next((m for s in stages for m in s.modules if "." in m), None)
     example = f" such as '{numbered}'" if numbered else ""
-    return (f"--freeze-until: no module named '{name}' runs in this model's forward pass.{hint} "
-            f"Valid stage names: {', '.join(top)} (or any submodule{example}; "
-            "'finetune inspect --backbone NAME' lists them)")
+    return (
+        f"--freeze-until: no module named '{name}' runs in this model's forward pass.{hint} "
+        f"Valid stage names: {', '.join(top)} (or any submodule{example}; "
+        "'finetune inspect --backbone NAME' lists them)"
+    )

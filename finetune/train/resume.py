@@ -39,8 +39,9 @@ class FitHistory:
     stopped_early: int = 0  # epoch at which early stopping ended the run (0 = it did not)
 
 
-def save_state(trainer: "Trainer", run_dir, *, epoch: int, history: FitHistory, loader,
-               batches_done: int = 0) -> None:
+def save_state(
+    trainer: "Trainer", run_dir, *, epoch: int, history: FitHistory, loader, batches_done: int = 0
+) -> None:
     """Atomically write ``last.safetensors`` and ``trainer_state.pt``: ``epoch`` epochs are
     finished, plus ``batches_done`` batches of the next one (Ctrl-C or a mid-epoch save)."""
     from safetensors.torch import save_model
@@ -50,16 +51,25 @@ def save_state(trainer: "Trainer", run_dir, *, epoch: int, history: FitHistory, 
     with atomic_path(run_dir / LAST_WEIGHTS_NAME) as tmp:
         save_model(model, tmp, force_contiguous=True)
     generator = getattr(loader, "generator", None)
-    state = dict(epoch=epoch, batches_done=batches_done, step=trainer.step,
-                 model={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 stopped_early=history.stopped_early,
-                 optimizer=trainer.optimizer.state_dict(),
-                 scheduler=trainer.scheduler.state_dict(), scaler=trainer.scaler.state_dict(),
-                 history=dict(epochs=history.epochs, best_epoch=history.best_epoch,
-                              best_val_accuracy=history.best_val_accuracy,
-                              seconds=history.seconds),
-                 rng=_rng_state(), loader_rng=generator.get_state() if generator else None,
-                 ema=trainer.ema.state_dict() if trainer.ema is not None else None)
+    state = dict(
+        epoch=epoch,
+        batches_done=batches_done,
+        step=trainer.step,
+        model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        stopped_early=history.stopped_early,
+        optimizer=trainer.optimizer.state_dict(),
+        scheduler=trainer.scheduler.state_dict(),
+        scaler=trainer.scaler.state_dict(),
+        history=dict(
+            epochs=history.epochs,
+            best_epoch=history.best_epoch,
+            best_val_accuracy=history.best_val_accuracy,
+            seconds=history.seconds,
+        ),
+        rng=_rng_state(),
+        loader_rng=generator.get_state() if generator else None,
+        ema=trainer.ema.state_dict() if trainer.ema is not None else None,
+    )
     with atomic_path(run_dir / STATE_NAME) as tmp:
         torch.save(state, tmp)
 
@@ -71,11 +81,15 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
     try:
         state = torch.load(run_dir / STATE_NAME, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{run_dir / STATE_NAME} not found: the run never finished "
-                                "an epoch, so there is nothing to resume; start it again") from None
+        raise FileNotFoundError(
+            f"{run_dir / STATE_NAME} not found: the run never finished "
+            "an epoch, so there is nothing to resume; start it again"
+        ) from None
     except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
-                         "the resume state is damaged") from None
+        raise ValueError(
+            f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
+            "the resume state is damaged"
+        ) from None
     trainer.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
     trainer.inner.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -91,9 +105,13 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
         generator.set_state(state["loader_rng"])
     h = state["history"]
     write_jsonl(run_dir / METRICS_NAME, h["epochs"])
-    return state["epoch"], FitHistory(list(h["epochs"]), h["best_epoch"],
-                                      h["best_val_accuracy"], h["seconds"],
-                                      state.get("stopped_early", 0))
+    return state["epoch"], FitHistory(
+        list(h["epochs"]),
+        h["best_epoch"],
+        h["best_val_accuracy"],
+        h["seconds"],
+        state.get("stopped_early", 0),
+    )
 
 
 def skip_batches(loader, skip: int):
@@ -101,23 +119,33 @@ def skip_batches(loader, skip: int):
     would also draw augmentation randomness the uninterrupted run drew only once)."""
     if not isinstance(loader, torch.utils.data.DataLoader) or loader.sampler is None:
         return iter(list(loader)[skip:])
-    indices = list(loader.sampler)[skip * loader.batch_size:]
+    indices = list(loader.sampler)[skip * loader.batch_size :]
     # a throwaway generator: the iterator's base seed must not come from the global RNG (nor
     # from the loader's, which already drew it for this epoch before the interruption)
-    return iter(torch.utils.data.DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=indices,
-        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-        generator=torch.Generator()))
+    return iter(
+        torch.utils.data.DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=indices,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+            generator=torch.Generator(),
+        )
+    )
 
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    return dict(torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                python=list(random.getstate()[1]),
-                python_pos=random.getstate()[2],
-                numpy=torch.from_numpy(np_state[1].astype("int64")), numpy_pos=int(np_state[2]))
+    return dict(
+        torch=torch.get_rng_state(),
+        cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        python=list(random.getstate()[1]),
+        python_pos=random.getstate()[2],
+        numpy=torch.from_numpy(np_state[1].astype("int64")),
+        numpy_pos=int(np_state[2]),
+    )
 
 
 def _set_rng_state(state: dict) -> None:

@@ -24,8 +24,17 @@ from torch import nn
 from ..config import TrainConfig
 from .distributed import DistInfo
 
-__all__ = ["Runtime", "Task", "resolve_runtime", "resolve_device", "resolve_precision",
-           "cpu_has_native_bf16", "seed_everything", "is_cnn", "PRECISIONS"]
+__all__ = [
+    "Runtime",
+    "Task",
+    "resolve_runtime",
+    "resolve_device",
+    "resolve_precision",
+    "cpu_has_native_bf16",
+    "seed_everything",
+    "is_cnn",
+    "PRECISIONS",
+]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -56,22 +65,24 @@ class Task:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 
-def resolve_runtime(cfg: TrainConfig, model: nn.Module, dist: Optional[DistInfo] = None
-                    ) -> Runtime:
+def resolve_runtime(cfg: TrainConfig, model: nn.Module, dist: Optional[DistInfo] = None) -> Runtime:
     """The run's ``Runtime`` from its train config (``dist`` from ``setup_distributed``)."""
     dist = dist or DistInfo()
     device = resolve_device(cfg.device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    return Runtime(device, resolve_precision(cfg.precision, device),
-                   cfg.channels_last and is_cnn(model), dist)
+    return Runtime(
+        device, resolve_precision(cfg.precision, device), cfg.channels_last and is_cnn(model), dist
+    )
 
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+        raise ValueError(
+            "--device cuda: no CUDA device is available here; use --device cpu or auto"
+        )
     return torch.device(device)
 
 
@@ -98,8 +109,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16":
         raise ValueError("--precision fp16 needs a CUDA device; use fp32 (or bf16) on CPU")
     if precision == "bf16" and not cpu_has_native_bf16():
-        warnings.warn("--precision bf16 on a CPU without native bf16: expect 10-16x slower steps "
-                      "than fp32 (measured on AVX2); use --precision auto", stacklevel=2)
+        warnings.warn(
+            "--precision bf16 on a CPU without native bf16: expect 10-16x slower steps "
+            "than fp32 (measured on AVX2); use --precision auto",
+            stacklevel=2,
+        )
     return precision
 
 

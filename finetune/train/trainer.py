@@ -54,13 +54,22 @@ class Trainer:
         task: classes, multi-label, class weights, normalisation.
     """
 
-    def __init__(self, model: nn.Module, *, policy: PolicyReport,
-                 optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None,
-                 optim: OptimConfig = OptimConfig(), train: TrainConfig = TrainConfig(),
-                 runtime: Runtime = Runtime(), task: Task = Task()):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        policy: PolicyReport,
+        optimizer: Optional[torch.optim.Optimizer] = None,
+        scheduler=None,
+        optim: OptimConfig = OptimConfig(),
+        train: TrainConfig = TrainConfig(),
+        runtime: Runtime = Runtime(),
+        task: Task = Task(),
+    ):
         self.model = model
-        self.inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) \
-            else model
+        self.inner = (
+            model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        )
         self.policy, self.optimizer, self.scheduler = policy, optimizer, scheduler
         self.optim, self.train, self.runtime, self.task = optim, train, runtime, task
         self.device = runtime.device
@@ -88,8 +97,9 @@ class Trainer:
     # -- one step --------------------------------------------------------------------------
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
-                              enabled=self.dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        )
 
     def to_device(self, images: torch.Tensor, targets: torch.Tensor):
         """Move a batch; uint8 images are normalised with the backbone's mean/std."""
@@ -120,7 +130,8 @@ class Trainer:
         if self.optim.clip_grad:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(
-                [p for g in self.optimizer.param_groups for p in g["params"]], self.optim.clip_grad)
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.optim.clip_grad
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -136,9 +147,16 @@ class Trainer:
 
     # -- epochs ----------------------------------------------------------------------------
 
-    def fit(self, train_loader, val_loader=None, *, run_dir: Optional[str | Path] = None,
-            save_best: Optional[Callable] = None, start_epoch: int = 0,
-            history: Optional[FitHistory] = None) -> FitHistory:
+    def fit(
+        self,
+        train_loader,
+        val_loader=None,
+        *,
+        run_dir: Optional[str | Path] = None,
+        save_best: Optional[Callable] = None,
+        start_epoch: int = 0,
+        history: Optional[FitHistory] = None,
+    ) -> FitHistory:
         """Train until ``train.epochs``; after each epoch validate, call
         ``save_best(model, epoch)`` when the validation score improved (every epoch without
         ``val_loader``), and, with ``run_dir``, append to metrics.jsonl and write the resumable
@@ -150,13 +168,16 @@ class Trainer:
             self._start = time.perf_counter() - history.seconds
             self._checkpoint = (run_dir, history) if run_dir is not None else None
             for epoch in range(start_epoch, self.train.epochs):
-                if self._epoch(epoch, train_loader, val_loader, run_dir, history,
-                               save_best) is None:
+                if (
+                    self._epoch(epoch, train_loader, val_loader, run_dir, history, save_best)
+                    is None
+                ):
                     break
         return history
 
-    def _epoch(self, epoch, train_loader, val_loader, run_dir, history, save_best
-               ) -> Optional[dict]:
+    def _epoch(
+        self, epoch, train_loader, val_loader, run_dir, history, save_best
+    ) -> Optional[dict]:
         """One epoch with its validation, bookkeeping and saves; None when the run stops early."""
         epochs = self.train.epochs
         self.thaw(epoch + 1)
@@ -165,20 +186,26 @@ class Trainer:
             train_loss, train_acc, seen = self._train_epoch(train_loader, epoch)
         except StopRequested:  # first Ctrl-C, at a step boundary: keep the partial epoch
             if run_dir is not None and self.batches_done:
-                self.save_state(run_dir, epoch, history, train_loader,
-                                batches_done=self.batches_done)
+                self.save_state(
+                    run_dir, epoch, history, train_loader, batches_done=self.batches_done
+                )
             raise
         train_seconds = time.perf_counter() - t0
         val_loss = val_score = None
         if val_loader is not None:
             val_loss, logits, targets = self.evaluate(val_loader)
             val_score = self.score(logits, targets)
-        record = dict(epoch=epoch + 1, step=self.step, train_loss=train_loss,
-                      train_accuracy=train_acc, val_loss=val_loss,
-                      **{self.score_name: val_score},
-                      lr=max(g["lr"] for g in self.optimizer.param_groups),
-                      train_images_per_s=seen / max(train_seconds, 1e-9),
-                      epoch_seconds=time.perf_counter() - t0)
+        record = dict(
+            epoch=epoch + 1,
+            step=self.step,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            **{self.score_name: val_score},
+            lr=max(g["lr"] for g in self.optimizer.param_groups),
+            train_images_per_s=seen / max(train_seconds, 1e-9),
+            epoch_seconds=time.perf_counter() - t0,
+        )
         # without validation data the last epoch is the one kept
         improved = val_score is None or val_score > history.best_val_accuracy
         if improved:
@@ -193,8 +220,7 @@ class Trainer:
         history.epochs.append(record)
         history.seconds = time.perf_counter() - self._start
         stale = epoch + 1 - history.best_epoch
-        stop = bool(self.train.patience and val_score is not None
-                    and stale >= self.train.patience)
+        stop = bool(self.train.patience and val_score is not None and stale >= self.train.patience)
         if improved and save_best is not None:
             save_best(self.inner, epoch + 1)
         if run_dir is not None:
@@ -208,8 +234,11 @@ class Trainer:
             raise StopRequested
         if stop:
             history.stopped_early = epoch + 1
-            emit("info", f"early stop: no better {self.score_name} for {self.train.patience} "
-                 f"epochs (best epoch {history.best_epoch})")
+            emit(
+                "info",
+                f"early stop: no better {self.score_name} for {self.train.patience} "
+                f"epochs (best epoch {history.best_epoch})",
+            )
             return None
         return record
 
@@ -232,8 +261,9 @@ class Trainer:
             for i, (images, targets) in batches:
                 images, labels = self.to_device(images, targets)
                 group = min(accum, n - i // accum * accum)  # the last group may be shorter
-                out = self.forward_backward(images, labels, scale=1 / group,
-                                            mix=mixing and len(labels) % 2 == 0)
+                out = self.forward_backward(
+                    images, labels, scale=1 / group, mix=mixing and len(labels) % 2 == 0
+                )
                 if out is None:
                     continue
                 if (i + 1) % accum == 0 or i + 1 == n:
@@ -249,10 +279,15 @@ class Trainer:
                 if bar.due(i + 1):  # the only host-device syncs in the loop
                     self._check_finite(float(loss_sum) / max(seen, 1))
                     rate = seen / max(time.perf_counter() - bar.start, 1e-9)
-                    bar.update(i + 1, f"loss {float(loss_sum) / max(seen, 1):.4f} acc "
-                               f"{float(correct) / max(seen, 1):.4f} {rate:.1f} img/s", force=True)
+                    bar.update(
+                        i + 1,
+                        f"loss {float(loss_sum) / max(seen, 1):.4f} acc "
+                        f"{float(correct) / max(seen, 1):.4f} {rate:.1f} img/s",
+                        force=True,
+                    )
         loss_total, correct_total, seen = all_reduce_sum(
-            [float(loss_sum), float(correct), float(seen)], self.runtime.dist, self.device)
+            [float(loss_sum), float(correct), float(seen)], self.runtime.dist, self.device
+        )
         seen = int(seen)
         return loss_total / max(seen, 1), correct_total / max(seen, 1), seen
 
@@ -270,7 +305,8 @@ class Trainer:
         if not math.isfinite(mean_loss):
             raise FloatingPointError(
                 f"non-finite training loss (detected at step {self.step}); the best checkpoint "
-                "so far is kept. Lower --lr, use --clip-grad, or --nan-policy skip-batch")
+                "so far is kept. Lower --lr, use --clip-grad, or --nan-policy skip-batch"
+            )
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
         """Validation score: accuracy, or mAP for multi-label tasks."""
@@ -288,28 +324,40 @@ class Trainer:
         if not self.policy.thaw_epochs:
             return
         for stage, params in thaw_for_epoch(self.inner, self.policy, epoch):
-            groups = build_param_groups(self.inner, self.optim, self.policy.stages,
-                                        only=set(params))
+            groups = build_param_groups(
+                self.inner, self.optim, self.policy.stages, only=set(params)
+            )
             self.scheduler.add_param_groups(groups, step=self.step)
             count = sum(p.numel() for g in groups for p in g["params"])
-            emit("info", f"epoch {epoch}: thawed {stage} ({count:,} params) at lr "
-                 f"{groups[0]['lr']:.3g} now (peak {self.optim.lr * groups[0]['lr_scale']:.3g}, "
-                 "following the schedule)")
+            emit(
+                "info",
+                f"epoch {epoch}: thawed {stage} ({count:,} params) at lr "
+                f"{groups[0]['lr']:.3g} now (peak {self.optim.lr * groups[0]['lr_scale']:.3g}, "
+                "following the schedule)",
+            )
         self.policy = refresh_report(self.inner, self.policy)
 
-    def save_state(self, run_dir, epoch: int, history: FitHistory, train_loader,
-                   batches_done: int = 0) -> None:
+    def save_state(
+        self, run_dir, epoch: int, history: FitHistory, train_loader, batches_done: int = 0
+    ) -> None:
         """Write the resumable state (see ``finetune.train.resume``)."""
-        save_state(self, run_dir, epoch=epoch, history=history, loader=train_loader,
-                   batches_done=batches_done)
+        save_state(
+            self,
+            run_dir,
+            epoch=epoch,
+            history=history,
+            loader=train_loader,
+            batches_done=batches_done,
+        )
 
     def load_state(self, run_dir, train_loader) -> tuple[int, FitHistory]:
         """Restore a run written by ``save_state``; returns (epochs done, history)."""
         return load_state(self, run_dir, train_loader)
 
     @torch.inference_mode()
-    def evaluate(self, loader, model: Optional[nn.Module] = None
-                 ) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, loader, model: Optional[nn.Module] = None
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Mean loss, then all logits and targets (on CPU, float32) of ``loader``."""
         model = model if model is not None else self.model
         model.eval()
@@ -321,8 +369,11 @@ class Trainer:
                 logits = model(images)
             logits = logits.float()
             if self.task.multilabel:
-                loss_sum += float(nn.functional.binary_cross_entropy_with_logits(
-                    logits, targets.float(), reduction="sum")) / max(1, logits.shape[1])
+                loss_sum += float(
+                    nn.functional.binary_cross_entropy_with_logits(
+                        logits, targets.float(), reduction="sum"
+                    )
+                ) / max(1, logits.shape[1])
             else:
                 loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
             seen += len(targets)
@@ -347,9 +398,13 @@ def _mixup(train: TrainConfig, optim: OptimConfig, task: Task):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=train.mixup, cutmix_alpha=train.cutmix,
-                 label_smoothing=optim.label_smoothing, num_classes=task.num_classes,
-                 multi_label=task.multilabel)
+    return Mixup(
+        mixup_alpha=train.mixup,
+        cutmix_alpha=train.cutmix,
+        label_smoothing=optim.label_smoothing,
+        num_classes=task.num_classes,
+        multi_label=task.multilabel,
+    )
 
 
 @contextlib.contextmanager
