@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 import torch
 
-from .config import DataConfig
+from .config import DataConfig, FinetuneConfig
 from .data.augment import build_eval_transform
 from .data.images import load_bands, load_image, walk_images
+from .errors import ConfigError
 from .models.info import BackboneInfo
 from .train.checkpoint import load_run
 
@@ -45,13 +46,7 @@ def predict(
     pretrained_cfg = config["pretrained_cfg"]
     channels = int(pretrained_cfg["input_size"][0])
     info = BackboneInfo.from_pretrained_cfg(pretrained_cfg)
-    transform = build_eval_transform(
-        info,
-        DataConfig(
-            img_size=int(pretrained_cfg["input_size"][-1]),
-            in_chans=None if channels == 3 else channels,
-        ),
-    )
+    transform = build_eval_transform(info, _data_config(run_dir, pretrained_cfg))
     read = load_image if channels == 3 else partial(load_bands, channels=channels)
     paths = list(walk_images(inputs))
     k = max(1, min(top_k, len(labels)))
@@ -77,6 +72,16 @@ def predict(
         else:
             records += _topk_records(chunk, logits.softmax(-1), labels, k)
     return records
+
+
+def _data_config(run_dir, pretrained_cfg: dict) -> DataConfig:
+    """The data section the run trained with (the one config path); a timm run directory that
+    finetune did not write gets the equivalent from its ``pretrained_cfg``."""
+    try:
+        return FinetuneConfig.resolve(resume=run_dir).data
+    except ConfigError:
+        channels, size = int(pretrained_cfg["input_size"][0]), int(pretrained_cfg["input_size"][-1])
+        return DataConfig(img_size=size, in_chans=None if channels == 3 else channels)
 
 
 def _topk_records(paths, probs, labels, k: int) -> list[dict[str, Any]]:

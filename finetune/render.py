@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional
@@ -111,7 +112,8 @@ def reporting(verbose: bool = True, console: Optional[Console] = None) -> Iterat
     with warnings.catch_warnings():
         if not verbose:
             warnings.simplefilter("ignore")
-            yield
+            with _quiet_logger("timm"):  # its scheduler logs notes through logging.lastResort
+                yield
             return
         if has_listeners():
             yield
@@ -122,6 +124,17 @@ def reporting(verbose: bool = True, console: Optional[Console] = None) -> Iterat
         )
         with listening(Renderer(console or Console(highlight=False))):
             yield
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def epoch_line(r: dict, epochs: int, score_name: str) -> str:

@@ -28,10 +28,6 @@ class Stage:
     params: tuple[str, ...]  # parameter names, in model order
     modules: tuple[str, ...]  # the modules it covers, for display and --freeze-until hints
 
-    def numel(self, model: nn.Module) -> int:
-        named = dict(model.named_parameters())
-        return sum(named[p].numel() for p in self.params)
-
 
 def model_stages(model: nn.Module, order: dict[str, int] | None = None) -> list[Stage]:
     """Ordered stages of ``model``; the classifier is always in the last one, named ``head``.
