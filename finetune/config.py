@@ -43,6 +43,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class BackboneConfig:
+    """Which backbone and which pretrained weights."""
+
     # timm name, "hf-hub:ORG/NAME" or "tv:NAME" (torchvision)
     name: str = "tf_efficientnet_lite0"
     # an explicit weight file (.safetensors, .pth, .pt, .bin); wins over every other source
@@ -55,12 +57,16 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class HeadConfig:
+    """The new classifier head."""
+
     # dropout before the new classifier (probability)
     head_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Where the images are, how they are read, split, cached, balanced and augmented."""
+
     path: Optional[str] = None
     # square input size in pixels; None = the backbone's pretrained input size
     img_size: Optional[int] = None
@@ -106,6 +112,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """What trains and what is frozen, BatchNorm modes, gradual unfreezing."""
+
     # What to freeze: at most one of freeze_until / freeze_stages / linear_probe / train_only /
     # full; `freeze` adds frozen parameters to any of them but full. The head always trains.
     # first module that trains; everything before it in forward order is frozen
@@ -130,6 +138,8 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class AdapterConfig:
+    """Parameter-efficient fine-tuning (peft adapters)."""
+
     # parameter-efficient fine-tuning through peft: none, lora, loha, lokr or ia3
     peft: str = "none"
     lora_r: int = 8
@@ -141,6 +151,8 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Optimizer, learning-rate layout and schedule, loss options."""
+
     optimizer: str = "adamw"
     # peak learning rate, reached after warmup
     lr: float = 1e-3
@@ -169,6 +181,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Run length, device and precision, regularisers, stopping and saving."""
+
     epochs: int = 10
     device: str = "auto"
     precision: str = "auto"
@@ -202,6 +216,8 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
+    """Where the run directory goes."""
+
     # run directory; None = runs/<backbone>-<timestamp>
     output: Optional[str] = None
     overwrite: bool = False

@@ -34,6 +34,8 @@ _LISTENERS: list[Listener] = []
 
 @dataclass(frozen=True)
 class Event:
+    """One thing the library says: a kind, a plain-text message, and data."""
+
     kind: str
     message: str = ""
     data: dict[str, Any] = field(default_factory=dict)

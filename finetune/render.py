@@ -199,6 +199,7 @@ def report_table(report: dict, title: str):
 
 
 def multilabel_table(report: dict, title: str):
+    """A rich table of a ``multilabel_report``."""
     table = Table(
         title=f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
         f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})"

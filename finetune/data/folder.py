@@ -46,6 +46,8 @@ Sample = tuple[str, int]
 
 @dataclass(frozen=True)
 class DataInfo:
+    """What a scan found: classes, the samples of each split, and every problem file."""
+
     root: str
     layout: str  # "splits" (train/val[/test] folders) or "classes"
     classes: tuple[str, ...]

@@ -36,6 +36,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (16-bit and float scaled, alpha over black)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit/float data: scale to 8 bit instead of PIL's clipping convert("L"). 16-bit modes
         # always use the full 0-65535 range, so dark and bright images of a series stay comparable;
@@ -54,6 +55,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def walk_images(inputs: Sequence[str | os.PathLike]):
+    """Image files of ``inputs`` (files as given, folders walked recursively, sorted).
+
+    Example:
+        >>> list(walk_images(["photos/"]))  # doctest: +SKIP
+        [PosixPath('photos/a.jpg'), PosixPath('photos/sub/b.png')]"""
     for item in inputs:
         path = Path(item)
         if path.is_dir():

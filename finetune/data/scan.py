@@ -50,6 +50,8 @@ EXTENSION_FORMATS = {
 
 @dataclass(frozen=True)
 class FileCheck:
+    """What the scan learnt of one file: its problem or warning, size, mode, format, digest."""
+
     problem: Optional[str] = None  # why the file cannot be used; None = usable
     warning: Optional[str] = None  # usable, but worth a look (wrong extension)
     width: int = 0

@@ -24,6 +24,8 @@ __all__ = ["Stage", "model_stages"]
 
 @dataclass(frozen=True)
 class Stage:
+    """A group of parameters that freezes, thaws and gets an LR scale together."""
+
     name: str  # "stem", "layer1", "blocks.3", "head"
     params: tuple[str, ...]  # parameter names, in model order
     modules: tuple[str, ...]  # the modules it covers, for display and --freeze-until hints

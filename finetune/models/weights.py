@@ -61,6 +61,7 @@ def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_file_into(model: nn.Module, path) -> tuple[str, Optional[str]]:
+    """Load a weight file into ``model`` (keys mapped when needed); returns (source, mapping note)."""
     src = load_weight_file(path)
     mapped, report = map_state_dict(src, model, source=str(path))
     missing, unexpected = model.load_state_dict(mapped, strict=False)

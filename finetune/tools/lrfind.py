@@ -36,6 +36,8 @@ __all__ = ["lr_find", "LRFindResult"]
 
 @dataclass
 class LRFindResult:
+    """The sweep, the suggested LR and the plot's path."""
+
     lrs: list[float]
     losses: list[float]  # smoothed (EMA 0.98, bias-corrected)
     suggestion: float  # steepest descent

@@ -25,6 +25,8 @@ __all__ = ["DistInfo", "setup_distributed", "barrier", "all_reduce_sum"]
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place among the torchrun processes (one process: world 1, rank 0)."""
+
     world: int = 1
     rank: int = 0
     local_rank: int = 0
@@ -60,6 +62,7 @@ def setup_distributed(device: str) -> DistInfo:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every process (a no-op in one process)."""
     if info.enabled:
         torch.distributed.barrier()
 

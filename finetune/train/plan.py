@@ -24,6 +24,8 @@ __all__ = ["Plan", "PlanRow", "build_plan"]
 
 @dataclass(frozen=True)
 class PlanRow:
+    """One stage of the plan."""
+
     stage: str
     modules: tuple[str, ...]
     params: int  # elements
@@ -35,6 +37,8 @@ class PlanRow:
 
 @dataclass(frozen=True)
 class Plan:
+    """The freezing plan of a model, as rows."""
+
     title: str
     rows: tuple[PlanRow, ...]
     summary: str  # peft-style "trainable params: ... || all params: ..."

@@ -50,6 +50,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PolicyReport:
+    """What ``apply_policy`` did: the stages, what is frozen, BatchNorm held in eval mode, the thaw plan."""
+
     description: str  # "freeze_until=layer3", "linear_probe", ...
     bn_mode: str
     stages: tuple[Stage, ...]
@@ -139,6 +141,7 @@ def apply_policy(
 
 
 def describe_policy(cfg: PolicyConfig) -> str:
+    """A short name for the policy a config selects (``freeze_until=layer3``, ``full``)."""
     for key in ("freeze_until", "train_only"):
         if getattr(cfg, key) is not None:
             return f"{key}={getattr(cfg, key)}"

@@ -32,6 +32,8 @@ __all__ = ["FitHistory", "save_state", "load_state", "skip_batches"]
 
 @dataclass
 class FitHistory:
+    """Per-epoch records and the best epoch so far (saved in the resume state)."""
+
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_accuracy: float = -1.0

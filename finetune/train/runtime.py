@@ -77,6 +77,7 @@ def resolve_runtime(cfg: TrainConfig, model: nn.Module, dist: Optional[DistInfo]
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU; ``cuda`` without a GPU is a clear error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -130,5 +131,6 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
 
 
 def is_cnn(model: nn.Module) -> bool:
+    """True for convolutional nets (more than one conv), where channels_last pays off."""
     # channels_last pays off for conv nets; a ViT has a single (patch embedding) conv
     return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
