@@ -1,15 +1,18 @@
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import finetune
 from finetune.cli import app
+from finetune.config import CHOICES, OptimConfig
 
 runner = CliRunner()
-FAST = ["--no-pretrained", "--epochs", "1", "--img-size", "32", "--batch-size", "4",
-        "--num-workers", "0"]
+FAST = "--no-pretrained --epochs 1 --img-size 32 --batch-size 4 --num-workers 0".split()
 
 
 def invoke(*args):
@@ -20,8 +23,9 @@ def invoke(*args):
 @pytest.fixture
 def run_dir(image_folder, tmp_path):
     out = tmp_path / "run"
-    result = invoke("run", "--backbone", "test_resnet", "--data", image_folder, "--output", out,
-                    *FAST)
+    result = invoke(
+        "run", "--backbone", "test_resnet", "--data", image_folder, "--output", out, *FAST
+    )
     assert result.exit_code == 0, result.output
     assert "run directory" in result.output and "Plan: full" in result.output
     return out
@@ -49,15 +53,17 @@ def test_recipe_with_flag_override(image_folder, tmp_path):
     assert cfg["backbone"]["name"] == "test_resnet" and cfg["train"]["epochs"] == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "{tmp}/missing"], "data folder not found"),
-    (["--data", "{data}", "--backbone", "resnet5O"], "Did you mean: resnet50"),
-    (["--data", "{data}", "--freeze-until", "layer9"], "no module named 'layer9'"),
-    (["--data", "{data}", "--recipe", "{tmp}/bad.yaml"], "unknown key 'epoch'"),
-    (["--data", "{data}", "--precision", "fp8"], "'fp8' is not one of"),
-    (["--data", "{data}", "--weights", "{tmp}/none.pth"], "weight file not found"),
-    (["--backbone", "test_resnet"], "--data is required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "{tmp}/missing"], "data folder not found"),
+        (["--data", "{data}", "--backbone", "resnet5O"], "Did you mean: resnet50"),
+        (["--data", "{data}", "--freeze-until", "layer9"], "no module named 'layer9'"),
+        (["--data", "{data}", "--recipe", "{tmp}/bad.yaml"], "unknown key 'epoch'"),
+        (["--data", "{data}", "--weights", "{tmp}/none.pth"], "weight file not found"),
+        (["--backbone", "test_resnet"], "--data is required"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(image_folder, tmp_path, args, message):
     (tmp_path / "bad.yaml").write_text("train:\n  epoch: 3\n")
     args = [a.format(tmp=tmp_path, data=image_folder) for a in args]
@@ -88,10 +94,14 @@ def test_predict_on_a_truncated_checkpoint_fails_cleanly(run_dir, image_folder):
 
 
 def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys, finetune.cli; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(finetune.cli.app, ['run', '--help']); "
-            "assert r.exit_code == 0 and '--freeze-until' in r.output; "
-            "assert 'torch' not in sys.modules, 'torch imported by --help'")
+    code = (
+        "import sys, finetune.cli; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(finetune.cli.app, ['run', '--help']); "
+        "assert r.exit_code == 0 and '--freeze-until' in r.output; "
+        "r = CliRunner().invoke(finetune.cli.app, ['--help']); "
+        "assert r.exit_code == 0 and 'lr-find' in r.output; "
+        "assert 'torch' not in sys.modules, 'torch imported by --help'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
 
 
@@ -101,11 +111,18 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
 
 
 def test_inspect_prints_stages_and_the_plan():
-    result = invoke("inspect", "--backbone", "test_efficientnet", "--freeze-stages", "2",
-                    "--layer-decay", "0.5")
+    result = invoke(
+        "inspect", "--backbone", "test_efficientnet", "--freeze-stages", "2", "--layer-decay", "0.5"
+    )
     assert result.exit_code == 0, result.output
-    for text in ("Plan: freeze_stages=2", "blocks.0", "frozen", "peak lr", "trainable%",
-                 "--peft lora would adapt"):
+    for text in (
+        "Plan: freeze_stages=2",
+        "blocks.0",
+        "frozen",
+        "peak lr",
+        "trainable%",
+        "--peft lora would adapt",
+    ):
         assert text in result.output, text
     result = invoke("inspect", "--backbone", "test_resnet", "--freeze-until", "layer9")
     assert result.exit_code == 2 and "Valid stage names" in result.output
@@ -113,16 +130,17 @@ def test_inspect_prints_stages_and_the_plan():
 
 def test_dry_run_prints_the_plan_and_writes_nothing(image_folder, tmp_path):
     out = tmp_path / "run"
-    result = invoke("run", "--backbone", "test_vit", "--data", image_folder, "--output", out,
-                    "--peft", "lora", "--lora-r", "4", "--dry-run", *FAST)
+    args = "--backbone test_vit --peft lora --lora-r 4 --dry-run".split()
+    result = invoke("run", *args, "--data", image_folder, "--output", out, *FAST)
     assert result.exit_code == 0, result.output
     assert "Plan: peft lora (r=4)" in result.output and not out.exists()
 
 
 def test_unfreeze_schedule_from_the_cli(image_folder, tmp_path):
-    result = invoke("run", "--backbone", "test_resnet", "--data", image_folder, "--output",
-                    tmp_path / "run", "--freeze-stages", "4", "--unfreeze-at", "2", *FAST[:-4],
-                    "--epochs", "2", "--batch-size", "4", "--num-workers", "0")
+    args = "--backbone test_resnet --freeze-stages 4 --unfreeze-at 2".split()
+    out = tmp_path / "run"
+    # the last --epochs wins
+    result = invoke("run", *args, "--data", image_folder, "--output", out, *FAST, "--epochs", "2")
     assert result.exit_code == 0, result.output
     assert "thaws at" in result.output and "epoch 2: thawed layer3" in result.output
 
@@ -130,7 +148,112 @@ def test_unfreeze_schedule_from_the_cli(image_folder, tmp_path):
 def test_a_selector_flag_replaces_the_recipes_selector(image_folder, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("backbone:\n  name: test_resnet\npolicy:\n  freeze_until: layer2\n")
-    result = invoke("run", "--recipe", recipe, "--data", image_folder, "--freeze-stages", "3",
-                    "--dry-run", *FAST)
+    args = ["--recipe", recipe, "--freeze-stages", "3", "--dry-run", *FAST]
+    result = invoke("run", *args, "--data", image_folder)
     assert result.exit_code == 0, result.output
     assert "Plan: freeze_stages=3" in result.output
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"finetune {finetune.__version__}"
+
+
+def _help_line(output: str, flag: str) -> str:
+    return next(line for line in output.splitlines() if re.search(rf"│ +{flag} ", line))
+
+
+def test_run_help_shows_panels_choices_defaults_and_examples():
+    result = invoke("run", "--help")
+    assert result.exit_code == 0, result.output
+    for panel in ("Data", "Model", "Policy", "Optimisation", "Training", "Output"):
+        assert f"─ {panel} ─" in result.output, panel
+    assert "|".join(CHOICES["policy.bn"]) in _help_line(result.output, "--bn")
+    assert "|".join(CHOICES["optim.optimizer"]) in _help_line(result.output, "--optimizer")
+    assert f"default: ({OptimConfig().lr})" in _help_line(result.output, "--lr")
+    assert "--no-ema" in _help_line(result.output, "--ema")
+    assert "CSV manifest" in _help_line(result.output, "--data")
+    assert "Examples:" in result.output and "(default" not in result.output
+    for command in ("predict", "scan"):
+        assert "Examples:" in invoke(command, "--help").output, command
+
+
+@pytest.mark.parametrize(
+    "flag, value, key", [("--bn", "nope", "policy.bn"), ("--precision", "fp8", "train.precision")]
+)
+def test_an_invalid_choice_exits_2_naming_the_choices(image_folder, flag, value, key):
+    result = invoke("run", "--data", image_folder, flag, value)
+    assert result.exit_code == 2, result.output
+    assert f"'{value}' is not one of" in result.output and "Traceback" not in result.output
+    for choice in CHOICES[key]:
+        assert f"'{choice}'" in result.output, choice
+
+
+def test_flags_reach_the_api_as_config_overrides(monkeypatch, image_folder, tmp_path):
+    import finetune.api
+
+    calls = []
+    monkeypatch.setattr(finetune.api, "adapt", lambda **kw: calls.append(kw))
+    result = invoke(
+        "run",
+        "--data",
+        image_folder,
+        "--backbone",
+        "test_resnet",
+        "--no-ema",
+        "--bn",
+        "train",
+        "--lr",
+        "0.01",
+        "--no-pretrained",
+        "--output",
+        tmp_path,
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [
+        dict(
+            recipe=None,
+            resume=None,
+            dry_run=False,
+            path=str(image_folder),
+            name="test_resnet",
+            ema=False,
+            bn="train",
+            lr=0.01,
+            pretrained=False,
+            output=str(tmp_path),
+        )
+    ]
+    assert type(calls[0]["bn"]) is str  # a plain string, not the Enum typer parsed
+
+
+def test_an_unexpected_exception_is_one_line_with_the_traceback_in_a_file(
+    monkeypatch, image_folder
+):
+    import finetune.api
+
+    def boom(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(finetune.api, "adapt", boom)
+    monkeypatch.delenv("FINETUNE_DEBUG", raising=False)
+    result = invoke("run", "--data", image_folder)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("error:") == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    match = re.fullmatch(
+        r"error: RuntimeError: boom \(traceback written to (.+); "
+        r"--debug or FINETUNE_DEBUG=1 shows it\)",
+        line,
+    )
+    assert match, line
+    written = Path(match[1])
+    try:
+        assert "RuntimeError: boom" in written.read_text()
+    finally:
+        written.unlink()
+    result = runner.invoke(
+        app, ["run", "--data", str(image_folder)], env={"COLUMNS": "200", "FINETUNE_DEBUG": "1"}
+    )
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "boom"
+    assert isinstance(invoke("run", "--data", image_folder, "--debug").exception, RuntimeError)
