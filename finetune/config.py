@@ -362,8 +362,9 @@ def flag_name(key: str) -> str:
 def selector_reset(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """When ``overrides`` choose what to freeze, the base config's own choice (and what only
     made sense with it: its unfreeze schedule, cached features) is reset, so an override
-    replaces a recipe's policy instead of conflicting with it."""
-    if not SELECTORS.keys() & overrides.keys():
+    replaces a recipe's policy instead of conflicting with it. An override that turns a
+    selector off (``--no-linear-probe``) chooses nothing and resets nothing."""
+    if not any(k in overrides and overrides[k] != off for k, off in SELECTORS.items()):
         return {}
     reset = {k: v for k, v in SELECTORS.items() if k not in overrides}
     reset.update(

@@ -19,6 +19,7 @@ from .data.images import load_bands, load_image, walk_images
 from .errors import ConfigError
 from .models.info import BackboneInfo
 from .train.checkpoint import load_run
+from .train.runtime import resolve_device
 
 __all__ = ["predict"]
 
@@ -36,11 +37,12 @@ def predict(
     Uses the run's evaluation preprocessing. Returns one record per image:
     ``{"path", "label", "prob", "label_2", "prob_2", ...}``; for a multi-label run
     ``{"path", "labels": "a;b", "prob_<label>": ...}`` with the thresholds chosen on validation.
-    An unreadable image is skipped with a warning naming it.
+    An unreadable image is skipped with a warning naming it. ``device``: cpu, cuda or auto.
 
     Example:
         >>> predict("runs/my-run", ["photos/"], top_k=3)[0]["label"]  # doctest: +SKIP
     """
+    device = str(resolve_device(device))  # "auto" -> cuda if available, else cpu
     model, config = load_run(run_dir, device=device)
     labels = config.get("label_names") or [str(i) for i in range(config["num_classes"])]
     pretrained_cfg = config["pretrained_cfg"]

@@ -212,11 +212,9 @@ def predict(
         if output is not None and output.suffix not in (".csv", ".json"):
             raise ValueError(f"--output {output}: use a .csv or .json file name")
         from ..inference import predict as predict_images
-        from ..train.runtime import resolve_device
 
         with rendering():
-            device = str(resolve_device(device.value))
-            records = predict_images(run_dir, images, top_k=top_k, device=device)
+            records = predict_images(run_dir, images, top_k=top_k, device=device.value)
         _print_predictions(records, top_k)
         if output is not None:
             write_predictions(records, output)
