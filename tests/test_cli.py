@@ -257,3 +257,9 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_in_a_file(
     )
     assert isinstance(result.exception, RuntimeError) and str(result.exception) == "boom"
     assert isinstance(invoke("run", "--data", image_folder, "--debug").exception, RuntimeError)
+
+
+def test_switches_show_no_value_placeholder():
+    result = invoke("run", "--help")
+    switch_lines = [l for l in result.output.splitlines() if "--no-strict" in l or "--debug" in l]
+    assert switch_lines and not any("<bool>" in l for l in switch_lines)

@@ -29,7 +29,9 @@ def examples(*lines: str) -> str:
 def _app_options(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, metavar="", help="Print the version."
+        ),
     ] = None,
 ) -> None:
     """Fine-tune a pretrained ImageNet backbone on your images."""

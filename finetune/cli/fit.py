@@ -122,7 +122,9 @@ def run(
     ] = None,
     overwrite: Annotated[Optional[bool], option("output.overwrite")] = None,
     resume: Annotated[Optional[Path], option("resume", panel=OUT)] = None,
-    dry_run: Annotated[bool, option("dry_run", "--dry-run/--no-dry-run", panel=OUT)] = False,
+    dry_run: Annotated[
+        bool, option("dry_run", "--dry-run/--no-dry-run", panel=OUT, metavar="")
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Fine-tune a backbone on an image folder or CSV manifest and write a run directory."""

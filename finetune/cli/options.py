@@ -111,6 +111,7 @@ def option(
             flag = name.replace("_", "-")
             decls = decls or (f"--{flag}/--no-{flag}",)
             show = (flag if value else f"no-{flag}") if show is None else show
+            kw.setdefault("metavar", "")  # a switch takes no value: no <bool> placeholder
         elif value is not None and value != ():
             show = str(value) if show is None else show
     if show:
@@ -155,7 +156,7 @@ LoraTargets = Annotated[Optional[str], option("adapter.lora_targets", show="per 
 Optimizer = Annotated[Optional[OptimizerChoice], option("optim.optimizer")]
 LayerDecay = Annotated[Optional[float], option("optim.layer_decay", show="off")]
 HeadLrScale = Annotated[Optional[float], option("optim.head_lr_scale")]
-Debug = Annotated[bool, option("debug", "--debug", panel=OUT)]
+Debug = Annotated[bool, option("debug", "--debug", panel=OUT, metavar="")]
 
 
 CONFIG_KEYS = {"backbone": "name", "data": "path"}  # option name -> config key where they differ
