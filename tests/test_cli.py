@@ -261,5 +261,5 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_in_a_file(
 
 def test_switches_show_no_value_placeholder():
     result = invoke("run", "--help")
-    switch_lines = [l for l in result.output.splitlines() if "--no-strict" in l or "--debug" in l]
-    assert switch_lines and not any("<bool>" in l for l in switch_lines)
+    switch_lines = [s for s in result.output.splitlines() if "--no-strict" in s or "--debug" in s]
+    assert switch_lines and not any("<bool>" in s for s in switch_lines)
