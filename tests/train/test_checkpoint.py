@@ -3,6 +3,7 @@ import stat
 
 import pytest
 
+import finetune
 from finetune._io import atomic_path
 from finetune.train.checkpoint import prepare_run_dir
 
@@ -38,3 +39,19 @@ def test_overwrite_clears_every_file_of_the_old_run(tmp_path):
         prepare_run_dir(tmp_path, overwrite=False)
     prepare_run_dir(tmp_path, overwrite=True)
     assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_existing_run_is_refused_unless_overwrite(image_folder, fast_overrides):
+    finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    before = fast_overrides and (image_folder.parent / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run .* --overwrite"):
+        finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    assert (image_folder.parent / "run" / "model.safetensors").read_bytes() == before
+    finetune.adapt("test_resnet", image_folder, verbose=False, overwrite=True, **fast_overrides)
+
+
+def test_torchvision_run_with_head_dropout_reloads(image_folder, fast_overrides):
+    result = finetune.adapt(
+        "tv:resnet18", image_folder, verbose=False, head_dropout=0.2, **fast_overrides
+    )
+    assert len(finetune.predict(result.run_dir, [image_folder / "dog"])) == 6

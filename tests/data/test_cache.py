@@ -1,4 +1,4 @@
-"""Issue 4: the decoded-image cache and the uint8 training path."""
+"""Issue 4: the decoded-image cache (its uint8 training batches: train/test_trainer.py)."""
 
 import numpy as np
 import pytest
@@ -11,9 +11,6 @@ from finetune.data.datasets import build_datasets
 from finetune.data.folder import scan_folder
 from finetune.data.images import load_image
 from finetune.models.backbones import load_backbone
-from finetune.train.policy import PolicyReport
-from finetune.train.runtime import Task
-from finetune.train.trainer import Trainer
 from tests.conftest import COLOURS, make_image
 
 
@@ -50,27 +47,3 @@ def test_a_file_broken_after_caching_falls_back_with_a_warning(image_folder):
     open(path, "wb").close()
     cache = ImageCache.build([path], prepare=eval_preparer(pil), mode="memory", side=32)
     assert cache.image(0) is None  # the dataset reads the file instead and reports it
-
-
-def test_uint8_training_batches_are_normalised_like_the_float_transform(tmp_path):
-    _, info = load_backbone("test_resnet", pretrained=False)
-    uint8 = build_transform(
-        info,
-        DataConfig(img_size=32, hflip=0, color_jitter=0, min_crop_scale=1.0),
-        training=True,
-        uint8=True,
-    )
-    image = load_image(make_image(tmp_path / "u8.png", COLOURS["dog"], size=(32, 32)))
-    torch.manual_seed(0)
-    x = uint8(image)
-    assert x.dtype == torch.uint8
-    trainer = Trainer(
-        torch.nn.Identity(),
-        policy=PolicyReport("", "frozen", (), ()),
-        task=Task(mean=info.mean, std=info.std),
-    )
-    normalised, _ = trainer.to_device(x[None], torch.zeros(1))
-    expected = (x.float() / 255 - torch.tensor(info.mean).view(3, 1, 1)) / torch.tensor(
-        info.std
-    ).view(3, 1, 1)
-    assert torch.allclose(normalised[0], expected, atol=1e-5)

@@ -51,3 +51,30 @@ def test_lr_find_cli(image_folder, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "steepest descent" in result.output and out.is_file()
+
+
+def test_lr_find_steps_through_the_trainers_own_step_and_takes_a_recipe(
+    image_folder, tmp_path, monkeypatch
+):
+    # regression: lr-find called the Trainer's private _to_device/_autocast/_loss and stepped
+    # without the GradScaler; now every point of the sweep is one Trainer.optimizer_step
+    from finetune.train.trainer import Trainer
+
+    calls = []
+    real = Trainer.optimizer_step
+    monkeypatch.setattr(Trainer, "optimizer_step", lambda self: calls.append(1) or real(self))
+    result = lr_find(
+        "test_resnet",
+        image_folder,
+        recipe="linear-probe",
+        pretrained=False,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        steps=12,
+        start_lr=1e-4,
+        end_lr=1e-1,
+        output=None,
+        verbose=False,
+    )
+    assert len(calls) == len(result.lrs) == 12

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from finetune.models.backbones import load_backbone
+from finetune.models.heads import replace_head
+
+
+@pytest.mark.parametrize(
+    "name, classifier",
+    [
+        ("test_resnet", "fc"),
+        ("test_efficientnet", "classifier"),
+        ("test_vit", "head"),
+        ("test_convnext", "head.fc"),
+    ],
+)
+def test_timm_info_and_head(name, classifier):
+    model, info = load_backbone(name, pretrained=False)
+    assert info.classifier == classifier and info.library == "timm"
+    assert info.weights_source.startswith("random init")
+    replace_head(model, 3, info)
+    assert model(torch.zeros(2, *info.input_size)).shape == (2, 3)
+
+
+def test_torchvision_backbone_and_head():
+    model, info = load_backbone("tv:resnet18", pretrained=False)
+    assert (info.classifier, info.num_features, info.input_size) == ("fc", 512, (3, 224, 224))
+    assert info.mean == (0.485, 0.456, 0.406)
+    replace_head(model, 4, info)
+    assert model.fc.out_features == 4
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("resnet5O", "Did you mean: resnet50"),
+        ("tv:resnet_18", "Did you mean: tv:resnet18"),
+    ],
+)
+def test_unknown_backbone_suggests_close_names(name, message):
+    with pytest.raises(ValueError, match=message):
+        load_backbone(name, pretrained=False)
+
+
+def test_no_pretrained_weights_says_what_was_tried():
+    # test_resnet has no packaged weights and HF_HUB_OFFLINE=1 (conftest): nothing to load
+    with pytest.raises(FileNotFoundError) as e:
+        load_backbone("test_resnet")
+    text = str(e.value)
+    assert "Tried: Hugging Face hub cache only: HF_HUB_OFFLINE is set" in text
+    assert "--weights FILE" in text and "--no-pretrained" in text

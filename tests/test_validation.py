@@ -1,0 +1,48 @@
+"""Config validation: types, ranges and choices name the key; options that cannot go together
+name the options."""
+
+import pytest
+
+from finetune.config import FinetuneConfig
+from finetune.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lrr": 0.1}, "unknown config key 'lrr'. Did you mean: lr"),
+        ({"epochs": "ten"}, "expected int"),
+        ({"epochs": 0}, "train.epochs must be >= 1"),
+        ({"precision": "fp8"}, "train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
+        ({"val_split": 1.5}, "data.val_split must be in [0, 1)"),
+        ({"overwrite": "yes"}, "expected bool"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=None) as e:
+        FinetuneConfig().with_overrides(**overrides)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(freeze_until="layer3", freeze_stages=2), "freeze_until and freeze_stages"),
+        (dict(linear_probe=True, full=True), "linear_probe and full"),
+        (dict(full=True, freeze="bn"), "full trains everything"),
+        (dict(peft="lora", linear_probe=True), "drop linear_probe"),
+        (dict(unfreeze_every=2), "gradual unfreezing needs a frozen start"),
+        (dict(freeze_stages=2, unfreeze_every=1, unfreeze_at=(3,)), "two schedules"),
+        (dict(cache_features=True, full=True), "cache_features needs linear_probe"),
+        (dict(layer_decay=1.5), "optim.layer_decay must be in (0, 1]"),
+        (dict(bn="freeze"), "policy.bn: 'freeze' is not one of frozen, eval-all, train"),
+        (dict(freeze_stages=2, unfreeze_every=1, freeze="bn"), "would thaw what freeze pins"),
+        (dict(linear_probe=True, cache_features=True, head_dropout=0.2), "drop head_dropout"),
+        (dict(peft="lora", bn="train"), "not BatchNorm statistics"),
+        (dict(lora_r=4), "adapter.lora_r is set but adapter.peft is none"),
+    ],
+)
+def test_bad_combinations_fail_naming_the_options(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        FinetuneConfig().with_overrides(**overrides)
+    assert message in str(e.value)

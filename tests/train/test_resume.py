@@ -1,0 +1,202 @@
+"""Resume: gradual unfreezing through a real run and a resume across an unfreeze boundary,
+Ctrl-C and mid-epoch saves, and a run killed with SIGKILL mid-epoch that resumes to the same
+weights as an uninterrupted run (bit-identical on CPU: weights, optimizer, scheduler, RNG and data
+order are restored from the state written atomically after each finished epoch; the killed epoch
+is trained again)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import finetune
+from finetune.train.trainer import Trainer
+from tests.conftest import make_folder
+
+
+def _run_unfreezing(image_folder, out, **extra):
+    return finetune.adapt(
+        "test_resnet",
+        image_folder,
+        verbose=False,
+        pretrained=False,
+        epochs=3,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        warmup_epochs=0.0,
+        freeze_stages=4,
+        unfreeze_at=(2, 3),
+        output=str(out),
+        **extra,
+    )
+
+
+def test_unfreezing_adds_param_groups_at_the_scheduled_epochs(image_folder, tmp_path):
+    result = _run_unfreezing(image_folder, tmp_path / "run")
+    state = torch.load(result.run_dir / "trainer_state.pt", weights_only=True)
+    stages = [g["stage"] for g in state["optimizer"]["param_groups"]]
+    # layer4 and the head from the start (weights, then 1-D params without decay), layer3
+    # joins at epoch 2, layer2 at epoch 3
+    assert stages == ["layer4", "layer4", "head", "head", "layer3", "layer3", "layer2", "layer2"]
+    assert result.policy.thaw_epochs == (2, 3)
+
+
+@pytest.mark.parametrize("crash_epoch", [2, 3])  # before the first / the second thaw
+def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
+    image_folder, tmp_path, monkeypatch, crash_epoch
+):
+    reference = _run_unfreezing(image_folder, tmp_path / "ref")
+
+    real_thaw = Trainer.thaw
+
+    def crash(self, epoch):
+        if epoch == crash_epoch:
+            raise KeyboardInterrupt(f"simulated crash before the unfreeze at epoch {epoch}")
+        return real_thaw(self, epoch)
+
+    monkeypatch.setattr(Trainer, "thaw", crash)
+    with pytest.raises(finetune.Interrupted, match="--resume"):
+        _run_unfreezing(image_folder, tmp_path / "crashed")
+    monkeypatch.setattr(Trainer, "thaw", real_thaw)
+
+    resumed = finetune.adapt(resume=tmp_path / "crashed", verbose=False)
+    assert resumed.metrics["best_epoch"] == reference.metrics["best_epoch"]
+    trainable = lambda r: {n for n, p in r.model.named_parameters() if p.requires_grad}  # noqa
+    assert trainable(resumed) == trainable(reference)
+    last_ref = load_file(str(reference.run_dir / "last.safetensors"))
+    last_res = load_file(str(resumed.run_dir / "last.safetensors"))
+    for key, value in last_ref.items():
+        assert torch.equal(value, last_res[key]), key  # bit-identical on CPU
+    lines = (resumed.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+
+
+def test_resume_errors(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="exactly as it was configured; drop --lr"):
+        finetune.adapt(resume=tmp_path, lr=0.1)
+    with pytest.raises(FileNotFoundError, match="config.json not found"):
+        finetune.adapt(resume=tmp_path, verbose=False)
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(
+    image_folder, tmp_path, monkeypatch, run_resnet, metrics_lines
+):
+    from safetensors.torch import load_file
+
+    from finetune.train.trainer import Trainer
+
+    reference = run_resnet(image_folder, output=str(tmp_path / "ref"), deterministic=True)
+    real = Trainer.optimizer_step
+    calls = {"n": 0}
+
+    def ctrl_c_during_step_three(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2's first of 2 steps: a real SIGINT, mid-epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
+
+    monkeypatch.setattr(Trainer, "optimizer_step", ctrl_c_during_step_three)
+    with pytest.raises(finetune.Interrupted, match="--resume"):
+        run_resnet(image_folder, output=str(tmp_path / "r"), deterministic=True)
+    monkeypatch.setattr(Trainer, "optimizer_step", real)
+    state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
+    assert (state["epoch"], state["batches_done"], state["step"]) == (1, 1, 3)
+    resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
+    assert [x["epoch"] for x in metrics_lines(resumed)] == [1, 2]
+    a = load_file(str(resumed.run_dir / "last.safetensors"))
+    b = load_file(str(reference.run_dir / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_save_every_steps_writes_a_mid_epoch_state(image_folder, tmp_path, monkeypatch, run_resnet):
+    from finetune.train.trainer import Trainer
+
+    states = []
+    real = Trainer.save_state
+
+    def record(self, run_dir, epoch, history, loader, batches_done=0):
+        states.append((epoch, batches_done, self.step))
+        return real(self, run_dir, epoch, history, loader, batches_done=batches_done)
+
+    monkeypatch.setattr(Trainer, "save_state", record)
+    run_resnet(image_folder, output=str(tmp_path / "r"), save_every_steps=1)
+    assert (0, 1, 1) in states and (1, 1, 3) in states  # mid-epoch, after steps 1 and 3
+
+
+# the SIGKILL test: the killed CLI run and its uninterrupted reference
+ARGS = dict(
+    pretrained=False,
+    epochs=4,
+    img_size=64,
+    batch_size=8,
+    num_workers=0,
+    warmup_epochs=0.0,
+    deterministic=True,
+)
+
+
+def _cli_args(data, out):
+    flags = [
+        "--backbone",
+        "test_resnet",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--no-pretrained",
+        "--epochs",
+        "4",
+        "--img-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--warmup-epochs",
+        "0",
+        "--deterministic",
+    ]
+    return [sys.executable, "-m", "finetune", "run", *flags]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = make_folder(tmp_path / "data", n=60)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cli_args(data, killed),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            time.sleep(0.15)  # into epoch 2
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = len(metrics.read_text().splitlines())
+    assert 1 <= done < 4
+    assert not list(killed.glob(".*.tmp"))  # an interrupted atomic write leaves nothing behind
+
+    resumed = finetune.adapt(resume=killed, verbose=False)
+    reference = finetune.adapt(
+        "test_resnet", data, verbose=False, output=str(tmp_path / "reference"), **ARGS
+    )
+    a = load_file(str(resumed.run_dir / "last.safetensors"))
+    b = load_file(str(reference.run_dir / "last.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    lines = resumed.run_dir.joinpath("metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # each epoch once: the killed, unfinished epoch left no line
