@@ -90,6 +90,7 @@ def run(
     lr: Annotated[Optional[float], option("optim.lr")] = None,
     optimizer: Optimizer = None,
     weight_decay: Annotated[Optional[float], option("optim.weight_decay")] = None,
+    momentum: Annotated[Optional[float], option("optim.momentum")] = None,
     warmup_epochs: Annotated[Optional[float], option("optim.warmup_epochs")] = None,
     schedule: Annotated[Optional[ScheduleChoice], option("optim.schedule")] = None,
     step_epochs: Annotated[Optional[float], option("optim.step_epochs")] = None,

@@ -62,6 +62,7 @@ HELP = {
     "optim.lr": "Peak learning rate, reached after warmup.",
     "optim.optimizer": "Optimizer.",
     "optim.weight_decay": "Weight decay on weights, never on biases/norms.",
+    "optim.momentum": "SGD momentum (Nesterov); AdamW ignores it.",
     "optim.warmup_epochs": "Linear LR warmup length in epochs.",
     "optim.schedule": "LR schedule after warmup.",
     "optim.step_epochs": "step schedule: decay every N epochs.",
