@@ -36,6 +36,8 @@ __all__ = [
     "STATE_NAME",
     "EMA_WEIGHTS_NAME",
     "ADAPTER_DIR",
+    "LOCK_NAME",
+    "REPLACED_DIR",
     "RUN_FILES",
 ]
 
@@ -48,6 +50,8 @@ LAST_WEIGHTS_NAME = "last.safetensors"  # the latest epoch's weights (for people
 STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_only=True)
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 ADAPTER_DIR = "adapter"  # peft adapter and head of the best epoch
+LOCK_NAME = ".finetune.lock"  # held by the process writing the run (pid, host)
+REPLACED_DIR = ".replaced-run"  # --overwrite: the old run waits here for the new one's first save
 RUN_FILES = (
     WEIGHTS_NAME,
     CONFIG_NAME,

@@ -27,11 +27,12 @@ from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
 from .train.build import BuiltModel, build_model, build_trainer, task_of
-from .train.checkpoint import save_run_config, save_weights, shared_run_dir, write_skipped
+from .train.checkpoint import save_run_config, save_weights
 from .train.distributed import barrier, setup_distributed
 from .train.evaluate import best_saver, evaluate_splits, restore_best
 from .train.plan import build_plan
 from .train.policy import PolicyReport
+from .train.rundir import shared_run_dir, write_skipped
 from .train.runtime import Runtime, resolve_runtime, seed_everything
 from .train.trainer import Trainer
 
@@ -101,24 +102,44 @@ def adapt(
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
         if dry_run:
             return FitResult(built.net, data.classes, {}, None, cfg, built.info, built.policy)
-        out, name = cfg.output, built.info.name
-        run_dir = shared_run_dir(resume, out.output, name, overwrite=out.overwrite, dist=dist)
-        runtime = resolve_runtime(cfg.train, built.base, dist)
-        pin = runtime.device.type == "cuda"
-        loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
-        record = _run_record(cfg, built, data, runtime, recipe, overrides)
-        if not resume and dist.is_main:
-            save_run_config(run_dir, built.base, **record)
-            write_skipped(run_dir, data.skipped)
-        trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume)
-        final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
-        _record_metrics(record, metrics, data.multilabel)
-        if dist.is_main:
-            save_run_config(run_dir, final, **record)
+        out = cfg.output
+        dirs = dict(overwrite=out.overwrite, dist=dist)
+        with shared_run_dir(resume, out.output, built.info.name, **dirs) as run_dir:
+            final, metrics = _run(
+                built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides
+            )
         emit("info", f"run directory: {run_dir}")
         return FitResult(
             final.eval(), data.classes, metrics, run_dir, cfg, built.info, built.policy
         )
+
+
+def _run(
+    built: BuiltModel,
+    cfg: FinetuneConfig,
+    data: DataInfo,
+    dataset,
+    dist,
+    run_dir: Path,
+    resume,
+    recipe,
+    overrides: dict,
+):
+    """Train into the claimed ``run_dir``: config.json first, then fit, restore, evaluate, and
+    config.json again with the metrics. Returns (final model, metrics)."""
+    runtime = resolve_runtime(cfg.train, built.base, dist)
+    pin = runtime.device.type == "cuda"
+    loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
+    record = _run_record(cfg, built, data, runtime, recipe, overrides)
+    if not resume and dist.is_main:
+        save_run_config(run_dir, built.base, **record)
+        write_skipped(run_dir, data.skipped)
+    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume)
+    final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
+    _record_metrics(record, metrics, data.multilabel)
+    if dist.is_main:
+        save_run_config(run_dir, final, **record)
+    return final, metrics
 
 
 def _resolve(model, dataset, config, recipe, resume, overrides):

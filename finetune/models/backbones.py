@@ -19,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
+import pickle
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -299,7 +301,14 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         source, mapping = "random init (--no-pretrained)", None
     else:
         try:
-            model = torchvision.models.get_model(arch, weights=tv_weights)
+            with _weights_only_hub():
+                model = torchvision.models.get_model(arch, weights=tv_weights)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"refused to load {_hub_file(tv_weights.url)}: it needs pickled code to load "
+                f"({first_line(e)[:120]}), which a torchvision download never does. Delete the "
+                "file (it will be downloaded again) or pass --weights FILE.safetensors"
+            ) from None
         except (OSError, RuntimeError) as e:  # URLError is an OSError
             raise FileNotFoundError(
                 f"no pretrained weights found for '{name}'. Tried: torchvision download/cache "
@@ -329,6 +338,25 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         weight_mapping=mapping,
     )
     return model, info
+
+
+@contextlib.contextmanager
+def _weights_only_hub():
+    """torchvision's builders read their cached ``.pth`` with ``torch.load(weights_only=False)``
+    (the hash is checked on download only), so a planted file in the hub cache ran code. While
+    this is active they load with ``weights_only=True``: tensors only, never code."""
+    import torchvision.models._api as tv_api
+
+    original = tv_api.load_state_dict_from_url
+    tv_api.load_state_dict_from_url = functools.partial(original, weights_only=True)
+    try:
+        yield
+    finally:
+        tv_api.load_state_dict_from_url = original
+
+
+def _hub_file(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:

@@ -14,59 +14,30 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
-import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
 from .._io import (
     CONFIG_NAME,
-    METRICS_NAME,
-    RUN_FILES,
-    SKIPPED_NAME,
     WEIGHTS_NAME,
     atomic_path,
     read_run_config,
 )
+from ..errors import first_line
 
 __all__ = [
-    "prepare_run_dir",
-    "shared_run_dir",
-    "default_run_dir",
-    "write_skipped",
     "save_weights",
     "save_run_config",
     "check_weights_file",
+    "check_run_config",
     "load_run",
 ]
 
 FORMAT_VERSION = 1
-
-
-def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Create the run directory; refuse one that already holds a run unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(
-            f"output {path} exists and is not a directory; choose another --output"
-        )
-    held = [n for n in (WEIGHTS_NAME, CONFIG_NAME, METRICS_NAME) if (path / n).exists()]
-    if held and not overwrite:
-        raise FileExistsError(
-            f"output {path} already holds a run ({', '.join(held)}); "
-            "choose another --output or pass --overwrite"
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:  # --overwrite: nothing of the old run may mix with the new one
-        target = path / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
-    return path
 
 
 def save_weights(
@@ -148,10 +119,11 @@ def load_run(
 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    check_run_config(config, run_dir / CONFIG_NAME)
     weights = run_dir / WEIGHTS_NAME
     check_weights_file(weights)
     try:
-        arch = str(config.get("architecture", ""))
+        arch = config["architecture"]
         if arch.startswith("module:"):
             raise ValueError(
                 f"{run_dir} was trained from an nn.Module built in Python ({arch}); "
@@ -169,6 +141,11 @@ def load_run(
             load_model(model, str(weights), strict=True, device=device)
         else:
             model = timm.create_model(f"local-dir:{run_dir}", pretrained=True)
+    except TypeError as e:  # model_args the architecture does not take
+        raise ValueError(
+            f"{run_dir / CONFIG_NAME}: model_args do not fit {config['architecture']} "
+            f"({first_line(e)}); the run directory is damaged"
+        ) from None
     except (RuntimeError, KeyError) as e:  # load_state_dict mismatches
         raise ValueError(
             f"{weights}: weights do not fit {config.get('architecture')} "
@@ -177,30 +154,72 @@ def load_run(
     return model.to(device).eval(), config
 
 
-def default_run_dir(name: str) -> Path:
-    """``runs/<backbone>-<timestamp>``, the backbone name made safe for a folder name."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
-    return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+# create_model keywords that would load other files or change what "pretrained" means: a run
+# directory's config.json never needs them (a damaged or planted one must not smuggle them in)
+FORBIDDEN_MODEL_ARGS = (
+    "checkpoint_path",
+    "pretrained",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "cache_dir",
+    "pretrained_strict",
+    "features_only",
+)
 
 
-def shared_run_dir(resume, output: Optional[str], backbone: str, *, overwrite: bool, dist) -> Path:
-    """The run directory, created by rank 0; every rank gets rank 0's path (its timestamp)."""
-    if resume:
-        return Path(resume)
-    path = None
-    if dist.is_main:
-        path = prepare_run_dir(output or default_run_dir(backbone), overwrite=overwrite)
-    if dist.enabled:
-        import torch
+def check_run_config(config: Any, path: Path) -> None:
+    """Fail with one line naming the key when ``config.json`` cannot describe a model:
+    not an object, no architecture or class count, a preprocessing without sizes or statistics,
+    label names that do not match the class count, or model_args that load other files."""
 
-        shared = [str(path) if path else None]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        path = Path(shared[0])
-    return path
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(
+            f"{path}: {key} {why}; the run directory is damaged (restore "
+            "config.json or re-run training)"
+        )
+
+    if not isinstance(config, dict):
+        raise bad("the file", f"is a JSON {type(config).__name__}, not an object")
+    if not isinstance(config.get("architecture"), str) or not config["architecture"]:
+        raise bad("architecture", "is missing or not a string")
+    n = config.get("num_classes")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise bad("num_classes", f"must be a positive integer, got {n!r}")
+    pcfg = config.get("pretrained_cfg")
+    if not isinstance(pcfg, dict):
+        raise bad("pretrained_cfg", "is missing (it holds the preprocessing)")
+    size = pcfg.get("input_size")
+    if not (isinstance(size, list) and len(size) == 3 and all(_positive_int(v) for v in size)):
+        raise bad("pretrained_cfg.input_size", f"must be [channels, height, width], got {size!r}")
+    for key in ("mean", "std"):
+        values = pcfg.get(key)
+        if not (
+            isinstance(values, list)
+            and len(values) == size[0]
+            and all(_finite_number(v) for v in values)
+        ):
+            raise bad(f"pretrained_cfg.{key}", f"must be {size[0]} numbers, got {values!r}")
+    labels = config.get("label_names")
+    if labels is not None and (
+        not isinstance(labels, list)
+        or len(labels) != n
+        or not all(isinstance(x, str) for x in labels)
+    ):
+        raise bad("label_names", f"must be {n} strings (num_classes), got {labels!r}"[:200])
+    args = config.get("model_args", {})
+    if not isinstance(args, dict):
+        raise bad("model_args", "must be an object")
+    smuggled = sorted(set(args) & set(FORBIDDEN_MODEL_ARGS))
+    if smuggled:
+        raise bad(
+            f"model_args.{smuggled[0]}",
+            "is not allowed in a run directory (it would load other files or weights)",
+        )
 
 
-def write_skipped(run_dir: Path, skipped) -> None:
-    """``skipped_files.txt``: one ``path<TAB>reason`` line per image the scan left out."""
-    if skipped:
-        with atomic_path(run_dir / SKIPPED_NAME) as tmp:
-            Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -49,3 +49,29 @@ def test_no_pretrained_weights_says_what_was_tried():
     text = str(e.value)
     assert "Tried: Hugging Face hub cache only: HF_HUB_OFFLINE is set" in text
     assert "--weights FILE" in text and "--no-pretrained" in text
+
+
+def test_a_planted_torchvision_cache_file_is_never_unpickled(tmp_path, monkeypatch):
+    # regression: tv:NAME loaded $TORCH_HOME/hub/checkpoints/*.pth with weights_only=False (the
+    # hash is checked on download only): a state dict whose _metadata had a __reduce__ ran code
+    import collections
+    import os
+
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "code-ran"
+    weights = torchvision.models.get_model_weights("mobilenet_v3_small").DEFAULT
+    planted = tmp_path / "torch" / "hub" / "checkpoints" / os.path.basename(weights.url)
+    planted.parent.mkdir(parents=True)
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state = collections.OrderedDict(torchvision.models.mobilenet_v3_small().state_dict())
+    state._metadata = Payload()
+    torch.save(state, planted)
+    with pytest.raises(ValueError, match="refused to load .*needs pickled code"):
+        load_backbone("tv:mobilenet_v3_small")
+    assert not marker.exists()

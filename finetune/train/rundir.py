@@ -1,0 +1,213 @@
+"""The run directory's life: claimed under a lock, an old run replaced only once the new one has
+saved, skipped files listed.
+
+- **Lock.** ``.finetune.lock`` (pid, host, start time) is created with ``O_EXCL`` the moment a
+  run claims its directory and removed when the run ends, so two runs with the same ``--output``
+  cannot mix their files: the second fails naming the first. A lock left by a process that no
+  longer exists on this host is stale and taken over with a warning.
+- **Overwrite.** ``--overwrite`` moves the old run's files into ``.replaced-run/``; they are
+  deleted once the new run has written its first checkpoint, and moved back if it fails before.
+  A folder holding any run file (weights, config, metrics, resume state) counts as a run.
+
+Example:
+    >>> with claim_run_dir("runs/x", overwrite=False) as run_dir:  # doctest: +SKIP
+    ...     train_into(run_dir)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .._io import (
+    LOCK_NAME,
+    REPLACED_DIR,
+    RUN_FILES,
+    SKIPPED_NAME,
+    STATE_NAME,
+    WEIGHTS_NAME,
+    atomic_path,
+)
+
+__all__ = [
+    "claim_run_dir",
+    "shared_run_dir",
+    "prepare_run_dir",
+    "default_run_dir",
+    "write_skipped",
+    "RunLocked",
+]
+
+
+class RunLocked(FileExistsError):
+    """Another live process writes this run directory."""
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/<backbone>-<timestamp>``, the backbone name made safe for a folder name."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return Path("runs") / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextmanager
+def claim_run_dir(
+    path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False
+) -> Iterator[Path]:
+    """Lock ``path`` for the block; a new run (not ``resume``) also prepares it (see the module
+    docstring for ``overwrite``)."""
+    path = Path(path)
+    if not resume:
+        _check_target(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    _lock(path)
+    try:
+        if not resume and overwrite:
+            _move_aside(path)
+        yield path
+    except BaseException:
+        _settle_replaced(path, failed=True)
+        raise
+    else:
+        _settle_replaced(path, failed=False)
+    finally:
+        (path / LOCK_NAME).unlink(missing_ok=True)
+
+
+@contextmanager
+def shared_run_dir(
+    resume, output: Optional[str], backbone: str, *, overwrite: bool, dist
+) -> Iterator[Path]:
+    """The run directory for the block: claimed (locked, prepared) by rank 0; every rank gets
+    rank 0's path (its timestamp)."""
+    path = Path(resume) if resume else Path(output or default_run_dir(backbone))
+    claim = (
+        claim_run_dir(path, overwrite=overwrite, resume=bool(resume))
+        if dist.is_main
+        else nullcontext(path)
+    )
+    with claim:
+        if dist.enabled:
+            import torch
+
+            shared = [str(path)]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            path = Path(shared[0])
+        yield path
+
+
+def prepare_run_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Create the run directory; refuse one that already holds a run unless ``overwrite``, which
+    deletes the old run's files at once (``claim_run_dir`` keeps them until the new run saves)."""
+    path = Path(path)
+    _check_target(path, overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    _move_aside(path)
+    shutil.rmtree(path / REPLACED_DIR, ignore_errors=True)
+    return path
+
+
+def write_skipped(run_dir: Path, skipped) -> None:
+    """``skipped_files.txt``: one ``path<TAB>reason`` line per image the scan left out."""
+    if skipped:
+        with atomic_path(run_dir / SKIPPED_NAME) as tmp:
+            Path(tmp).write_text("".join(f"{p}\t{why}\n" for p, why in skipped))
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(
+            f"output {path} exists and is not a directory; choose another --output"
+        )
+    held = [n for n in RUN_FILES if (path / n).exists()]
+    if held and not overwrite:
+        raise FileExistsError(
+            f"output {path} already holds a run ({', '.join(held)}); "
+            "choose another --output or pass --overwrite"
+        )
+
+
+def _lock(path: Path) -> None:
+    lock = path / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            if not _stale(holder):
+                raise RunLocked(
+                    f"output {path} is in use by process {holder.get('pid')} on "
+                    f"{holder.get('host')} (since {_when(holder)}); wait for it to finish or "
+                    f"choose another --output (if that process is gone, delete {lock})"
+                ) from None
+            warnings.warn(f"{lock}: process {holder.get('pid')} that held it is gone; taking over")
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return
+    raise RunLocked(
+        f"output {path}: could not take {lock}; another run claimed it at the same time"
+    )
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        holder = json.loads(lock.read_text())
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):  # being written right now, or damaged
+        return {}
+
+
+def _stale(holder: dict) -> bool:
+    """A lock of this host whose process is gone; another host's lock is never judged stale."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _when(holder: dict) -> str:
+    started = holder.get("started")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
+
+
+def _move_aside(path: Path) -> None:
+    """Move every file of the old run into ``.replaced-run/`` (nothing of it mixes with the new)."""
+    aside = path / REPLACED_DIR
+    shutil.rmtree(aside, ignore_errors=True)
+    for name in RUN_FILES:
+        if (path / name).exists():
+            aside.mkdir(exist_ok=True)
+            os.replace(path / name, aside / name)
+
+
+def _settle_replaced(path: Path, *, failed: bool) -> None:
+    """Delete the replaced run once the new one has a checkpoint; restore it if it has none."""
+    aside = path / REPLACED_DIR
+    if not aside.is_dir():
+        return
+    saved = (path / STATE_NAME).exists() or (path / WEIGHTS_NAME).exists()
+    if failed and not saved:
+        for name in RUN_FILES:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            if (aside / name).exists():
+                os.replace(aside / name, target)
+    shutil.rmtree(aside, ignore_errors=True)
