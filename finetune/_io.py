@@ -15,8 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +41,7 @@ __all__ = [
     "ADAPTER_DIR",
     "LOCK_NAME",
     "REPLACED_DIR",
+    "USER_TENSORS",
     "RUN_FILES",
 ]
 
@@ -51,7 +55,9 @@ STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_on
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 ADAPTER_DIR = "adapter"  # peft adapter and head of the best epoch
 LOCK_NAME = ".finetune.lock"  # held by the process writing the run (pid, host)
-REPLACED_DIR = ".replaced-run"  # --overwrite: the old run waits here for the new one's first save
+REPLACED_DIR = ".replaced-run"
+# config.json's finetune.preprocessing for a run on tensors a user's Dataset prepared itself
+USER_TENSORS = "none: the Dataset gave tensors (prepare inputs the same way before the model)"  # --overwrite: the old run waits here for the new one's first save
 RUN_FILES = (
     WEIGHTS_NAME,
     CONFIG_NAME,
@@ -66,15 +72,32 @@ RUN_FILES = (
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it into place."""
+    """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
+
+    A full disk is one clear ``OSError`` naming the file (the writers say it in their own words:
+    ``basic_ios::clear`` from torch.save, ``os error 28`` from safetensors), and the previous file
+    at ``path`` is untouched.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run must be readable like any file
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            if _disk_full(e, path.parent):
+                raise OSError(
+                    errno.ENOSPC,
+                    f"no space left on the disk of {path.parent} while writing {path.name} "
+                    f"({shutil.disk_usage(path.parent).free // 2**20} MiB free); free disk space "
+                    "and run again (the previous file is intact; a run continues with --resume)",
+                ) from None
+            raise
+        # writers may replace the file with their own 0600 one: a run must be readable like
+        # any file the user writes
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -88,10 +111,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
             os.remove(tmp)
 
 
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    text = str(e)
+    if "No space left" in text or "os error 28" in text:
+        return True
+    # torch.save only says "basic_ios::clear" / "PytorchStreamWriter failed": ask the disk
+    return isinstance(e, RuntimeError) and shutil.disk_usage(folder).free < 2**20
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One line of strict JSON: non-finite numbers become null (``NaN`` is not JSON)."""
+    clean = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+    return json.dumps(clean, allow_nan=False) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line to ``path`` and flush it to disk."""
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json_line(record))
         f.flush()
         os.fsync(f.fileno())
 
@@ -99,7 +140,7 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
 def write_jsonl(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
     """Atomically replace ``path`` with one JSON line per record."""
     with atomic_path(path) as tmp:
-        Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in records))
+        Path(tmp).write_text("".join(json_line(r) for r in records))
 
 
 def cache_dir() -> Path:

@@ -18,11 +18,13 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ._io import EMA_WEIGHTS_NAME, read_run_config
+from ._io import EMA_WEIGHTS_NAME, STATE_NAME, USER_TENSORS, read_run_config
 from .config import FinetuneConfig
 from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
+from .data.fingerprint import describe_change, fingerprint
 from .data.folder import DataInfo
+from .errors import DataError
 from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
@@ -97,6 +99,8 @@ def adapt(
         dist = setup_distributed(cfg.train.device)
         seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
         data = scan_data(dataset, cfg)  # bad data fails before a long model load
+        if resume is not None:
+            _check_same_data(resume, data)
         model = model if isinstance(model, nn.Module) else cfg.backbone.name
         built = build_model(model, cfg, data.num_classes)
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
@@ -131,6 +135,12 @@ def _run(
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
     record = _run_record(cfg, built, data, runtime, recipe, overrides)
+    shape = _user_tensor_shape(dataset, data)
+    if shape is not None:  # record what the run used: no preprocessing of ours
+        record["data_config"].update(
+            input_size=shape, mean=(0.0,) * shape[0], std=(1.0,) * shape[0], crop_pct=1.0
+        )
+        record["extra"]["preprocessing"] = USER_TENSORS
     if not resume and dist.is_main:
         save_run_config(run_dir, built.base, **record)
         write_skipped(run_dir, data.skipped)
@@ -147,8 +157,8 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
     that ``--resume`` finds it, and the recipe a resumed run was made with."""
     if isinstance(model, str) and resume is None:
         overrides = {"name": model, **overrides}
-    if isinstance(dataset, (str, os.PathLike)):
-        overrides = {**overrides, "path": str(dataset)}
+    if isinstance(dataset, (str, os.PathLike)):  # absolute: --resume works from anywhere
+        overrides = {**overrides, "path": str(Path(dataset).resolve())}
     cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
     if resume is not None:
         recipe = read_run_config(resume).get("finetune", {}).get("recipe")
@@ -159,6 +169,28 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
             "CSV or Dataset); try 'finetune demo' for an example"
         )
     return cfg, recipe, dataset
+
+
+def _user_tensor_shape(dataset, data: DataInfo) -> Optional[tuple[int, ...]]:
+    """The shape of the tensors a user's Dataset gives (it preprocessed them itself), else None.
+    Regression: a run on 64x64 tensors recorded the backbone's 160 px and mean 0.5, which
+    predict and timm would then apply to images the model never saw preprocessed that way."""
+    if data.layout != "dataset":
+        return None
+    image = dataset[data.train[0][0]][0]
+    return tuple(int(n) for n in image.shape) if isinstance(image, torch.Tensor) else None
+
+
+def _check_same_data(run_dir, data: DataInfo) -> None:
+    """A resumed run must train on the data it started with (a run written before fingerprints
+    were recorded has none to compare)."""
+    saved = read_run_config(run_dir).get("finetune", {}).get("data", {}).get("fingerprint")
+    change = describe_change(saved, fingerprint(data)) if saved else None
+    if change:
+        raise DataError(
+            f"--resume {run_dir}: the data at {data.root} is not what the run trained on "
+            f"({change}); restore that data (or pass --data with its new place), or start a new run"
+        )
 
 
 def _record_metrics(record: dict, metrics: dict, multilabel: bool) -> None:
@@ -218,6 +250,7 @@ def _run_record(
             root=data.root,
             layout=data.layout,
             counts=data.counts(),
+            fingerprint=fingerprint(data),
             skipped=[p for p, _ in data.skipped],
         ),
         precision=runtime.precision,
@@ -270,10 +303,15 @@ def _fit(
             history=history,
         )
     except KeyboardInterrupt:
+        # regression: the message claimed saved weights even when nothing had been written
+        if (run_dir / STATE_NAME).exists():
+            raise Interrupted(
+                f"interrupted; the best weights and the resumable state are in {run_dir}: "
+                f"continue with 'finetune run --resume {run_dir}'"
+            ) from None
         raise Interrupted(
-            f"interrupted; the best weights and the state after the last finished "
-            f"epoch are in {run_dir}: continue with "
-            f"'finetune run --resume {run_dir}'"
+            f"interrupted before the first epoch ended: nothing was saved in {run_dir}; "
+            "run the same command again to start over"
         ) from None
     return trainer, history
 

@@ -291,7 +291,8 @@ class FinetuneConfig:
         ``lr_find``, ``augment_preview``, ``inspect``).
 
         ``resume``: the config saved in that run directory, exactly (no recipe, no overrides:
-        the schedule, data order and unfreeze plan were fixed by it). Otherwise ``base`` (or the
+        the schedule, data order and unfreeze plan were fixed by it), except ``path`` when the
+        same data moved. Otherwise ``base`` (or the
         recipe, or the defaults) with ``overrides`` applied; overrides that choose what to freeze
         replace the base's own choice (``selector_reset``).
 
@@ -303,6 +304,7 @@ class FinetuneConfig:
         if resume is not None:
             if recipe is not None or base is not None:
                 raise ConfigError("--resume continues a run with its own config; drop --recipe")
+            moved = {k: overrides.pop(k) for k in ("path", "data.path") if k in overrides}
             if overrides:
                 raise ConfigError(
                     "--resume continues a run exactly as it was configured; drop "
@@ -313,7 +315,9 @@ class FinetuneConfig:
                 raise ConfigError(
                     f"{resume}: config.json has no finetune config; not a finetune run"
                 )
-            return cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
+            cfg = cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
+            # the same data at a new place (checked against the run's data fingerprint)
+            return cfg.with_overrides(**moved)
         if base is None:
             base = cls.from_recipe(recipe) if recipe else cls()
         return base.with_overrides(**selector_reset(overrides), **overrides)

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ._io import USER_TENSORS
 from .config import DataConfig, FinetuneConfig
 from .data.augment import build_eval_transform
 from .data.images import load_bands, load_image, walk_images
@@ -44,6 +45,12 @@ def predict(
     """
     device = str(resolve_device(device))  # "auto" -> cuda if available, else cpu
     model, config = load_run(run_dir, device=device)
+    if config.get("finetune", {}).get("preprocessing") == USER_TENSORS:
+        raise ValueError(
+            f"{run_dir} was trained on tensors your Dataset prepared, so predict cannot know the "
+            "preprocessing for image files: load the model with finetune.load_run and give it "
+            "tensors prepared the same way"
+        )
     labels = config.get("label_names") or [str(i) for i in range(config["num_classes"])]
     pretrained_cfg = config["pretrained_cfg"]
     channels = int(pretrained_cfg["input_size"][0])
@@ -69,6 +76,12 @@ def predict(
             continue
         with torch.inference_mode():
             logits = model(torch.stack(tensors).to(device)).float().cpu()
+        if not bool(torch.isfinite(logits).all()):
+            bad = chunk[int((~torch.isfinite(logits)).any(1).nonzero()[0])]
+            raise ValueError(
+                f"{run_dir}: the model gives non-finite outputs (e.g. for {bad}): "
+                "its weights are damaged or the run diverged; retrain with a lower --lr"
+            )
         if thresholds is not None:  # multi-label: every label over its threshold
             records += _multilabel_records(chunk, logits.sigmoid(), labels, thresholds)
         else:

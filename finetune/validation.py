@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import types
 import typing
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 def check_config(cfg: "FinetuneConfig") -> None:
     """Raise ``ConfigError`` naming the key for a value out of range or a choice not offered,
     and for options that cannot go together."""
+    _check_finite(cfg)
     for dotted, choices in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -179,6 +182,16 @@ def _check_combinations(cfg: "FinetuneConfig") -> None:
             f"adapter.{changed[0]} is set but adapter.peft is none; add "
             "--peft lora (or loha, lokr, ia3)"
         )
+
+
+def _check_finite(cfg: "FinetuneConfig") -> None:
+    # regression: --lr inf passed every range check ("> 0") and trained a NaN model
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section.name}.{f.name} must be a finite number, got {value}")
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:

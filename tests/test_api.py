@@ -131,3 +131,24 @@ def test_class_names_that_look_like_markup_are_printed_as_they_are(
     result = finetune.adapt("test_resnet", root, verbose=True, **fast_overrides)
     assert result.classes == ("[red]", "dog")
     assert "[red]" in capsys.readouterr().out
+
+
+def test_a_dataset_of_tensors_records_no_preprocessing_it_did_not_use(tmp_path, fast_overrides):
+    # regression: a run on 48x48 tensors wrote input_size 32 (the run's img_size) and the
+    # backbone's mean/std into config.json, so predict and timm preprocessed differently
+    class Tensors(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.full((3, 48, 48), float(i % 2)), i % 2
+
+    result = finetune.adapt("test_resnet", Tensors(), verbose=False, **fast_overrides)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    pcfg = config["pretrained_cfg"]
+    assert pcfg["input_size"] == [3, 48, 48] and pcfg["mean"] == [0.0, 0.0, 0.0]
+    assert pcfg["std"] == [1, 1, 1] and config["finetune"]["preprocessing"].startswith("none")
+    image = tmp_path / "x.png"
+    Image.new("RGB", (48, 48)).save(image)
+    with pytest.raises(ValueError, match="trained on tensors your Dataset prepared"):
+        finetune.predict(result.run_dir, [image])

@@ -135,7 +135,8 @@ def test_resume_refuses_overrides_naming_the_real_flags(tmp_path):
     from finetune.errors import ConfigError
 
     # regression: the refusal named --path, --name and --pretrained, flags that do not exist
-    with pytest.raises(ConfigError, match="drop --backbone, --data, --no-pretrained$"):
+    # (--data itself is allowed: the same data at a new place, checked by its fingerprint)
+    with pytest.raises(ConfigError, match="drop --backbone, --no-pretrained$"):
         FinetuneConfig.resolve(resume=tmp_path, path="x", name="resnet50", pretrained=False)
     with pytest.raises(ConfigError, match="drop --recipe"):
         FinetuneConfig.resolve(resume=tmp_path, recipe="natural")

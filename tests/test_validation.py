@@ -46,3 +46,11 @@ def test_bad_combinations_fail_naming_the_options(overrides, message):
     with pytest.raises(ConfigError) as e:
         FinetuneConfig().with_overrides(**overrides)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "min_crop_scale", "ema_decay"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "inf"])
+def test_non_finite_numbers_are_refused(key, value):
+    # regression: --lr inf passed validation ("> 0") and trained a NaN model to exit 0
+    with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+        FinetuneConfig().with_overrides(**{key: value})

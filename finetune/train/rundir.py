@@ -72,7 +72,8 @@ def claim_run_dir(
             _move_aside(path)
         yield path
     except BaseException:
-        _settle_replaced(path, failed=True)
+        if not resume:
+            _settle_replaced(path, failed=True)
         raise
     else:
         _settle_replaced(path, failed=False)
@@ -196,10 +197,10 @@ def _move_aside(path: Path) -> None:
 
 
 def _settle_replaced(path: Path, *, failed: bool) -> None:
-    """Delete the replaced run once the new one has a checkpoint; restore it if it has none."""
+    """After a new run: once it has a checkpoint the replaced run goes; if it failed before its
+    first checkpoint, what it wrote (config.json, ...) goes and the replaced run comes back, so
+    the same command can simply be run again."""
     aside = path / REPLACED_DIR
-    if not aside.is_dir():
-        return
     saved = (path / STATE_NAME).exists() or (path / WEIGHTS_NAME).exists()
     if failed and not saved:
         for name in RUN_FILES:

@@ -77,13 +77,25 @@ def resolve_runtime(cfg: TrainConfig, model: nn.Module, dist: Optional[DistInfo]
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA if available else CPU; ``cuda`` without a GPU is a clear error."""
+    """``auto`` -> CUDA if available else CPU; ``cpu``, ``cuda`` or ``cuda:N``. Anything else, or
+    CUDA without a GPU, is a clear error naming the choices."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and not (kind == "cuda" and index.isdigit())):
         raise ValueError(
-            "--device cuda: no CUDA device is available here; use --device cpu or auto"
+            f"--device {device}: not a device finetune runs on; use auto, cpu, cuda or cuda:N"
         )
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {device}: no CUDA device is available here; use --device cpu or auto"
+            )
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA devices "
+                "here (cuda:0 ...)"
+            )
     return torch.device(device)
 
 

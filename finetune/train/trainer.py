@@ -194,6 +194,10 @@ class Trainer:
         val_loss = val_score = None
         if val_loader is not None:
             val_loss, logits, targets = self.evaluate(val_loader)
+            # regression: NaN logits gave a finite accuracy (argmax) and were saved as best
+            self._check_finite(
+                val_loss if bool(torch.isfinite(logits).all()) else math.nan, "validation loss"
+            )
             val_score = self.score(logits, targets)
         record = dict(
             epoch=epoch + 1,
@@ -301,12 +305,19 @@ class Trainer:
         if self.stop_requested and i + 1 < n:  # Ctrl-C, between steps
             raise StopRequested
 
-    def _check_finite(self, mean_loss: float) -> None:
-        if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"non-finite training loss (detected at step {self.step}); the best checkpoint "
-                "so far is kept. Lower --lr, use --clip-grad, or --nan-policy skip-batch"
-            )
+    def _check_finite(self, value: float, what: str = "training loss") -> None:
+        """A diverged run ends with an error that says what was kept; it never saves NaN."""
+        if math.isfinite(value):
+            return
+        run_dir, history = self._checkpoint or (None, None)
+        if history is not None and history.best_epoch > 0:
+            kept = f"the best checkpoint (epoch {history.best_epoch}) in {run_dir} is kept"
+        else:
+            kept = "no checkpoint was written"
+        raise FloatingPointError(
+            f"non-finite {what} (detected at step {self.step}): the model diverged; {kept}. "
+            "Lower --lr, use --clip-grad, or --nan-policy skip-batch"
+        )
 
     def score(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
         """Validation score: accuracy, or mAP for multi-label tasks."""

@@ -5,6 +5,7 @@ order are restored from the state written atomically after each finished epoch; 
 is trained again)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,3 +201,58 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(a[key], b[key]), key
     lines = resumed.run_dir.joinpath("metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4  # each epoch once: the killed, unfinished epoch left no line
+
+
+def _finished(folder, tmp_path):
+    return finetune.adapt(
+        "test_resnet",
+        folder,
+        verbose=False,
+        pretrained=False,
+        epochs=1,
+        img_size=32,
+        batch_size=4,
+        num_workers=0,
+        warmup_epochs=0.0,
+        output=str(tmp_path / "run"),
+    ).run_dir
+
+
+def test_resume_works_from_another_directory(image_folder, tmp_path, monkeypatch):
+    # regression: the data path was stored as typed (relative), so --resume from elsewhere failed
+    monkeypatch.chdir(image_folder.parent)
+    run_dir = _finished("data", tmp_path)
+    monkeypatch.chdir(tmp_path.parent)
+    assert finetune.adapt(resume=run_dir, verbose=False).classes == ("cat", "dog")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [  # regression: resume trained on other data and silently replaced the class names
+        (
+            lambda root: (root / "cat").rename(root / "healthy"),
+            "classes changed: cat, dog -> dog, healthy",
+        ),
+        (
+            lambda root: shutil.copy(root / "cat" / "cat0.png", root / "cat" / "new.png"),
+            "images per split changed: train",
+        ),
+        (
+            lambda root: (root / "cat" / "cat0.png").rename(root / "cat" / "renamed.png"),
+            "the same number of images, but other files",
+        ),
+    ],
+)
+def test_resume_refuses_changed_data_saying_what_changed(image_folder, tmp_path, change, message):
+    run_dir = _finished(image_folder, tmp_path)
+    change(image_folder)
+    with pytest.raises(finetune.DataError, match=message):
+        finetune.adapt(resume=run_dir, verbose=False)
+
+
+def test_resume_of_data_that_moved_takes_its_new_place(image_folder, tmp_path):
+    run_dir = _finished(image_folder, tmp_path)
+    moved = image_folder.rename(tmp_path / "moved")
+    with pytest.raises(FileNotFoundError):
+        finetune.adapt(resume=run_dir, verbose=False)
+    assert finetune.adapt(dataset=moved, resume=run_dir, verbose=False).classes == ("cat", "dog")

@@ -42,3 +42,20 @@ def test_auto_picks_bf16_or_fp16_on_cuda():
     from finetune.train.runtime import resolve_precision
 
     assert resolve_precision("auto", torch.device("cuda")) in ("bf16", "fp16")
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:1", "gpu"])
+def test_an_unknown_device_names_the_choices(device):
+    # regression: predict --device tpu ended in a RuntimeError traceback from torch
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
+        resolve_device(device)
+
+
+def test_predict_on_cuda_without_a_gpu_is_one_clear_error(image_folder, fast_overrides):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    import finetune
+
+    run_dir = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides).run_dir
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        finetune.predict(run_dir, [image_folder], device="cuda")

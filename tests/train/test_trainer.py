@@ -184,3 +184,46 @@ def test_cuda_precisions_train_and_save(image_folder, fast_overrides, precision)
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     records = finetune.predict(result.run_dir, [image_folder / "cat"], device="cuda")
     assert len(records) == 6
+
+
+def test_a_diverged_validation_never_replaces_the_best_checkpoint(
+    image_folder, tmp_path, run_resnet, monkeypatch
+):
+    # regression: with --lr 1e6 validation went NaN, argmax over NaN logits still gave an
+    # accuracy, the NaN model was saved as the best one and the run exited 0
+    from safetensors import safe_open
+
+    real = Trainer.evaluate
+    calls = {"n": 0}
+
+    def nan_from_epoch_two(self, loader, model=None):
+        calls["n"] += 1
+        loss, logits, targets = real(self, loader, model)
+        return (
+            (math.nan, logits * math.nan, targets) if calls["n"] >= 2 else (loss, logits, targets)
+        )
+
+    monkeypatch.setattr(Trainer, "evaluate", nan_from_epoch_two)
+    out = tmp_path / "r"
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite validation loss .* best checkpoint "
+        r"\(epoch 1\) .* is kept",
+    ):
+        run_resnet(image_folder, output=str(out), epochs=3)
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert f.metadata()["epoch"] == "1"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1]
+
+
+def test_a_run_that_diverges_before_any_checkpoint_says_so(image_folder, fast_overrides):
+    with pytest.raises(FloatingPointError, match="no checkpoint was written"):
+        finetune.adapt(
+            "test_resnet",
+            image_folder,
+            verbose=False,
+            lr=1e6,
+            optimizer="sgd",
+            **{**fast_overrides, "epochs": 2},
+        )

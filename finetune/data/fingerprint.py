@@ -1,0 +1,62 @@
+"""A fingerprint of the scanned data, so that a resumed run trains on the data it started with.
+
+Recorded in ``config.json`` (``finetune.data.fingerprint``): the class names, the number of
+images per split, and a SHA-256 of the sorted ``(path relative to the data root, label)`` list.
+Relative paths make a data set that moved (``--resume RUN --data NEW_PATH``) match itself.
+
+Example:
+    >>> fp = fingerprint(data)  # doctest: +SKIP
+    >>> describe_change(fp, fingerprint(rescanned))  # doctest: +SKIP
+    'classes changed: cat, dog -> healthy, tumor'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Optional
+
+from .folder import SPLITS, DataInfo
+
+__all__ = ["fingerprint", "describe_change"]
+
+
+def fingerprint(data: DataInfo) -> dict[str, Any]:
+    """Classes, images per split, and a digest of the file list (paths relative to the root)."""
+    rows = []
+    for split in SPLITS:
+        for item, label in getattr(data, split):
+            name = item if isinstance(item, int) else _relative(item, data.root)
+            rows.append([split, name, list(label) if isinstance(label, tuple) else label])
+    digest = hashlib.sha256(json.dumps(sorted(rows, key=str)).encode()).hexdigest()
+    return {
+        "classes": list(data.classes),
+        "images": {s: len(getattr(data, s)) for s in SPLITS},
+        "sha256": digest,
+    }
+
+
+def describe_change(saved: dict[str, Any], now: dict[str, Any]) -> Optional[str]:
+    """What differs between two fingerprints in words, or None when they match."""
+    if saved.get("classes") != now["classes"]:
+        return (
+            f"classes changed: {', '.join(saved.get('classes', []))} -> {', '.join(now['classes'])}"
+        )
+    if saved.get("images") != now["images"]:
+        diffs = [
+            f"{s} {saved.get('images', {}).get(s)} -> {n}"
+            for s, n in now["images"].items()
+            if saved.get("images", {}).get(s) != n
+        ]
+        return "images per split changed: " + ", ".join(diffs)
+    if saved.get("sha256") != now["sha256"]:
+        return "the same number of images, but other files (renamed, replaced or relabelled)"
+    return None
+
+
+def _relative(path: str, root: str) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # another drive (Windows)
+        return path
