@@ -9,7 +9,8 @@ results are stored as:
 - ``memory``: a list of arrays in this process (small sets; the default when the estimate fits
   in a quarter of the free RAM, at most 4 GiB);
 - ``disk``: one flat uint8 file in ``~/.cache/finetune/images/`` memory-mapped by every process,
-  reused by the next run over the same files (keyed by path, size, mtime and ``side``);
+  reused by the next run over the same files (keyed by the preparation and each file's path and
+  ``stat_key``: size, mtime, inode and ctime, so new content copied with ``cp -p`` is seen);
 - ``none``: decode from the original file every time.
 
 Example:
@@ -32,6 +33,7 @@ from PIL import Image
 from .._io import atomic_path, cache_dir
 from ..events import track
 from .images import load_image
+from .scan import stat_key
 
 __all__ = ["ImageCache", "cache_side", "downsizer", "eval_preparer"]
 
@@ -109,7 +111,7 @@ class ImageCache:
 
     @classmethod
     def _disk(cls, paths: list[str], prepare, side: int) -> "ImageCache":
-        key = hashlib.sha1(json.dumps([prepare.key] + [(p, *_stat(p)) for p in paths]).encode())
+        key = hashlib.sha1(json.dumps([prepare.key] + [(p, stat_key(p)) for p in paths]).encode())
         folder = cache_dir() / "images"
         data_file = folder / f"{key.hexdigest()[:24]}.u8"
         index_file = data_file.with_suffix(".json")
@@ -193,8 +195,3 @@ def _memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         free = 8 << 30
     return min(MEMORY_LIMIT, free // 4)
-
-
-def _stat(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns

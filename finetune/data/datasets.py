@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import DataError
 from ..events import emit
-from .folder import DataInfo, Sample, scan_folder, stratified_split
+from .folder import DataInfo, Sample, scan_folder, stratified_split, warn_split_problems
 from .images import load_bands, load_image, to_rgb
 
 if TYPE_CHECKING:
@@ -288,6 +288,7 @@ def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
         train=tuple(train_idx),
         val=tuple(val_idx),
     )
+    warn_split_problems(data)
     emit(
         "info",
         f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; val {len(val_idx)}",

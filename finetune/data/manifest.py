@@ -20,11 +20,18 @@ from __future__ import annotations
 import csv
 import os
 import time
-import warnings
 from pathlib import Path
 
 from ..errors import DataError
-from .folder import SPLITS, DataInfo, cross_split_duplicates, screen, stratified_split
+from .folder import (
+    SPLITS,
+    DataInfo,
+    Problems,
+    cross_split_duplicates,
+    screen,
+    stratified_split,
+    warn_split_problems,
+)
 from .scan import DEFAULT_MAX_PIXELS, check_files
 
 __all__ = ["scan_csv", "NO_LABEL"]
@@ -39,62 +46,44 @@ def scan_csv(
     seed: int = 0,
     strict: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    report_only: bool = False,
 ) -> DataInfo:
-    """Read a manifest, check every image (as ``scan_folder`` does) and split it."""
+    """Read a manifest, check every image (as ``scan_folder`` does) and split it.
+
+    A row whose file is missing is a bad file ("file not found"): skipped with a warning and
+    listed in ``DataInfo.skipped``, or an error with ``strict`` or when every file is missing.
+    ``report_only`` collects the problems that stop a run in ``DataInfo.errors`` instead.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"manifest not found: {csv_path}")
+    problem = Problems(collect=report_only)
     rows, multilabel = _read_rows(csv_path)
-    base = csv_path.parent
     classes = sorted({c for _, labels, _ in rows for c in labels})
     if len(classes) < 2 and not (multilabel and classes):
-        raise DataError(
+        problem(
             f"{csv_path}: {len(classes)} distinct label(s) ({', '.join(classes)}); a "
             "classifier needs at least two classes"
         )
-    index = {c: i for i, c in enumerate(classes)}
-    samples: dict[str, list] = {s: [] for s in SPLITS}
-    missing = []
-    for line, (rel, labels, split) in enumerate(rows, start=2):
-        path = str(Path(rel) if Path(rel).is_absolute() else base / rel)
-        if not os.path.isfile(path):
-            missing.append((line, path))
-            continue
-        ids = tuple(sorted(index[c] for c in labels))
-        samples[split or "train"].append((path, ids if multilabel else ids[0]))
-    if missing:
+    samples, missing = _samples(rows, csv_path.parent, classes, multilabel)
+    # a run stops before decoding anything; a report lists each missing file (strict: screen)
+    if missing and (len(missing) == len(rows) or (strict and not report_only)):
         line, path = missing[0]
-        message = (
+        problem(
             f"{csv_path}:{line}: image not found: {path} ({len(missing)} missing; paths "
             "are relative to the CSV's folder)"
         )
-        if strict or len(missing) == len(rows):
-            raise DataError(message)
-        warnings.warn(message, stacklevel=2)
     all_paths = [p for split in SPLITS for p, _ in samples[split]]
     t0 = time.perf_counter()
-    checks, hits = check_files(all_paths, root=base, max_pixels=max_pixels)
-    bad, odd = screen(checks, strict)
+    # missing files are checked too: the scan reports them as bad files ("file not found")
+    checks, hits = check_files(all_paths, root=csv_path.parent, max_pixels=max_pixels)
+    bad, odd = screen(checks, strict, problem)
     samples = {k: [(p, y) for p, y in v if p not in bad] for k, v in samples.items()}
-    if not samples["train"]:
-        raise DataError(f"{csv_path}: no readable training images")
-    has_split_column = any(split for _, _, split in rows)
-    if not samples["val"] and not has_split_column:
-        keyed = [
-            ((p, y), y[0] if multilabel and y else (-1 if multilabel else y))
-            for p, y in samples["train"]
-        ]
-        train, val = stratified_split(keyed, val_split, seed)
-        samples["train"], samples["val"] = [s for s, _ in train], [s for s, _ in val]
-    duplicates = cross_split_duplicates(samples, checks)
-    if duplicates:
-        warnings.warn(
-            f"{len(duplicates)} images have an identical copy in another split (e.g. "
-            f"{duplicates[0][0]} and {duplicates[0][1]}); that inflates validation "
-            "accuracy: remove the copies",
-            stacklevel=2,
-        )
-    return DataInfo(
+    if not samples["train"] and len(missing) < len(rows):
+        problem(f"{csv_path}: no readable training images")
+    if not samples["val"] and not any(split for _, _, split in rows):
+        samples["train"], samples["val"] = _split(samples["train"], multilabel, val_split, seed)
+    info = DataInfo(
         root=str(csv_path),
         layout="csv",
         classes=tuple(classes),
@@ -103,12 +92,37 @@ def scan_csv(
         test=tuple(samples["test"]),
         skipped=tuple(sorted(bad.items())),
         suspicious=tuple(sorted(odd.items())),
-        duplicates=tuple(duplicates),
+        duplicates=tuple(cross_split_duplicates(samples, checks)),
         checks=checks,
         scan_seconds=time.perf_counter() - t0,
         cache_hits=hits,
         multilabel=multilabel,
+        errors=tuple(problem.found),
     )
+    warn_split_problems(info)
+    return info
+
+
+def _samples(rows, base: Path, classes, multilabel: bool) -> tuple[dict[str, list], list]:
+    """(samples by split, (CSV line, path) of each missing file); missing files stay in the
+    samples so that the scan reports them with the other bad files."""
+    index = {c: i for i, c in enumerate(classes)}
+    samples: dict[str, list] = {s: [] for s in SPLITS}
+    missing = []
+    for line, (rel, labels, split) in enumerate(rows, start=2):
+        path = str(Path(rel) if Path(rel).is_absolute() else base / rel)
+        if not os.path.lexists(path):
+            missing.append((line, path))
+        ids = tuple(sorted(index[c] for c in labels))
+        samples[split or "train"].append((path, ids if multilabel else ids[0]))
+    return samples, missing
+
+
+def _split(train: list, multilabel: bool, val_split: float, seed: int) -> tuple[list, list]:
+    """Stratified by class (single-label) or by first label (multi-label; -1: no label)."""
+    keyed = [((p, y), y[0] if multilabel and y else (-1 if multilabel else y)) for p, y in train]
+    train, val = stratified_split(keyed, val_split, seed)
+    return [s for s, _ in train], [s for s, _ in val]
 
 
 def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], bool]:

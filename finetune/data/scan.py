@@ -2,11 +2,12 @@
 
 Every file is read and fully decoded (two or more threads; PIL releases the GIL while decoding).
 What is learnt - size, mode, format, a content digest, or why the file is bad - is cached per
-folder in ``~/.cache/finetune/scans/`` keyed by file size and modification time, so a second run
-over an unchanged folder decodes nothing.
+folder in ``~/.cache/finetune/scans/`` keyed by file size, modification time, inode and change
+time (``stat_key``), so a second run over an unchanged folder decodes nothing.
 
-Bad files (skipped with a warning, or an error with ``strict``): empty files, files that are no
-image, truncated or otherwise undecodable images, and images over the pixel limit (decompression
+Bad files (skipped with a warning, or an error with ``strict``): missing files, anything that is
+not a regular file (a pipe or device named ``x.png`` is never opened), empty files, files that are
+no image, truncated or otherwise undecodable images, and images over the pixel limit (decompression
 bombs). A file whose content does not match its extension (PNG data in ``.jpg``) still loads and
 is only reported, unless ``strict``.
 
@@ -22,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,11 +34,20 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .._io import atomic_path, cache_dir
 from ..events import track
+from .depth import pil_stated_bits, scaling_note, stated_bits
 
-__all__ = ["FileCheck", "check_files", "check_file", "tiff_bands", "DEFAULT_MAX_PIXELS"]
+__all__ = [
+    "FileCheck",
+    "check_files",
+    "check_file",
+    "regular_file_problem",
+    "stat_key",
+    "tiff_bands",
+    "DEFAULT_MAX_PIXELS",
+]
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (0.25 GiB RGB)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: FileCheck.bits; "not a regular file"
 EXTENSION_FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
@@ -59,10 +70,31 @@ class FileCheck:
     mode: str = ""
     format: str = ""
     digest: str = ""  # blake2b of the bytes, for duplicate detection
+    bits: int = 0  # significant bits the file states for its integer samples; 0: the type's
+
+    @property
+    def scaling(self) -> str:
+        """How its pixels are scaled to [0, 1] (``16-bit -> /65535``); empty for 8-bit data."""
+        return "" if self.problem else scaling_note(self.mode, self.bits)
+
+
+def regular_file_problem(path: str | os.PathLike) -> Optional[str]:
+    """Why ``path`` must not be opened as an image, or None for a regular file. Never opens it:
+    opening a pipe named ``x.png`` blocks until something writes to it, a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found" + (" (a broken link)" if os.path.islink(path) else "")
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    return None if stat.S_ISREG(mode) else "not a regular file"
 
 
 def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
     """Read and fully decode one file; never raises for a bad file."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        return FileCheck(problem=problem)
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -88,7 +120,7 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
                     digest=digest,
                 )
             img.load()
-            mode, fmt = img.mode, img.format or ""
+            mode, fmt, bits = img.mode, img.format or "", pil_stated_bits(img)
     except UnidentifiedImageError:
         return FileCheck(problem="not an image", digest=digest)
     except Image.DecompressionBombError as e:
@@ -105,7 +137,7 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileCheck:
         fmt = "JPEG"
     if expected and fmt and fmt != expected:
         warning = f"wrong extension: {fmt} data in a {Path(path).suffix} file"
-    return FileCheck(None, warning, width, height, mode, fmt, digest)
+    return FileCheck(None, warning, width, height, mode, fmt, digest, bits)
 
 
 def tiff_bands(path: str) -> Optional[tuple[int, int, int, int]]:
@@ -156,10 +188,14 @@ def _check_tiff(path: str, digest: str, max_pixels: int) -> Optional[FileCheck]:
     try:
         import tifffile
 
-        arr = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            arr = tif.asarray()
+            tags = {tag.code: tag.value for tag in tif.pages[0].tags}
     except Exception as e:  # tifffile raises many types for damaged data
         return FileCheck(problem=f"undecodable: {type(e).__name__}: {e}"[:200], digest=digest)
-    return FileCheck(None, None, width, height, f"{bands}-band {arr.dtype}", "TIFF", digest)
+    bits = stated_bits(tags, arr.dtype.itemsize * 8) if arr.dtype.kind in "ui" else 0
+    mode = f"{bands}-band {arr.dtype}"
+    return FileCheck(None, None, width, height, mode, "TIFF", digest, bits)
 
 
 def check_files(
@@ -168,7 +204,7 @@ def check_files(
     root: Optional[str | os.PathLike] = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict[str, FileCheck], int]:
-    """Check every path (cached by size and mtime when ``root`` names the folder).
+    """Check every path (cached by ``stat_key`` when ``root`` names the folder).
 
     Returns ``(results by path, number of files answered from the cache)``.
     """
@@ -183,7 +219,7 @@ def check_files(
     results: dict[str, FileCheck] = {}
     todo = []
     for p in paths:
-        key = _stat_key(p)
+        key = stat_key(p)
         hit = cached.get(name(p))
         if hit is not None and key is not None and hit[0] == key:
             results[p] = FileCheck(**hit[1])
@@ -202,11 +238,13 @@ def check_files(
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     if cache_file is not None and todo:
-        _write_cache(cache_file, {name(p): (_stat_key(p), asdict(results[p])) for p in paths})
+        _write_cache(cache_file, {name(p): (stat_key(p), asdict(results[p])) for p in paths})
     return results, hits
 
 
-def _stat_key(path: str) -> Optional[list[int]]:
+def stat_key(path: str) -> Optional[list[int]]:
+    """What tells a changed file from an unchanged one (size, mtime, inode, ctime), for the
+    scan and image caches; None when the file cannot be stat'ed."""
     # inode and ctime too: `cp -p` / `rsync -t` can keep size and mtime for new content
     try:
         st = os.stat(path)

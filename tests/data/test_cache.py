@@ -1,5 +1,7 @@
 """Issue 4: the decoded-image cache (its uint8 training batches: train/test_trainer.py)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +49,19 @@ def test_a_file_broken_after_caching_falls_back_with_a_warning(image_folder):
     open(path, "wb").close()
     cache = ImageCache.build([path], prepare=eval_preparer(pil), mode="memory", side=32)
     assert cache.image(0) is None  # the dataset reads the file instead and reports it
+
+
+def test_disk_cache_sees_new_content_copied_with_the_same_size_and_mtime(tmp_path):
+    """Bug 7: the disk cache was keyed on size and mtime only, so new content of the same size
+    copied with `rsync -t` / `cp -p` (mtime kept) was served from the old pixels."""
+    path = make_image(tmp_path / "x.bmp", COLOURS["cat"])  # BMP: size set by the dimensions
+    old = ImageCache.build([str(path)], prepare=downsizer(40), mode="disk", side=40)
+    before = os.stat(path)
+    make_image(tmp_path / "new.bmp", COLOURS["dog"])
+    os.utime(tmp_path / "new.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(tmp_path / "new.bmp", path)  # what rsync -t does: a new file renamed over
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    new = ImageCache.build([str(path)], prepare=downsizer(40), mode="disk", side=40)
+    assert new.flat.filename != old.flat.filename
+    assert np.array_equal(np.asarray(new.image(0)), downsizer(40)(str(path)))

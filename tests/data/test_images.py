@@ -1,14 +1,20 @@
-"""Reading images: formats and modes to RGB, 16-bit scaling, CMYK, EXIF rotation, multi-band
-TIFFs."""
+"""Reading images: formats and modes to RGB, 16-bit, 12-bit and float scaling, CMYK, EXIF
+rotation, multi-band TIFFs; walking folders (symlink loops, pipes)."""
+
+import os
+import re
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
 from finetune.data.folder import scan_folder
-from finetune.data.images import load_bands, load_image
+from finetune.data.images import load_bands, load_image, walk_images
 from tests.conftest import COLOURS, make_image
+
+TWELVE_BIT = [(281, "H", 1, 4095, True)]  # TIFF MaxSampleValue 4095: 12-bit data in 16 bits
 
 
 @pytest.mark.parametrize(
@@ -49,3 +55,58 @@ def test_bands_load_scaled_and_in_order(tmp_path, bands_first, make_tiles):
     assert 0.3 < float(x.mean()) < 0.6  # uint16 / 65535, not clipped to 8 bit
     info = scan_folder(root)
     assert {c.mode for c in info.checks.values()} == {"13-band uint16"} and not info.skipped
+
+
+def test_float_tiff_in_0_1_is_taken_as_stored_not_black(tmp_path):
+    """Bug 8: float32 TIFFs with values in [0, 1] were divided as if 0-255 and came out black."""
+    tifffile.imwrite(tmp_path / "f.tif", np.full((8, 8), 0.5, np.float32))
+    assert np.asarray(load_image(tmp_path / "f.tif"))[0, 0, 0] == 127
+    tifffile.imwrite(tmp_path / "g.tif", np.full((8, 8), 200.0, np.float32))  # 0-255 floats
+    assert np.asarray(load_image(tmp_path / "g.tif"))[0, 0, 0] == 200
+
+
+def test_12_bit_data_is_scaled_by_4095_only_when_the_tiff_states_it(tmp_path):
+    """Bug 8: 12-bit data in 16-bit containers came out dark (divided by 65535). A TIFF that
+    states 12 bits (MaxSampleValue 4095) is divided by 4095; a 16-bit image that is merely dark
+    (no such tag) keeps the full 16-bit range, so it is not brightened."""
+    data = np.full((8, 8), 4095, np.uint16)
+    tifffile.imwrite(tmp_path / "stated.tif", data, extratags=TWELVE_BIT)
+    tifffile.imwrite(tmp_path / "dark.tif", data)
+    assert np.asarray(load_image(tmp_path / "stated.tif"))[0, 0, 0] == 255
+    assert np.asarray(load_image(tmp_path / "dark.tif"))[0, 0, 0] == int(4095 * 255 / 65535)
+
+
+def test_load_bands_applies_the_stated_12_bit_range(tmp_path):
+    """Bug 8: the same rule for multi-band data: stated 12-bit / 4095, float as stored."""
+    tifffile.imwrite(
+        tmp_path / "b12.tif", np.full((8, 8, 5), 4095, np.uint16), extratags=TWELVE_BIT
+    )
+    tifffile.imwrite(tmp_path / "b16.tif", np.full((8, 8, 5), 4095, np.uint16))
+    tifffile.imwrite(tmp_path / "f.tif", np.full((8, 8, 5), 0.25, np.float32))
+    assert float(load_bands(tmp_path / "b12.tif", 5).max()) == 1.0
+    assert float(load_bands(tmp_path / "b16.tif", 5).max()) == pytest.approx(4095 / 65535)
+    assert float(load_bands(tmp_path / "f.tif", 5).max()) == 0.25
+
+
+def test_walk_images_skips_pipes_with_a_warning_and_never_opens_them(tmp_path):
+    """Bug 9: a FIFO named x.png in a predict folder hung `predict` (it was yielded, then
+    opened); it is skipped with a warning, given inside a folder or by name."""
+    make_image(tmp_path / "p" / "a.png", COLOURS["cat"])
+    fifo = tmp_path / "p" / "x.png"
+    os.mkfifo(fifo)
+    with pytest.warns(UserWarning, match=r"skipping .*x.png: not a regular file"):
+        assert list(walk_images([tmp_path / "p"])) == [tmp_path / "p" / "a.png"]
+    with pytest.warns(UserWarning, match=r"skipping .*x.png: not a regular file"):
+        assert list(walk_images([fifo])) == []
+
+
+@pytest.mark.parametrize("link, target", [("self", "."), ("sub/up", "..")])
+def test_walk_images_lists_each_folder_once_through_symlink_loops(tmp_path, link, target):
+    """Bug 5: `ln -s . photos/self` (or `..` below it) made walk_images yield every image again
+    per level; a link back into a folder that contains it is skipped with a warning naming it."""
+    make_image(tmp_path / "p" / "a.png", COLOURS["cat"])
+    make_image(tmp_path / "p" / "sub" / "b.png", COLOURS["dog"])
+    (tmp_path / "p" / link).symlink_to(target)
+    with pytest.warns(UserWarning, match=rf"skipping {re.escape(str(tmp_path / 'p' / link))}: "):
+        paths = list(walk_images([tmp_path / "p"]))
+    assert paths == [tmp_path / "p" / "a.png", tmp_path / "p" / "sub" / "b.png"]

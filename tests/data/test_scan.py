@@ -1,16 +1,20 @@
 """Issue 4: the pre-scan - every bad-file kind (multi-band TIFFs included), suspicious files,
-the scan cache."""
+the scan cache; pipes never opened; how high-depth data is scaled, in the report."""
 
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
+from rich.console import Console
 
 from finetune.data.folder import scan_folder
 from finetune.data.scan import check_file
 from finetune.errors import DataError
+from finetune.render import scan_report
 from tests.conftest import COLOURS, make_image
 
 
@@ -91,3 +95,65 @@ def test_tiff_bomb_is_rejected_from_the_header(tmp_path):
         path, np.zeros((5, 200, 200), np.uint8), photometric="minisblack", planarconfig="separate"
     )
     assert check_file(str(path), max_pixels=1000).problem.startswith("over the pixel limit")
+
+
+def _finishes(fn, fifo, seconds=10.0):
+    """fn() run in a thread; if it is still blocked after ``seconds`` (opening the pipe for
+    reading waits for a writer), the pipe is opened for writing to let it go, and the test fails."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        with open(fifo, "wb"):  # the blocked reader gets end-of-file
+            pass
+        thread.join(seconds)
+        pytest.fail(f"blocked on the pipe {fifo} for {seconds:.0f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_a_pipe_named_png_is_skipped_as_not_a_regular_file_never_opened(image_folder):
+    """Bug 9: a FIFO named x.png in a data folder hung `scan` and `run` forever (reading it
+    waits for a writer); only regular files are opened, anything else is a bad file."""
+    fifo = image_folder / "cat" / "x.png"
+    os.mkfifo(fifo)
+    assert _finishes(lambda: check_file(str(fifo)), fifo).problem == "not a regular file"
+    with pytest.warns(UserWarning, match=r"skipping unreadable image .*x.png: not a regular file"):
+        info = _finishes(lambda: scan_folder(image_folder), fifo)
+    assert info.skipped == ((str(fifo), "not a regular file"),)
+    assert len(info.train + info.val) == 12
+
+
+def test_scan_report_says_how_each_high_depth_format_is_scaled(tmp_path):
+    """Bug 8: the report names the scaling of each mode present (16-bit, stated 12-bit, float)."""
+    for c in "abc":
+        (tmp_path / "d" / c).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((8, 8), 40000 + i, np.uint16)).save(tmp_path / f"d/a/{i}.png")
+        tifffile.imwrite(tmp_path / f"d/b/{i}.tif", np.full((8, 8), 0.5 + i / 10, np.float32))
+        tifffile.imwrite(
+            tmp_path / f"d/c/{i}.tif",
+            np.full((8, 8), 4000 + i, np.uint16),
+            extratags=[(281, "H", 1, 4095, True)],  # MaxSampleValue: 12-bit data
+        )
+    info = scan_folder(tmp_path / "d")
+    assert {c.scaling for c in info.checks.values()} == {
+        "16-bit -> /65535",
+        "12-bit (stated) in 16-bit -> /4095",
+        "float -> as stored within [0, 1], else /255, /65535 or /max by its range",
+    }
+    console = Console(record=True, width=400)
+    scan_report(info, console)
+    assert (
+        "scaling: 12-bit (stated) in 16-bit -> /4095, 16-bit -> /65535, float -> as stored"
+        in console.export_text()
+    )
