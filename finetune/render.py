@@ -219,20 +219,22 @@ def multilabel_table(report: dict, title: str):
 
 
 def scan_report(data, console, *, max_rows: int = 20) -> None:
-    """Print what a scan found: images per class and split, sizes and modes, imbalance, bad and
-    suspicious files, and duplicates across splits. ``data`` is a ``DataInfo``."""
+    """Print what a scan found: images per class and split, sizes and modes, how high-depth data
+    is scaled, imbalance, bad and suspicious files, duplicates across splits, and last the
+    problems that stop a run (``data.errors``). ``data`` is a ``DataInfo``."""
     counts = data.counts()
+    train_counts = counts.get("train", [0] * data.num_classes)
     table = Table(title=f"{escape(data.root)} ({data.layout}): {data.num_classes} classes")
     table.add_column("class")
     for split in counts:
         table.add_column(split, justify="right")
     table.add_column("train share", justify="right")
-    train_total = max(sum(counts["train"]), 1)
+    train_total = max(sum(train_counts), 1)
     for i, name in enumerate(data.classes):
         table.add_row(
             escape(name),
             *(f"{counts[s][i]:,}" for s in counts),
-            f"{100 * counts['train'][i] / train_total:.1f} %",
+            f"{100 * train_counts[i] / train_total:.1f} %",
         )
     table.add_row("[bold]total[/]", *(f"[bold]{sum(c):,}[/]" for c in counts.values()), "")
     console.print(table)
@@ -244,12 +246,15 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
         for c in checks:
             key = f"{c.format} {c.mode}"
             modes[key] = modes.get(key, 0) + 1
+        # how high-depth data becomes [0, 1] is worded by the data layer (FileCheck.scaling)
+        scaling = sorted({c.scaling for c in checks if getattr(c, "scaling", "")})
         console.print(
             f"image sizes: smallest {small.width}x{small.height}, median "
             f"{mid.width}x{mid.height}, largest {large.width}x{large.height}; "
             + ", ".join(f"{n:,} {k}" for k, n in sorted(modes.items(), key=lambda kv: -kv[1]))
+            + (escape("\nscaling: " + ", ".join(scaling)) if scaling else "")
         )
-    train = [n for n in counts["train"] if n]
+    train = [n for n in train_counts if n]
     ratio = max(train) / min(train) if train else 1.0
     hint = " - consider --class-weights auto or --sampler balanced" if ratio >= 3 else ""
     console.print(f"class imbalance (largest / smallest train class): {ratio:.1f}{hint}")
@@ -272,3 +277,7 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
         f"scanned {len(data.checks):,} files in {data.scan_seconds:.1f} s "
         f"({data.cache_hits:,} from the scan cache)"
     )
+    errors = getattr(data, "errors", ())
+    if errors:  # last, where the eye lands: why `finetune scan` exits non-zero
+        lines = [f"[bold red]{len(errors)} problem(s) that stop a run:[/]"]
+        console.print("\n".join(lines + [f"[red]- {escape(m)}[/]" for m in errors]), soft_wrap=True)

@@ -169,7 +169,7 @@ def scan(
 ) -> None:
     """Check every image of a folder or CSV manifest and report classes, splits, sizes,
     imbalance, bad files and duplicates (cached: a second scan of an unchanged folder decodes
-    nothing)."""
+    nothing). Exits 2 after the report when a problem would stop a run."""
     with handled(debug):
         from ..data.folder import scan_folder
         from ..data.manifest import scan_csv
@@ -180,9 +180,20 @@ def scan(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the report lists them
                 info = scan_any(
-                    data, val_split=val_split, seed=seed, strict=strict, max_pixels=max_pixels
+                    data,
+                    val_split=val_split,
+                    seed=seed,
+                    strict=strict,
+                    max_pixels=max_pixels,
+                    report_only=True,  # every problem is reported, not just the first
                 )
             emit("scan", data=info)
+        if info.errors:  # the report lists them all; the last line says it, once
+            from ..errors import DataError
+
+            raise DataError(
+                f"{len(info.errors)} problem(s) above would stop a run; fix them and scan again"
+            )
 
 
 @app.command(

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._io import LAST_WEIGHTS_NAME, METRICS_NAME, STATE_NAME, atomic_path, write_jsonl
+from ..errors import first_line
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -92,6 +93,19 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
             f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
             "the resume state is damaged"
         ) from None
+    try:
+        epoch, history = _restore(trainer, state, loader)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        # regression: wrong keys or another architecture's state ended in a traceback
+        raise ValueError(
+            f"{run_dir / STATE_NAME}: does not fit this run ({first_line(e)[:160]}); it is "
+            "damaged or from another run: restore it, or start a new run"
+        ) from None
+    write_jsonl(run_dir / METRICS_NAME, history.epochs)
+    return epoch, history
+
+
+def _restore(trainer: "Trainer", state: dict, loader) -> tuple[int, FitHistory]:
     trainer.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
     trainer.inner.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -106,14 +120,14 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
     if generator is not None and state["loader_rng"] is not None:
         generator.set_state(state["loader_rng"])
     h = state["history"]
-    write_jsonl(run_dir / METRICS_NAME, h["epochs"])
-    return state["epoch"], FitHistory(
+    history = FitHistory(
         list(h["epochs"]),
         h["best_epoch"],
         h["best_val_accuracy"],
         h["seconds"],
         state.get("stopped_early", 0),
     )
+    return state["epoch"], history
 
 
 def skip_batches(loader, skip: int):
