@@ -152,3 +152,20 @@ def test_a_dataset_of_tensors_records_no_preprocessing_it_did_not_use(tmp_path, 
     Image.new("RGB", (48, 48)).save(image)
     with pytest.raises(ValueError, match="trained on tensors your Dataset prepared"):
         finetune.predict(result.run_dir, [image])
+
+
+def test_ctrl_c_before_any_save_says_nothing_was_saved_and_leaves_no_run(
+    image_folder, fast_overrides, monkeypatch
+):
+    # regression: the Ctrl-C message claimed best weights and a resumable state that were never
+    # written, and the half-made folder then refused the same command without --overwrite
+    from finetune.train.trainer import Trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    with pytest.raises(finetune.Interrupted, match="nothing was saved .* run the same command"):
+        finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    monkeypatch.undo()
+    assert finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides).run_dir
