@@ -34,6 +34,8 @@ __all__ = [
     "WEIGHTS_NAME",
     "CONFIG_NAME",
     "METRICS_NAME",
+    "METRICS_CSV_NAME",
+    "TENSORBOARD_DIR",
     "SKIPPED_NAME",
     "LAST_WEIGHTS_NAME",
     "STATE_NAME",
@@ -43,12 +45,15 @@ __all__ = [
     "REPLACED_DIR",
     "USER_TENSORS",
     "RUN_FILES",
+    "RUN_MARKERS",
 ]
 
 # The files of a run directory (the output of ``finetune run``), spelled here only.
 WEIGHTS_NAME = "model.safetensors"  # the best epoch's weights, timm key names
 CONFIG_NAME = "config.json"  # timm's layout plus a "finetune" section
 METRICS_NAME = "metrics.jsonl"  # one line per finished epoch
+METRICS_CSV_NAME = "metrics.csv"  # the same as a table
+TENSORBOARD_DIR = "tensorboard"  # --log tensorboard
 SKIPPED_NAME = "skipped_files.txt"  # unreadable images the scan left out
 LAST_WEIGHTS_NAME = "last.safetensors"  # the latest epoch's weights (for people and tools)
 STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_only=True)
@@ -58,6 +63,17 @@ LOCK_NAME = ".finetune.lock"  # held by the process writing the run (pid, host)
 REPLACED_DIR = ".replaced-run"
 # config.json's finetune.preprocessing for a run on tensors a user's Dataset prepared itself
 USER_TENSORS = "none: the Dataset gave tensors (prepare inputs the same way before the model)"  # --overwrite: the old run waits here for the new one's first save
+# files that make a folder a run (a user's own README.md alone does not)
+RUN_MARKERS = (
+    WEIGHTS_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    LAST_WEIGHTS_NAME,
+    STATE_NAME,
+    ADAPTER_DIR,
+    EMA_WEIGHTS_NAME,
+)
+# everything a run writes (what --overwrite replaces)
 RUN_FILES = (
     WEIGHTS_NAME,
     CONFIG_NAME,
@@ -67,6 +83,10 @@ RUN_FILES = (
     STATE_NAME,
     ADAPTER_DIR,
     EMA_WEIGHTS_NAME,
+    METRICS_CSV_NAME,
+    TENSORBOARD_DIR,
+    "plots",
+    "README.md",
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ._io import EMA_WEIGHTS_NAME, STATE_NAME, USER_TENSORS, read_run_config
+from ._io import EMA_WEIGHTS_NAME, LAST_WEIGHTS_NAME, STATE_NAME, USER_TENSORS, read_run_config
 from .config import FinetuneConfig
 from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
@@ -32,6 +32,7 @@ from .train.build import BuiltModel, build_model, build_trainer, task_of
 from .train.checkpoint import save_run_config, save_weights
 from .train.distributed import barrier, setup_distributed
 from .train.evaluate import best_saver, evaluate_splits, restore_best
+from .train.loggers import build_loggers
 from .train.plan import build_plan
 from .train.policy import PolicyReport
 from .train.rundir import shared_run_dir, write_skipped
@@ -149,6 +150,9 @@ def _run(
     _record_metrics(record, metrics, data.multilabel)
     if dist.is_main:
         save_run_config(run_dir, final, **record)
+        if not cfg.output.keep_state:  # --no-keep-state: the run can no longer be resumed
+            for name in (STATE_NAME, LAST_WEIGHTS_NAME):
+                (run_dir / name).unlink(missing_ok=True)
     return final, metrics
 
 
@@ -276,6 +280,8 @@ def _fit(
         emit("info", "torch.compile: the first step compiles the model (about a minute on CPU)")
         built.net.compile()
     trainer, fit_loaders = build_trainer(built, cfg, data, loaders, runtime)
+    if runtime.dist.is_main:
+        trainer.loggers = build_loggers(cfg.output.log, run_dir)
     start_epoch, history = 0, None
     if resume:
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])

@@ -221,6 +221,10 @@ class OutputConfig:
     # run directory; None = runs/<backbone>-<timestamp>
     output: Optional[str] = None
     overwrite: bool = False
+    # experiment loggers besides metrics.jsonl/metrics.csv: tensorboard
+    log: tuple[str, ...] = ()
+    # keep trainer_state.pt and last.safetensors (what --resume needs) after a finished run
+    keep_state: bool = True
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ class FinetuneConfig:
 
         ``resume``: the config saved in that run directory, exactly (no recipe, no overrides:
         the schedule, data order and unfreeze plan were fixed by it), except ``path`` when the
-        same data moved. Otherwise ``base`` (or the
+        same data moved and ``epochs`` to extend a run. Otherwise ``base`` (or the
         recipe, or the defaults) with ``overrides`` applied; overrides that choose what to freeze
         replace the base's own choice (``selector_reset``).
 
@@ -304,7 +308,10 @@ class FinetuneConfig:
         if resume is not None:
             if recipe is not None or base is not None:
                 raise ConfigError("--resume continues a run with its own config; drop --recipe")
-            moved = {k: overrides.pop(k) for k in ("path", "data.path") if k in overrides}
+            # the same data at a new place (checked against the run's data fingerprint), and a
+            # longer run (the LR schedule is re-planned over the new length)
+            allowed = ("path", "data.path", "epochs", "train.epochs")
+            moved = {k: overrides.pop(k) for k in allowed if k in overrides}
             if overrides:
                 raise ConfigError(
                     "--resume continues a run exactly as it was configured; drop "
@@ -316,7 +323,6 @@ class FinetuneConfig:
                     f"{resume}: config.json has no finetune config; not a finetune run"
                 )
             cfg = cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
-            # the same data at a new place (checked against the run's data fingerprint)
             return cfg.with_overrides(**moved)
         if base is None:
             base = cls.from_recipe(recipe) if recipe else cls()

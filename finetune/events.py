@@ -73,8 +73,10 @@ class Progress:
         ...         bar.update(i + 1)
     """
 
-    def __init__(self, title: str, *, total: int, interval: float = 0.25, key: str = ""):
-        self.title, self.total, self.interval = title, total, interval
+    def __init__(
+        self, title: str, *, total: int, interval: float = 0.25, key: str = "", log: bool = True
+    ):
+        self.title, self.total, self.interval, self.log = title, total, interval, log
         self.key = key or title
         self.start = self.last = time.perf_counter()
         self.active = has_listeners()
@@ -95,6 +97,13 @@ class Progress:
             self.last = time.perf_counter()
             self._send(done, stats)
 
+    def wrap(self, items: Iterable[T]) -> Iterator[T]:
+        """Yield ``items`` inside this bar, one update per item (throttled)."""
+        with self:
+            for i, item in enumerate(items):
+                yield item
+                self.update(i + 1)
+
     def _send(self, done: Optional[int], stats: str) -> None:
         if self.active:
             emit(
@@ -104,13 +113,11 @@ class Progress:
                 done=done,
                 total=self.total,
                 stats=stats,
+                log=self.log,
                 seconds=time.perf_counter() - self.start,
             )
 
 
 def track(items: Iterable[T], title: str, *, total: int) -> Iterator[T]:
     """Yield ``items`` while sending progress events (``rich.progress.track`` as events)."""
-    with Progress(title, total=total) as bar:
-        for i, item in enumerate(items):
-            yield item
-            bar.update(i + 1)
+    yield from Progress(title, total=total).wrap(items)

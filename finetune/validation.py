@@ -37,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.nan_policy": ("stop", "skip-batch"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "output.log": ("tensorboard",),
 }
 
 
@@ -47,6 +48,11 @@ def check_config(cfg: "FinetuneConfig") -> None:
     for dotted, choices in CHOICES.items():
         section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
+        if isinstance(value, tuple):  # several of the choices
+            bad = [v for v in value if v not in choices]
+            if bad:
+                raise ConfigError(f"{dotted}: '{bad[0]}' is not one of {', '.join(choices)}")
+            continue
         if value not in choices:
             raise ConfigError(f"{dotted}: '{value}' is not one of {', '.join(choices)}")
     checks = [
@@ -202,8 +208,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             value = [v for v in value.replace(" ", "").split(",") if v]
         if isinstance(value, (list, tuple)):
             try:
+                cast = int if args[0] is int else args[0]  # "3,6" -> (3, 6); "a,b" -> ("a", "b")
                 return tuple(
-                    coerce(int(v) if isinstance(v, str) else v, args[0], key) for v in value
+                    coerce(cast(v) if isinstance(v, str) else v, args[0], key) for v in value
                 )
             except ValueError:
                 pass

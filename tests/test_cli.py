@@ -263,3 +263,18 @@ def test_switches_show_no_value_placeholder():
     result = invoke("run", "--help")
     switch_lines = [s for s in result.output.splitlines() if "--no-strict" in s or "--debug" in s]
     assert switch_lines and not any("<bool>" in s for s in switch_lines)
+
+
+def test_piped_output_keeps_every_line_whole(image_folder, tmp_path):
+    # regression: piped to a file the log was hard-wrapped at 80 columns (numbers and paths split
+    # mid-word, table cells cut), with a blank line before every epoch line
+    out = tmp_path / ("a-rather-long-run-directory-name-" * 3 + "end")
+    result = runner.invoke(app, ["run", "--backbone", "test_resnet", "--data", str(image_folder),
+                                 "--output", str(out), *FAST, "--epochs", "2"],
+                           env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.endswith(str(out)) for line in lines)  # the run directory, whole
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all(lines[i - 1].strip() for i in epochs)
+    assert "* = best validation score" in result.output

@@ -67,12 +67,32 @@ def test_a_class_named_like_markup_renders_in_the_report_table():
     assert "[/]" in _text(console) and "[red]" in _text(console) and "val [x]" in _text(console)
 
 
-def test_progress_is_not_drawn_when_output_is_not_a_terminal():
+def test_piped_progress_is_a_line_every_tenth_and_never_a_live_bar():
     console = _console()
     with listening(Renderer(console)):
-        emit("progress", key="k", title="t", done=1, total=2, stats="")
-        emit("progress", key="k", title="t", done=None, total=2, stats="")
-    assert _text(console) == ""
+        for done in range(0, 21):
+            emit("progress", key="k", title="epoch 1/2", done=done, total=20, stats="loss 0.1",
+                 seconds=done * 0.5)  # fmt: skip
+        emit("progress", key="k", title="epoch 1/2", done=None, total=20, stats="")
+        emit("progress", key="v", title="validating", done=1, total=2, stats="", log=False)
+    lines = _text(console).splitlines()
+    assert lines[0] == "epoch 1/2: 10% (2/20) loss 0.1, ETA 9s"
+    assert [line.split(":")[1].split("%")[0].strip() for line in lines] == [
+        str(p) for p in range(10, 100, 10)
+    ]  # no 0 %, no 100 % (the epoch line follows), nothing for validation
+
+
+def test_the_best_epoch_marker_is_explained_once():
+    record = dict(epoch=1, train_loss=0.5, train_accuracy=0.8, val_loss=0.4, val_accuracy=0.9,
+                  best=True, train_images_per_s=100.0, epoch_seconds=12.0, lr=1e-3)  # fmt: skip
+    console = _console()
+    with listening(Renderer(console)):
+        for epoch in (1, 2):
+            emit("epoch", record={**record, "epoch": epoch}, epochs=2, score_name="val_accuracy",
+                 eta=12.0 * (2 - epoch))  # fmt: skip
+    first, second = _text(console).splitlines()
+    assert "* = best validation score" in first and "run ETA 12s" in first and "lr 0.001" in first
+    assert "* = best" not in second and second.endswith("* | lr 0.001 | 100.0 img/s, 12 s")
 
 
 def test_reporting_quiet_silences_warnings_and_timm_logging(capfd):

@@ -122,6 +122,8 @@ def run(
         Optional[Path], option("output.output", show="runs/<backbone>-<timestamp>")
     ] = None,
     overwrite: Annotated[Optional[bool], option("output.overwrite")] = None,
+    log: Annotated[Optional[str], option("output.log", show="none")] = None,
+    keep_state: Annotated[Optional[bool], option("output.keep_state")] = None,
     resume: Annotated[Optional[Path], option("resume", panel=OUT)] = None,
     dry_run: Annotated[
         bool, option("dry_run", "--dry-run/--no-dry-run", panel=OUT, metavar="")

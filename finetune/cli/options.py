@@ -91,8 +91,10 @@ HELP = {
     "train.precision": "Training precision.",
     "train.seed": "Random seed for init, split and data order.",
     "output.output": "Run directory.",
-    "output.overwrite": "Replace a run already in --output.",
-    "resume": "Continue RUN_DIR from its last finished epoch, exactly as configured.",
+    "output.overwrite": "Replace a run already in --output (kept until the new one has saved).",
+    "output.log": "Experiment loggers besides metrics.jsonl/.csv: tensorboard (comma-separated).",
+    "output.keep_state": "Keep trainer_state.pt and last.safetensors (--resume) after the run.",
+    "resume": "Continue RUN_DIR from its last saved state as configured (--epochs N extends it; --data NEW_PATH if the same data moved).",
     "dry_run": "Print the plan (stages, what trains, LRs) and exit.",
     "debug": "Show the full traceback on errors (or set FINETUNE_DEBUG=1).",
 }

@@ -152,6 +152,13 @@ class LRSchedule:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved schedule; one saved for another run length (``--resume RUN --epochs
+        N``) is re-planned over this one's length instead (the LR jumps to where the longer
+        schedule is at this step)."""
+        if "t_initial" in state and state["t_initial"] != getattr(
+            self.scheduler, "t_initial", None
+        ):
+            return  # built for this length already; the step comes from the trainer
         self.scheduler.load_state_dict(state)
 
 

@@ -93,6 +93,12 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
             f"{run_dir / STATE_NAME}: cannot read ({type(e).__name__}: {e}); "
             "the resume state is damaged"
         ) from None
+    done = state.get("epoch", 0) if isinstance(state, dict) else 0
+    if isinstance(done, int) and done > trainer.train.epochs:
+        raise ValueError(
+            f"{run_dir} already trained {done} epochs; --epochs {trainer.train.epochs} would "
+            "not extend it (give more epochs than that, or use the run as it is)"
+        )
     try:
         epoch, history = _restore(trainer, state, loader)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -114,6 +120,7 @@ def _restore(trainer: "Trainer", state: dict, loader) -> tuple[int, FitHistory]:
     if trainer.ema is not None and state.get("ema") is not None:
         trainer.ema.load_state_dict(state["ema"])
     trainer.step = state["step"]
+    trainer.scheduler.step_update(trainer.step)  # the same LR, or the re-planned one (--epochs)
     trainer.skip_batches = state.get("batches_done", 0)  # stopped mid-epoch: skip what ran
     _set_rng_state(state["rng"])
     generator = getattr(loader, "generator", None)

@@ -30,6 +30,7 @@ from .._io import (
     LOCK_NAME,
     REPLACED_DIR,
     RUN_FILES,
+    RUN_MARKERS,
     SKIPPED_NAME,
     STATE_NAME,
     WEIGHTS_NAME,
@@ -126,7 +127,7 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise FileExistsError(
             f"output {path} exists and is not a directory; choose another --output"
         )
-    held = [n for n in RUN_FILES if (path / n).exists()]
+    held = [n for n in RUN_MARKERS if (path / n).exists()]
     if held and not overwrite:
         raise FileExistsError(
             f"output {path} already holds a run ({', '.join(held)}); "

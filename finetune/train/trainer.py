@@ -84,6 +84,7 @@ class Trainer:
         self.stop_requested = False  # set by the first Ctrl-C during fit
         self.skip_batches = 0  # batches of the first epoch a mid-epoch resume skips
         self._checkpoint = None  # (run_dir, history) while fit runs with a run_dir
+        self.loggers: list = []  # finetune.train.loggers: each gets the history after an epoch
         self.ema = None
         if train.ema:
             from timm.utils import ModelEmaV3
@@ -164,7 +165,7 @@ class Trainer:
         history = history or FitHistory()
         if history.stopped_early:  # a resumed run that had already stopped early
             return history
-        with _deferred_interrupt(self):
+        with _deferred_interrupt(self), _closing(self.loggers):
             self._start = time.perf_counter() - history.seconds
             self._checkpoint = (run_dir, history) if run_dir is not None else None
             for epoch in range(start_epoch, self.train.epochs):
@@ -229,9 +230,12 @@ class Trainer:
             save_best(self.inner, epoch + 1)
         if run_dir is not None:
             append_jsonl(Path(run_dir) / METRICS_NAME, record)
+            for logger in self.loggers:
+                logger.log_epochs(history.epochs)
             if (epoch + 1) % self.train.save_every == 0 or epoch + 1 == epochs or stop:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
-        emit("epoch", record=record, epochs=epochs, score_name=self.score_name)
+        eta = history.seconds / len(history.epochs) * (epochs - epoch - 1)  # seconds
+        emit("epoch", record=record, epochs=epochs, score_name=self.score_name, eta=eta)
         if self.stop_requested:  # Ctrl-C during the epoch's last step: it is saved whole
             if run_dir is not None and not stop:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
@@ -374,7 +378,9 @@ class Trainer:
         model.eval()
         all_logits, all_targets = [], []
         loss_sum, seen = 0.0, 0
-        for images, targets in loader:
+        # a live bar in a terminal; no log lines (the epoch line follows at once)
+        bar = Progress("validating", total=len(loader), key="eval", log=False)
+        for images, targets in bar.wrap(loader):
             images, targets = self.to_device(images, targets)
             with self.autocast():
                 logits = model(images)
@@ -416,6 +422,15 @@ def _mixup(train: TrainConfig, optim: OptimConfig, task: Task):
         num_classes=task.num_classes,
         multi_label=task.multilabel,
     )
+
+
+@contextlib.contextmanager
+def _closing(loggers: list):
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.close()
 
 
 @contextlib.contextmanager

@@ -256,3 +256,20 @@ def test_resume_of_data_that_moved_takes_its_new_place(image_folder, tmp_path):
     with pytest.raises(FileNotFoundError):
         finetune.adapt(resume=run_dir, verbose=False)
     assert finetune.adapt(dataset=moved, resume=run_dir, verbose=False).classes == ("cat", "dog")
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(image_folder, tmp_path):
+    run_dir = _finished(image_folder, tmp_path)
+    extended = finetune.adapt(resume=run_dir, epochs=3, verbose=False)
+    assert [e["epoch"] for e in extended.metrics["epochs"]] == [1, 2, 3]
+    assert extended.config.train.epochs == 3
+    with pytest.raises(ValueError, match="already trained 3 epochs; --epochs 2 would not extend"):
+        finetune.adapt(resume=run_dir, epochs=2, verbose=False)
+
+
+def test_no_keep_state_leaves_only_what_is_shipped(image_folder, tmp_path):
+    result = finetune.adapt("test_resnet", image_folder, verbose=False, pretrained=False,
+                            epochs=1, img_size=32, batch_size=4, num_workers=0,
+                            output=str(tmp_path / "r"), keep_state=False)  # fmt: skip
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert "model.safetensors" in names and not {"trainer_state.pt", "last.safetensors"} & names

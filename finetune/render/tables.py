@@ -1,156 +1,22 @@
-"""Rendering: turns finetune's events and reports into rich output for people.
-
-The library never prints (see ``finetune.events``); the CLI, ``finetune demo`` and
-``adapt(verbose=True)`` install ``Renderer(console)`` as the listener. Every user-supplied string
-(class names, paths) is escaped, so ``[/]`` in a class name prints as itself. Output that is not a
-terminal gets no progress bars, only the lines.
+"""Tables for people: the freezing plan, classification reports, the scan report, the epoch
+line. Every user-supplied string is escaped.
 
 Example:
-    >>> from rich.console import Console
-    >>> from finetune.events import emit, listening
-    >>> with listening(Renderer(Console(highlight=False))):
-    ...     emit("info", "class [/] is fine")
-    class [/] is fine
+    >>> from finetune.render.tables import epoch_line
+    >>> r = dict(epoch=1, train_loss=0.5, train_accuracy=0.8, val_loss=0.4, val_accuracy=0.9,
+    ...          best=True, train_images_per_s=100.0, epoch_seconds=12.0, lr=1e-3)
+    >>> epoch_line(r, 5, "val_accuracy")
+    'epoch 1/5  train loss 0.5000 acc 0.8000 | val loss 0.4000 acc 0.9000 * | lr 0.001 | 100.0 img/s, 12 s'
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Optional
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .events import emit, has_listeners, listening
-
-__all__ = [
-    "Renderer",
-    "reporting",
-    "plan_table",
-    "report_table",
-    "multilabel_table",
-    "scan_report",
-    "epoch_line",
-]
-
-
-class Renderer:
-    """An event listener that prints to a rich ``Console``."""
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.bars: dict[str, Any] = {}  # progress key -> (rich Progress, task id)
-
-    def __call__(self, event) -> None:
-        kind, data = event.kind, event.data
-        if kind == "progress":
-            self._progress(data)
-        elif kind == "warning" or (kind == "info" and data.get("warn")):
-            self.console.print(f"[yellow]{escape(event.message)}[/]", soft_wrap=True)
-        elif kind == "info":
-            self.console.print(escape(event.message), soft_wrap=True)
-        elif kind == "plan":
-            self.console.print(plan_table(data["plan"]))
-        elif kind == "report":
-            table = multilabel_table if data.get("multilabel") else report_table
-            self.console.print(table(data["report"], data["title"]))
-        elif kind == "scan":
-            scan_report(data["data"], self.console)
-        elif kind == "epoch":
-            self.console.print(
-                epoch_line(data["record"], data["epochs"], data["score_name"]), soft_wrap=True
-            )
-
-    def _progress(self, data: dict) -> None:
-        if not self.console.is_terminal:
-            return
-        key = data["key"]
-        if data["done"] is None:  # the end of this bar
-            bar = self.bars.pop(key, None)
-            if bar is not None:
-                bar[0].stop()
-            return
-        if key not in self.bars:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[stats]}"),
-                console=self.console,
-                transient=True,
-            )
-            task = progress.add_task(escape(data["title"]), total=data["total"], stats="")
-            progress.start()
-            self.bars[key] = (progress, task)
-        progress, task = self.bars[key]
-        progress.update(task, completed=data["done"], stats=escape(data.get("stats", "")))
-
-
-@contextmanager
-def reporting(verbose: bool = True, console: Optional[Console] = None) -> Iterator[None]:
-    """While the block runs, render events and Python warnings (``verbose``), or silence both.
-
-    Nested use renders once: inside the CLI (which already renders) ``adapt(verbose=True)``
-    adds nothing.
-
-    Example:
-        >>> with reporting(verbose=False):
-        ...     warnings.warn("nobody sees this")
-    """
-    with warnings.catch_warnings():
-        if not verbose:
-            warnings.simplefilter("ignore")
-            with _quiet_logger("timm"):  # its scheduler logs notes through logging.lastResort
-                yield
-            return
-        if has_listeners():
-            yield
-            return
-        # one line per warning, no source line: they are messages for users, not developers
-        warnings.showwarning = lambda message, *args, **kwargs: emit(
-            "warning", f"warning: {message}"
-        )
-        with listening(Renderer(console or Console(highlight=False))):
-            yield
-
-
-@contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def epoch_line(r: dict, epochs: int, score_name: str) -> str:
-    """One line per finished epoch: train loss/accuracy, validation, throughput, time."""
-    score = r[score_name]
-    name = "mAP" if score_name == "val_map" else "acc"
-    val = (
-        "no val data"
-        if score is None
-        else f"val loss {r['val_loss']:.4f} {name} {score:.4f}{' *' if r['best'] else ''}"
-    )
-    return (
-        f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
-        f"{r['train_accuracy']:.4f} | {val} | {r['train_images_per_s']:.1f} img/s, "
-        f"{r['epoch_seconds']:.0f} s"
-    )
+__all__ = ["plan_table", "report_table", "multilabel_table", "scan_report", "epoch_line"]
 
 
 def plan_table(plan) -> Table:
@@ -281,3 +147,32 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
     if errors:  # last, where the eye lands: why `finetune scan` exits non-zero
         lines = [f"[bold red]{len(errors)} problem(s) that stop a run:[/]"]
         console.print("\n".join(lines + [f"[red]- {escape(m)}[/]" for m in errors]), soft_wrap=True)
+
+
+def epoch_line(r: dict, epochs: int, score_name: str, eta: Optional[float] = None) -> str:
+    """One line per finished epoch: train loss/accuracy, validation, LR, throughput, time, and
+    the run's remaining time (``eta``, seconds)."""
+    score = r[score_name]
+    name = "mAP" if score_name == "val_map" else "acc"
+    val = (
+        "no val data"
+        if score is None
+        else f"val loss {r['val_loss']:.4f} {name} {score:.4f}{' *' if r['best'] else ''}"
+    )
+    lr = f" | lr {r['lr']:.3g}" if r.get("lr") is not None else ""
+    left = f", run ETA {duration(eta)}" if eta else ""
+    return (
+        f"epoch {r['epoch']}/{epochs}  train loss {r['train_loss']:.4f} acc "
+        f"{r['train_accuracy']:.4f} | {val}{lr} | {r['train_images_per_s']:.1f} img/s, "
+        f"{r['epoch_seconds']:.0f} s{left}"
+    )
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``4000`` -> ``1h06m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
