@@ -265,12 +265,13 @@ class FinetuneConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "FinetuneConfig":
-        """Load a recipe file. Example: ``FinetuneConfig.from_yaml("recipes/default.yaml")``."""
+        """Load a recipe file, or a shipped recipe by name.
+
+        Example: ``FinetuneConfig.from_yaml("my-recipe.yaml")``, ``from_yaml("default")``.
+        """
         import yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe not found: {path}")
+        path = resolve_recipe(path)  # a file, or the name of a shipped recipe
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
@@ -280,7 +281,7 @@ class FinetuneConfig:
     @classmethod
     def from_recipe(cls, name_or_path: str | Path) -> "FinetuneConfig":
         """Load a recipe by file path or by name from the shipped recipes (``default``)."""
-        return cls.from_yaml(resolve_recipe(name_or_path))
+        return cls.from_yaml(name_or_path)
 
     @classmethod
     def resolve(
@@ -326,7 +327,9 @@ class FinetuneConfig:
             return cfg.with_overrides(**moved)
         if base is None:
             base = cls.from_recipe(recipe) if recipe else cls()
-        return base.with_overrides(**selector_reset(overrides), **overrides)
+        return base.with_overrides(
+            **selector_reset(overrides), **_rescaled_unfreezing(base, overrides), **overrides
+        )
 
     def with_overrides(self, **overrides: Any) -> "FinetuneConfig":
         """Return a copy with fields replaced; keys are field names or ``section.field``."""
@@ -357,6 +360,19 @@ SELECTORS = {
     "train_only": None,
     "full": False,
 }
+
+
+def _rescaled_unfreezing(base: "FinetuneConfig", overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's ``unfreeze_at`` epochs scaled to a run length the user chose (``--epochs``):
+    regression: ``--recipe medical-xray --epochs 1`` failed naming ``--unfreeze-at 3``, a flag
+    the user never passed. Epochs past the new end are dropped."""
+    epochs = overrides.get("epochs", overrides.get("train.epochs"))
+    at = base.policy.unfreeze_at
+    if epochs is None or not at or {"unfreeze_at", "policy.unfreeze_at"} & overrides.keys():
+        return {}
+    old, new = base.train.epochs, int(epochs)
+    scaled = sorted({max(2, round(e * new / old)) for e in at})
+    return {"unfreeze_at": tuple(e for e in scaled if e <= new)}
 
 
 # config fields whose command-line flag is not simply --field-name

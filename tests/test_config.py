@@ -140,3 +140,19 @@ def test_resume_refuses_overrides_naming_the_real_flags(tmp_path):
         FinetuneConfig.resolve(resume=tmp_path, path="x", name="resnet50", pretrained=False)
     with pytest.raises(ConfigError, match="drop --recipe"):
         FinetuneConfig.resolve(resume=tmp_path, recipe="natural")
+
+
+def test_from_yaml_takes_a_shipped_recipe_by_name():
+    # regression: from_yaml("default") failed while --recipe default worked
+    assert FinetuneConfig.from_yaml("default") == FinetuneConfig.from_recipe("default")
+
+
+@pytest.mark.parametrize("epochs, expected", [(1, ()), (4, (2,)), (12, (3,)), (24, (6,))])
+def test_a_recipes_unfreeze_epochs_follow_a_chosen_run_length(epochs, expected):
+    # regression: --recipe medical-xray --epochs 1 failed naming --unfreeze-at 3, a flag the
+    # user never passed (the recipe thaws at epoch 3 of 12)
+    cfg = FinetuneConfig.resolve(recipe="medical-xray", epochs=epochs)
+    assert cfg.policy.unfreeze_at == expected
+    assert FinetuneConfig.resolve(
+        recipe="medical-xray", epochs=2, unfreeze_at=(2,)
+    ).policy.unfreeze_at == (2,)
