@@ -278,3 +278,10 @@ def test_piped_output_keeps_every_line_whole(image_folder, tmp_path):
     epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
     assert len(epochs) == 2 and all(lines[i - 1].strip() for i in epochs)
     assert "* = best validation score" in result.output
+
+
+def test_predict_to_a_file_prints_a_summary_not_every_row(run_dir, image_folder, tmp_path):
+    result = invoke("predict", run_dir, image_folder, "--output", tmp_path / "p.csv")
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 predictions to" in result.output and "mean top-1 probability" in result.output
+    assert "cat0.png" not in result.output  # the rows are in the file

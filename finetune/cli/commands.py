@@ -226,10 +226,11 @@ def predict(
 
         with rendering():
             records = predict_images(run_dir, images, top_k=top_k, device=device.value)
-        _print_predictions(records, top_k)
-        if output is not None:
-            write_predictions(records, output)
-            typer.echo(f"wrote {len(records)} predictions to {output}")
+        if output is None:
+            _print_predictions(records, top_k)
+            return
+        write_predictions(records, output)  # a file asked for: a summary, not every row
+        typer.echo(f"wrote {len(records)} predictions to {output}; {_summary(records)}")
 
 
 @app.command()
@@ -270,6 +271,24 @@ def write_predictions(records: list[dict], path: Path) -> None:
                 writer.writerows(records)
 
 
+def _summary(records: list[dict]) -> str:
+    """``cat 6, dog 6 (mean top-1 probability 0.71)``: what a predictions file holds."""
+    from collections import Counter
+
+    if records and "label" in records[0]:
+        counts = Counter(r["label"] for r in records)
+        mean = sum(r["prob"] for r in records) / len(records)
+        return (
+            ", ".join(f"{k} {n}" for k, n in counts.most_common())
+            + f" (mean top-1 probability {mean:.2f})"
+        )
+    counts = Counter(x for r in records for x in r.get("labels", "").split(";") if x)
+    return "labels " + (", ".join(f"{k} {n}" for k, n in counts.most_common()) or "none")
+
+
+MAX_ROWS = 50  # more rows than this on a screen help nobody: --output writes them all
+
+
 def _print_predictions(records: list[dict], top_k: int) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -279,6 +298,9 @@ def _print_predictions(records: list[dict], top_k: int) -> None:
     keys = list(records[0]) if records else ["path", "label", "prob"]
     for key in keys:
         table.add_column(key, justify="right" if key.startswith("prob") else "left")
-    for r in records:
+    for r in records[:MAX_ROWS]:
         table.add_row(*(f"{r[k]:.4f}" if k.startswith("prob") else escape(str(r[k])) for k in keys))
+    if len(records) > MAX_ROWS:
+        table.caption = (f"the first {MAX_ROWS} of {len(records)}; all: --output FILE.csv; "
+                         f"{escape(_summary(records))}")  # fmt: skip
     Console(highlight=False).print(table)
