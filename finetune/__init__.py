@@ -19,6 +19,8 @@ _EXPORTS = {
     "FitResult": "api",
     "Interrupted": "api",
     "predict": "inference",
+    "evaluate": "evaluation",
+    "export_run": "export",
     "lr_find": "tools.lrfind",
     "FinetuneConfig": "config",
     "ConfigError": "errors",

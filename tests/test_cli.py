@@ -285,3 +285,13 @@ def test_predict_to_a_file_prints_a_summary_not_every_row(run_dir, image_folder,
     assert result.exit_code == 0, result.output
     assert "wrote 12 predictions to" in result.output and "mean top-1 probability" in result.output
     assert "cat0.png" not in result.output  # the rows are in the file
+
+
+def test_export_writes_and_verifies_an_onnx_file(run_dir, tmp_path):
+    result = invoke("export", run_dir, "--output", tmp_path / "exp")
+    assert result.exit_code == 0, result.output
+    assert "top-1 agreement 1.000" in result.output
+    assert (tmp_path / "exp" / "model.onnx").is_file()
+    assert (tmp_path / "exp" / "model.onnx.json").is_file()
+    bad = invoke("export", run_dir, "--format", "tflite")
+    assert bad.exit_code == 2 and "onnx" in bad.output and "torchscript" in bad.output
