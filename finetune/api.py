@@ -28,6 +28,7 @@ from .errors import DataError
 from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
+from .report import write_run_report
 from .train.build import BuiltModel, build_model, build_trainer, task_of
 from .train.checkpoint import save_run_config, save_weights
 from .train.distributed import barrier, setup_distributed
@@ -153,6 +154,8 @@ def _run(
         if not cfg.output.keep_state:  # --no-keep-state: the run can no longer be resumed
             for name in (STATE_NAME, LAST_WEIGHTS_NAME):
                 (run_dir / name).unlink(missing_ok=True)
+        written = write_run_report(run_dir)  # plots/ and the README.md model card
+        emit("info", f"plots and model card: {', '.join(str(p) for p in written)}")
     return final, metrics
 
 

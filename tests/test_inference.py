@@ -83,3 +83,31 @@ def test_predict_preprocesses_exactly_as_validation_did(image_folder, fast_overr
         top = torch.topk(row, 2)
         assert record["prob"] == pytest.approx(float(top.values[0]), abs=1e-5)
         assert record["label"] == result.classes[int(top.indices[0])]
+
+
+def test_predict_takes_one_path_or_a_pil_image_and_reports_progress(image_folder, fast_overrides):
+    from finetune.events import listening
+
+    result = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    path = image_folder / "dog" / "dog1.png"
+    seen = []
+    with listening(seen.append):
+        one = finetune.predict(result.run_dir, str(path), top_k=2)
+    assert len(one) == 1 and one[0]["path"] == str(path)
+    bars = [e.data for e in seen if e.kind == "progress" and e.data["title"] == "Predicting"]
+    assert bars[0]["done"] == 0 and bars[-1]["done"] is None and bars[-2]["done"] == 1
+    with Image.open(path) as img:
+        records = finetune.predict(result.run_dir, [img, path, img.convert("L")], top_k=2)
+        alone = finetune.predict(result.run_dir, img)
+    assert [r["path"] for r in records] == ["<image 0>", str(path), "<image 2>"]
+    assert records[0]["prob"] == pytest.approx(one[0]["prob"], abs=1e-6)  # same preprocessing
+    assert alone[0]["path"] == "<image 0>" and alone[0]["label"] == one[0]["label"]
+
+
+def test_predict_with_tta_on_a_multilabel_run_gives_probabilities(multi_csv, fast_overrides):
+    result = finetune.adapt("test_resnet", multi_csv, verbose=False, **fast_overrides)
+    records = finetune.predict(result.run_dir, multi_csv.parent / "img", tta=True)
+    assert len(records) == 18
+    for r in records:
+        probs = [r[f"prob_{n}"] for n in ("bright", "cool", "warm")]
+        assert all(0 <= p <= 1 for p in probs)

@@ -216,6 +216,9 @@ def predict(
     device: Annotated[
         DeviceChoice, option("device", panel=MODEL, help="Device the model runs on.")
     ] = DeviceChoice.cpu,
+    tta: Annotated[
+        bool, option("tta", "--tta", panel=OUT, metavar="", help="Average with horizontal flips.")
+    ] = False,
     debug: Debug = False,
 ) -> None:
     """Predict labels for images with a fine-tuned run directory."""
@@ -225,7 +228,7 @@ def predict(
         from ..inference import predict as predict_images
 
         with rendering():
-            records = predict_images(run_dir, images, top_k=top_k, device=device.value)
+            records = predict_images(run_dir, images, top_k=top_k, device=device.value, tta=tta)
         if output is None:
             _print_predictions(records, top_k)
             return

@@ -8,7 +8,7 @@ import typer
 
 from .app import app, examples
 from .handling import handled, rendering
-from .options import OUT, Debug, option
+from .options import OUT, Debug, DeviceChoice, option
 
 # the formats of finetune.export.FORMATS (not imported here: --help must not import torch)
 ExportFormat = Enum("ExportFormat", {"onnx": "onnx", "torchscript": "torchscript"}, type=str)
@@ -89,3 +89,59 @@ def export_command(
             f"checked on {r.n_images} {r.inputs} inputs: max |logit difference| "
             f"{r.max_abs_diff:.2e}, top-1 agreement {r.top1_agreement:.3f}"
         )
+
+
+@app.command(
+    "eval",
+    epilog=examples(
+        "finetune eval runs/my-run held-out/",
+        "finetune eval runs/my-run labels.csv --tta --output eval-report/",
+    ),
+)
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by 'finetune run'.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help="Labelled images: DIR/<class>/*, a folder with test/, or a CSV."),
+    ],
+    output: Annotated[
+        Optional[Path], option("output", panel=OUT, help="Folder (default RUN_DIR/eval-<data>).")
+    ] = None,
+    tta: Annotated[
+        bool, option("tta", "--tta", panel=OUT, metavar="", help="Average with horizontal flips.")
+    ] = False,
+    top_mistakes: Annotated[
+        int, option("top_mistakes", panel=OUT, help="Most confident mistakes to show.")
+    ] = 16,
+    batch_size: Annotated[int, option("batch_size", panel=OUT, help="Images per batch.")] = 32,
+    device: Annotated[
+        DeviceChoice, option("device", panel=OUT, help="Device the model runs on.")
+    ] = DeviceChoice.cpu,
+    debug: Debug = False,
+) -> None:
+    """Score a run on labelled images: accuracy, balanced accuracy, macro F1, per-class table,
+    confusion matrix, calibration (ECE), ROC/PR for binary and multi-label data, the most
+    confident mistakes; eval.json, predictions.csv and PNGs in the output folder."""
+    with handled(debug):
+        from ..evaluation import evaluate
+        from ..events import emit
+
+        with rendering():
+            r = evaluate(run_dir, data, output=output, tta=tta, batch_size=batch_size,
+                         device=device.value, top_mistakes=top_mistakes)  # fmt: skip
+            if not r.multilabel:
+                title = f"{data} ({r.split}{', TTA' if r.tta else ''})"
+                emit("report", report={**r.report, "num_samples": r.num_images}, title=title)
+        typer.echo(_eval_summary(r))
+
+
+def _eval_summary(r) -> str:
+    if r.multilabel:
+        head = f"mAP {r.mAP:.4f}, macro AUC {r.macro_auc:.4f}, exact match {r.accuracy:.4f}"
+    else:
+        head = (f"accuracy {r.accuracy:.4f}, balanced accuracy {r.balanced_accuracy:.4f}, "
+                f"macro F1 {r.macro_f1:.4f}")  # fmt: skip
+    return (
+        f"{r.num_images} images: {head}, ECE {r.ece:.4f}; wrote "
+        f"{', '.join(Path(p).name for p in r.files.values())} to {r.output}"
+    )

@@ -19,9 +19,17 @@ from rich.table import Table
 __all__ = ["plan_table", "report_table", "multilabel_table", "scan_report", "epoch_line"]
 
 
+def _titled(title: str) -> Table:
+    """A table at least as wide as its title: rich wraps a longer title onto several lines,
+    which breaks numbers and paths apart in a log."""
+    from rich.text import Text
+
+    return Table(title=title, min_width=len(Text.from_markup(title)) + 2)
+
+
 def plan_table(plan) -> Table:
     """A ``finetune.train.plan.Plan`` as a table."""
-    table = Table(title=escape(plan.title))
+    table = _titled(escape(plan.title))
     for col in ("stage", "modules", "params", "trainable", "state", "peak lr", "wd"):
         table.add_column(col, justify="left" if col in ("stage", "modules", "state") else "right")
     for row in plan.rows:
@@ -47,8 +55,8 @@ def plan_table(plan) -> Table:
 
 def report_table(report: dict, title: str):
     """A rich table of a ``classification_report``."""
-    table = Table(
-        title=f"{escape(title)}: accuracy {report['accuracy']:.4f} "
+    table = _titled(
+        f"{escape(title)}: accuracy {report['accuracy']:.4f} "
         f"(macro recall {report['macro_recall']:.4f}, n={report['num_samples']})"
     )
     for col in ("class", "precision", "recall", "f1", "support"):
@@ -66,8 +74,8 @@ def report_table(report: dict, title: str):
 
 def multilabel_table(report: dict, title: str):
     """A rich table of a ``multilabel_report``."""
-    table = Table(
-        title=f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
+    table = _titled(
+        f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
         f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})"
     )
     for col in ("label", "AUC", "AP", "F1", "threshold", "support"):
@@ -90,7 +98,7 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
     problems that stop a run (``data.errors``). ``data`` is a ``DataInfo``."""
     counts = data.counts()
     train_counts = counts.get("train", [0] * data.num_classes)
-    table = Table(title=f"{escape(data.root)} ({data.layout}): {data.num_classes} classes")
+    table = _titled(f"{escape(data.root)} ({data.layout}): {data.num_classes} classes")
     table.add_column("class")
     for split in counts:
         table.add_column(split, justify="right")
@@ -131,7 +139,7 @@ def scan_report(data, console, *, max_rows: int = 20) -> None:
     ):
         if not rows:
             continue
-        bad = Table(title=f"{len(rows)} {title}")
+        bad = _titled(f"{len(rows)} {title}")
         bad.add_column("file")
         bad.add_column("reason" if title != "identical files in two splits" else "same bytes as")
         for a, b in rows[:max_rows]:

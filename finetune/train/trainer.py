@@ -14,10 +14,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -29,16 +26,13 @@ from .._io import METRICS_NAME, append_jsonl
 from ..config import OptimConfig, TrainConfig
 from ..events import Progress, emit
 from .distributed import all_reduce_sum
+from .interrupt import StopRequested, closing, deferred_interrupt
 from .optim import build_param_groups
 from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 from .resume import FitHistory, load_state, save_state, skip_batches
 from .runtime import PRECISIONS, Runtime, Task
 
 __all__ = ["Trainer", "FitHistory", "StopRequested"]
-
-
-class StopRequested(KeyboardInterrupt):
-    """The first Ctrl-C, acted on at an optimizer-step boundary (the state is consistent)."""
 
 
 class Trainer:
@@ -165,7 +159,7 @@ class Trainer:
         history = history or FitHistory()
         if history.stopped_early:  # a resumed run that had already stopped early
             return history
-        with _deferred_interrupt(self), _closing(self.loggers):
+        with deferred_interrupt(self), closing(self.loggers):
             self._start = time.perf_counter() - history.seconds
             self._checkpoint = (run_dir, history) if run_dir is not None else None
             for epoch in range(start_epoch, self.train.epochs):
@@ -422,33 +416,3 @@ def _mixup(train: TrainConfig, optim: OptimConfig, task: Task):
         num_classes=task.num_classes,
         multi_label=task.multilabel,
     )
-
-
-@contextlib.contextmanager
-def _closing(loggers: list):
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.close()
-
-
-@contextlib.contextmanager
-def _deferred_interrupt(trainer: Trainer):
-    """The first Ctrl-C asks the loop to stop after the current optimizer step, so the saved
-    state is consistent; a second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if trainer.stop_requested:
-            raise KeyboardInterrupt
-        trainer.stop_requested = True
-        emit("warning", "stopping after this step (Ctrl-C again to stop now)")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
