@@ -108,7 +108,7 @@ def run_demo(
     from ..api import adapt
     from ..inference import predict
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # piped: no hard wrapping
     start = time.perf_counter()
     root = prepare_elpv(data_dir)
     console.print(
@@ -154,7 +154,13 @@ def run_demo(
         f"{test.get('accuracy', float('nan')):.4f} (majority class "
         f"{_majority(root):.4f}); run directory {escape(str(result.run_dir))}"
     )
-    console.print(f"next: finetune predict {escape(str(result.run_dir))} YOUR_IMAGES --top-k 2")
+    run = escape(str(result.run_dir))
+    plots = sorted(p.name for p in (result.run_dir / "plots").glob("*.png"))
+    console.print(f"plots: {run}/plots/ ({', '.join(plots)}); model card: {run}/README.md")
+    console.print(
+        f"next: finetune predict {run} YOUR_IMAGES --top-k 2; finetune eval {run} "
+        f"{escape(str(root / 'test'))}; finetune export {run} --format onnx"
+    )
     return result
 
 
