@@ -269,13 +269,17 @@ def test_piped_output_keeps_every_line_whole(image_folder, tmp_path):
     # regression: piped to a file the log was hard-wrapped at 80 columns (numbers and paths split
     # mid-word, table cells cut), with a blank line before every epoch line
     out = tmp_path / ("a-rather-long-run-directory-name-" * 3 + "end")
+    bad = image_folder / "cat" / ("a-broken-image-with-a-long-name-" * 3 + ".png")
+    bad.write_bytes(b"\x89PNG broken")
     result = runner.invoke(app, ["run", "--backbone", "test_resnet", "--data", str(image_folder),
                                  "--output", str(out), *FAST, "--epochs", "2"],
                            env={"COLUMNS": "80"})  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any(line.endswith(str(out)) for line in lines)  # the run directory, whole
-    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert any(str(bad) in line for line in lines)  # the bad file, named in full
+    # the epoch lines (progress lines "epoch 1/2: 40% ..." may come before them on a slow machine)
+    epochs = [i for i, line in enumerate(lines) if re.match(r"epoch \d+/\d+  train loss", line)]
     assert len(epochs) == 2 and all(lines[i - 1].strip() for i in epochs)
     assert "* = best validation score" in result.output
 
