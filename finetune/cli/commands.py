@@ -53,7 +53,7 @@ def recipes_list() -> None:
         table.add_column("for")
         for path in sorted(recipes_dir().glob("*.yaml")):
             table.add_row(path.stem, _recipe_about(path.read_text()))
-        Console(highlight=False).print(table)
+        Console(highlight=False, soft_wrap=True).print(table)
         typer.echo("use: finetune run --recipe NAME --data DIR; finetune recipes show NAME")
 
 
@@ -306,4 +306,4 @@ def _print_predictions(records: list[dict], top_k: int) -> None:
     if len(records) > MAX_ROWS:
         table.caption = (f"the first {MAX_ROWS} of {len(records)}; all: --output FILE.csv; "
                          f"{escape(_summary(records))}")  # fmt: skip
-    Console(highlight=False).print(table)
+    Console(highlight=False, soft_wrap=True).print(table)

@@ -174,7 +174,7 @@ def inspect(
         from ..models.adapters import default_targets
         from ..models.info import classifier_name
 
-        console = Console(highlight=False)
+        console = Console(highlight=False, soft_wrap=True)  # piped: lines stay whole
         if peft is None:
             targets = default_targets(model, classifier_name(model))
             more = ", ..." if len(targets) > 4 else ""

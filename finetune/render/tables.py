@@ -50,6 +50,8 @@ def plan_table(plan) -> Table:
         if plan.with_optim
         else ""
     )
+    # as wide as the caption too: rich wraps a caption to the table's width
+    table.min_width = max(table.min_width or 0, *(len(x) + 2 for x in table.caption.splitlines()))
     return table
 
 
