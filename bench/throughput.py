@@ -63,30 +63,45 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     args = parser.parse_args()
-    peak = matmul_peak_gflops()
+    device = torch.device(args.device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+
+    def sync():  # CUDA runs asynchronously: time finished work only
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    peak = matmul_peak_gflops() if device.type == "cpu" else 0.0
     print(
         f"fp32 matmul peak (1024^3, this machine): {peak:.0f} GFLOP/s; torch threads "
         f"{torch.get_num_threads()}"
     )
     torch.manual_seed(0)
     for name in args.models.split(","):
-        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
-        y = torch.randint(0, 10, (args.batch_size,))
+        x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+        y = torch.randint(0, 10, (args.batch_size,), device=device)
         batches = [(x, y)] * args.steps
 
         # arm A: hand-written loop
         model_a, fmt = build(name, args.img_size, 10)
+        model_a.to(device)
         opt_a = torch.optim.AdamW(model_a.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
         xa = x.contiguous(memory_format=fmt)
 
         def hand_epoch():
             model_a.train()
             for _ in range(args.steps):
-                loss = nn.functional.cross_entropy(model_a(xa), y)
-                loss.backward()
-                opt_a.step()
+                with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                    enabled=dtype is not None):  # fmt: skip
+                    loss = nn.functional.cross_entropy(model_a(xa), y)
+                scaler.scale(loss).backward()
+                scaler.step(opt_a)
+                scaler.update()
                 opt_a.zero_grad(set_to_none=True)
+            sync()
 
         # arm B: finetune's Trainer (scheduler, param groups, metrics, progress bookkeeping)
         model_b, _ = build(name, args.img_size, 10)
@@ -100,10 +115,10 @@ def main() -> None:
             scheduler=sched,
             policy=PolicyReport("full", "frozen", tuple(stages), ()),
             optim=cfg,
-            runtime=Runtime(channels_last=fmt == torch.channels_last),
+            runtime=Runtime(device, args.precision, channels_last=fmt == torch.channels_last),
         )
 
-        flops = step_flops(model_a, xa, y)
+        flops = step_flops(model_a, xa, y) if device.type == "cpu" else None
         hand_epoch()
         trainer._train_epoch(batches, 0)  # warm-up both
         times = {"hand-written": [], "finetune": []}
@@ -113,6 +128,7 @@ def main() -> None:
             times["hand-written"].append(time.perf_counter() - start)
             start = time.perf_counter()
             trainer._train_epoch(batches, 1 + r)
+            sync()
             times["finetune"].append(time.perf_counter() - start)
         images = args.steps * args.batch_size
         rates = {k: images / sorted(v)[len(v) // 2] for k, v in times.items()}
@@ -121,6 +137,9 @@ def main() -> None:
             f"{args.repeats} (medians):"
         )
         for k, rate in rates.items():
+            if flops is None:  # the matmul peak is the CPU's: no GFLOP/s on CUDA
+                print(f"  {k:13s} {rate:7.1f} img/s")
+                continue
             gflops = rate / args.batch_size * flops / 1e9
             print(
                 f"  {k:13s} {rate:7.1f} img/s  {gflops:6.1f} GFLOP/s "
