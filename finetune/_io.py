@@ -36,6 +36,9 @@ __all__ = [
     "METRICS_NAME",
     "METRICS_CSV_NAME",
     "TENSORBOARD_DIR",
+    "PLOTS_DIR",
+    "CARD_NAME",
+    "EXPORT_DIR",
     "SKIPPED_NAME",
     "LAST_WEIGHTS_NAME",
     "STATE_NAME",
@@ -54,6 +57,9 @@ CONFIG_NAME = "config.json"  # timm's layout plus a "finetune" section
 METRICS_NAME = "metrics.jsonl"  # one line per finished epoch
 METRICS_CSV_NAME = "metrics.csv"  # the same as a table
 TENSORBOARD_DIR = "tensorboard"  # --log tensorboard
+PLOTS_DIR = "plots"  # training curves, confusion matrices
+CARD_NAME = "README.md"  # the model card
+EXPORT_DIR = "export"  # finetune export's default folder
 SKIPPED_NAME = "skipped_files.txt"  # unreadable images the scan left out
 LAST_WEIGHTS_NAME = "last.safetensors"  # the latest epoch's weights (for people and tools)
 STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_only=True)
@@ -85,8 +91,9 @@ RUN_FILES = (
     EMA_WEIGHTS_NAME,
     METRICS_CSV_NAME,
     TENSORBOARD_DIR,
-    "plots",
-    "README.md",
+    PLOTS_DIR,
+    CARD_NAME,
+    EXPORT_DIR,
 )
 
 
@@ -112,7 +119,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
                     errno.ENOSPC,
                     f"no space left on the disk of {path.parent} while writing {path.name} "
                     f"({shutil.disk_usage(path.parent).free // 2**20} MiB free); free disk space "
-                    "and run again (the previous file is intact; a run continues with --resume)",
+                    "and run the command again (the previous file is intact)",
                 ) from None
             raise
         # writers may replace the file with their own 0600 one: a run must be readable like

@@ -18,7 +18,15 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ._io import EMA_WEIGHTS_NAME, LAST_WEIGHTS_NAME, STATE_NAME, USER_TENSORS, read_run_config
+from ._io import (
+    EMA_WEIGHTS_NAME,
+    LAST_WEIGHTS_NAME,
+    REPLACED_DIR,
+    STATE_NAME,
+    USER_TENSORS,
+    WEIGHTS_NAME,
+    read_run_config,
+)
 from .config import FinetuneConfig
 from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
@@ -137,6 +145,12 @@ def _run(
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
     record = _run_record(cfg, built, data, runtime, recipe, overrides)
+    if resume:  # regression (review): the original run's flags were replaced by the resume's
+        first = read_run_config(run_dir)["finetune"]
+        record["extra"]["overrides"] = first.get("overrides", {})
+        record["extra"]["resumed_with"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()
+        }
     shape = _user_tensor_shape(dataset, data)
     if shape is not None:  # record what the run used: no preprocessing of ours
         record["data_config"].update(
@@ -164,8 +178,11 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
     that ``--resume`` finds it, and the recipe a resumed run was made with."""
     if isinstance(model, str) and resume is None:
         overrides = {"name": model, **overrides}
-    if isinstance(dataset, (str, os.PathLike)):  # absolute: --resume works from anywhere
-        overrides = {**overrides, "path": str(Path(dataset).resolve())}
+    if isinstance(dataset, (str, os.PathLike)):
+        overrides = {**overrides, "path": str(dataset)}
+    for key in ("path", "data.path"):  # absolute (also --data from the CLI): --resume anywhere
+        if overrides.get(key):
+            overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
     if resume is not None:
         recipe = read_run_config(resume).get("finetune", {}).get("recipe")
@@ -191,8 +208,15 @@ def _user_tensor_shape(dataset, data: DataInfo) -> Optional[tuple[int, ...]]:
 def _check_same_data(run_dir, data: DataInfo) -> None:
     """A resumed run must train on the data it started with (a run written before fingerprints
     were recorded has none to compare)."""
-    saved = read_run_config(run_dir).get("finetune", {}).get("data", {}).get("fingerprint")
-    change = describe_change(saved, fingerprint(data)) if saved else None
+    data_record = read_run_config(run_dir)["finetune"].get("data")
+    saved = data_record.get("fingerprint") if isinstance(data_record, dict) else None
+    if saved is None:
+        return
+    if not (isinstance(saved, dict) and isinstance(saved.get("classes"), list)
+            and isinstance(saved.get("images"), dict)):  # fmt: skip
+        raise DataError(f"{run_dir}/config.json: finetune.data.fingerprint is damaged; restore "
+                        "config.json, or start a new run")  # fmt: skip
+    change = describe_change(saved, fingerprint(data))
     if change:
         raise DataError(
             f"--resume {run_dir}: the data at {data.root} is not what the run trained on "
@@ -313,16 +337,23 @@ def _fit(
         )
     except KeyboardInterrupt:
         # regression: the message claimed saved weights even when nothing had been written
-        if (run_dir / STATE_NAME).exists():
-            raise Interrupted(
-                f"interrupted; the best weights and the resumable state are in {run_dir}: "
-                f"continue with 'finetune run --resume {run_dir}'"
-            ) from None
-        raise Interrupted(
-            f"interrupted before the first epoch ended: nothing was saved in {run_dir}; "
-            "run the same command again to start over"
-        ) from None
+        raise Interrupted(_interrupted_message(run_dir)) from None
     return trainer, history
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    weights, state = (run_dir / WEIGHTS_NAME).exists(), (run_dir / STATE_NAME).exists()
+    if (run_dir / REPLACED_DIR).is_dir() and not weights:  # --overwrite: the old run comes back
+        return (f"interrupted before the new run's first epoch ended: the run it was replacing "
+                f"in {run_dir} is restored")  # fmt: skip
+    if weights and state:
+        return (f"interrupted; the best weights and the resumable state are in {run_dir}: "
+                f"continue with 'finetune run --resume {run_dir}'")  # fmt: skip
+    if state:
+        return (f"interrupted in the first epoch; its resumable state is in {run_dir} (no "
+                f"weights yet): continue with 'finetune run --resume {run_dir}'")  # fmt: skip
+    return (f"interrupted before the first epoch ended: nothing was saved in {run_dir}; run the "
+            "same command again to start over")  # fmt: skip
 
 
 def _finish(

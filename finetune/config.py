@@ -319,8 +319,9 @@ class FinetuneConfig:
                     "--resume continues a run exactly as it was configured; drop "
                     + ", ".join(flag_name(k) for k in sorted(overrides))
                 )
-            saved = read_run_config(resume).get("finetune", {})
-            if not isinstance(saved, Mapping) or "config" not in saved:
+            run_config = read_run_config(resume)
+            saved = run_config.get("finetune") if isinstance(run_config, Mapping) else None
+            if not isinstance(saved, Mapping) or not isinstance(saved.get("config"), Mapping):
                 raise ConfigError(
                     f"{resume}: config.json has no finetune config; not a finetune run"
                 )

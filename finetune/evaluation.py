@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -92,6 +93,7 @@ def evaluate(
     """
     run = load_for_inference(run_dir, device)
     info, samples, split = _scan(Path(data))
+    _warn_if_trained_on(run, Path(data), split)
     paths, targets = _targets(run, info, samples, data)
     kept, logits = image_logits(run, paths, batch_size=batch_size, tta=tta, title="Evaluating")
     if not kept:
@@ -151,6 +153,16 @@ def _scan(data: Path) -> tuple[DataInfo, list, str]:
     else:
         info = scan_folder(data, val_split=0.0, report_only=True)
     return info, list(info.train + info.val + info.test), "all"
+
+
+def _warn_if_trained_on(run: LoadedRun, data: Path, split: str) -> None:
+    """Regression (review): evaluating the run's own data folder scored its training images
+    without a word. The run records its data root; a test/ split of it is held out."""
+    root = run.config.get("finetune", {}).get("data", {}).get("root")
+    if split == "all" and root and Path(root).resolve() == data.resolve():
+        warnings.warn(f"{data} is the data {run.run_dir} trained on: these scores include "
+                      "training images and are optimistic; evaluate held-out images (a test/ "
+                      "split or another folder)")  # fmt: skip
 
 
 def _data_name(data: Path) -> str:

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import math
 import os
@@ -91,22 +92,22 @@ def export(
     # traced at batch 2 (3 to compare 2 images), compared at others: the dynamic axis is used
     batch = 1 if not dynamic_batch else (3 if len(x) == 2 else 2)
     example = torch.randn(batch, *x.shape[1:]).to(device)
-    with atomic_path(path) as tmp:
+    chunk = _CHUNK if dynamic_batch else 1  # a static file takes the batch it was traced with
+    with atomic_path(path) as tmp:  # verified before it replaces an earlier export
         if format == "onnx":
             opset = _export_onnx(model, example, tmp, opset, dynamic_batch)
         else:
             _export_torchscript(model, example, tmp)
-    chunk = _CHUNK if dynamic_batch else 1  # a static file takes the batch it was traced with
-    diff, agree = _compare(model, _runner(path, format, device), x, chunk, device)
-    report = ExportReport(
-        path, path.with_name(path.name + SIDECAR_SUFFIX), format, opset, diff, agree, len(x), inputs
-    )
+        diff, agree = _compare(model, _runner(Path(tmp), format, device), x, chunk, device)
+        if not diff <= atol:  # NaN is a mismatch too
+            raise ValueError(
+                f"{path} does not match the PyTorch model: max abs logit difference {diff:.3g} > "
+                f"atol {atol:g} on {len(x)} {inputs} inputs; not written (an earlier export there "
+                "is kept)"
+            )
+    sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+    report = ExportReport(path, sidecar, format, opset, diff, agree, len(x), inputs)
     _write_sidecar(report, config, list(x.shape[1:]), dynamic_batch, atol)
-    if not diff <= atol:  # NaN is a mismatch too
-        raise ValueError(
-            f"{path} does not match the PyTorch model: max abs logit difference {diff:.3g} > "
-            f"atol {atol:g} on {len(x)} {inputs} inputs"
-        )
     return report
 
 
@@ -157,7 +158,10 @@ def _export_torchscript(model, example, tmp: str) -> None:
     compile (``**kwargs``, ``checkpoint_seq``, dynamic helpers), while tracing records the ops
     eval mode runs, for timm and torchvision models alike."""
     with torch.no_grad(), _quiet_jit():
-        torch.jit.save(torch.jit.trace(model, example, check_trace=False), tmp)
+        traced = torch.jit.trace(model, example, check_trace=False)
+        buffer = io.BytesIO()  # jit.save straight to a full disk aborts the process (C++)
+        torch.jit.save(traced, buffer)
+    Path(tmp).write_bytes(buffer.getvalue())
 
 
 @contextmanager

@@ -108,6 +108,8 @@ def image_logits(
     Example:
         >>> kept, logits = image_logits(run, ["a.png", "b.png"], tta=True)  # doctest: +SKIP
     """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be at least 1")
     kept: list[int] = []
     out: list[torch.Tensor] = []
     with Progress(title, total=len(images)) as bar:

@@ -293,6 +293,84 @@ CASES = [
         2,
         "drop --backbone, --no-pretrained",
     ),
+    # found by the review of this work: each ended in a traceback, exit 0 or a wrong message
+    Case(
+        "resume-config-json-array",
+        lambda ctx: [_edit_config(ctx, lambda c: [c]), "run", "--resume", ctx.run][1:],
+        2,
+        "not a finetune run",
+    ),
+    Case(
+        "resume-fingerprint-damaged",
+        lambda ctx: [
+            _edit_config(
+                ctx,
+                lambda c: {
+                    **c,
+                    "finetune": {
+                        **c["finetune"],
+                        "data": {**c["finetune"]["data"], "fingerprint": "x"},
+                    },
+                },
+            ),
+            "run",
+            "--resume",
+            ctx.run,
+        ][1:],
+        2,
+        "fingerprint is damaged",
+    ),
+    Case(
+        "resume-without-state",
+        lambda ctx: [(ctx.run / "trainer_state.pt").unlink(), "run", "--resume", ctx.run][1:],
+        2,
+        "cannot be resumed or extended",
+    ),
+    Case(
+        "predict-nothing-readable",
+        lambda ctx: [
+            (ctx.tmp / "junk").mkdir(),
+            (ctx.tmp / "junk" / "x.png").write_bytes(b"x"),
+            "predict",
+            ctx.run,
+            ctx.tmp / "junk",
+        ][2:],
+        2,
+        "no readable image in",
+    ),
+    Case(
+        "csv-not-utf8",
+        lambda ctx: [
+            (ctx.tmp / "l.csv").write_bytes(b"path,label\n\xff\xfe,cat\n"),
+            "scan",
+            ctx.tmp / "l.csv",
+        ][1:],
+        2,
+        "l.csv: not UTF-8",
+    ),
+    Case(
+        "eval-batch-size-0",
+        lambda ctx: ["eval", ctx.run, ctx.data, "--batch-size", "0"],
+        2,
+        "--batch-size 0: must be at least 1",
+    ),
+    Case(
+        "config-thresholds-short",
+        lambda ctx: [
+            _edit_config(
+                ctx,
+                lambda c: {
+                    **c,
+                    "finetune": {**c["finetune"], "multi_label": True, "thresholds": [0.5]},
+                },
+            ),
+            "predict",
+            ctx.run,
+            ctx.data,
+        ][1:],
+        2,
+        "finetune.thresholds must be 2 numbers",
+    ),
 ]
 
 

@@ -299,3 +299,16 @@ def test_export_writes_and_verifies_an_onnx_file(run_dir, tmp_path):
     assert (tmp_path / "exp" / "model.onnx.json").is_file()
     bad = invoke("export", run_dir, "--format", "tflite")
     assert bad.exit_code == 2 and "onnx" in bad.output and "torchscript" in bad.output
+
+
+def test_a_relative_data_path_is_recorded_absolute(image_folder, tmp_path, monkeypatch):
+    # regression (review): --data from the CLI was recorded as typed, so --resume from another
+    # folder failed ("data folder not found: data")
+    monkeypatch.chdir(image_folder.parent)
+    result = invoke("run", "--backbone", "test_resnet", "--data", "data", "--output",
+                    tmp_path / "r", *FAST)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["finetune"]["config"]["data"]["path"] == str(image_folder.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert invoke("run", "--resume", tmp_path / "r", "--epochs", "2").exit_code == 0

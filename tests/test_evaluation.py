@@ -191,3 +191,12 @@ def test_eval_on_missing_data_names_it(trained, tmp_path):
     make_image(tmp_path / "flat" / "a.png", (1, 2, 3))  # no class folders
     with pytest.raises(finetune.DataError, match="no images to evaluate"):
         evaluate(trained[0], tmp_path / "flat")
+
+
+def test_evaluating_the_training_folder_warns(image_folder, fast_overrides):
+    # regression (review): eval on the run's own data scored training images without a word
+    import finetune
+
+    run = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    with pytest.warns(UserWarning, match="is the data .* trained on: these scores include"):
+        evaluate(run.run_dir, image_folder)

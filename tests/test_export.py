@@ -115,9 +115,11 @@ def test_a_file_that_does_not_match_is_an_error(image_folder, fast_overrides, mo
     monkeypatch.setattr(  # the exported file's logits, perturbed
         export_module, "_runner", lambda *a: lambda x, run=runner(*a): run(x) + 1e-3
     )
+    good = (run.run_dir / "export" / "model.torchscript.pt").read_bytes()
     with pytest.raises(ValueError, match=r"model.torchscript.pt does not match .* > atol 0.0001"):
         export(run.run_dir, format="torchscript")
-    assert (run.run_dir / "export" / "model.torchscript.pt").is_file()  # kept, but named
+    # regression (review): the failed file replaced a good earlier export before the check
+    assert (run.run_dir / "export" / "model.torchscript.pt").read_bytes() == good
     with pytest.raises(ValueError, match="choose one of: onnx, torchscript"):
         export(run.run_dir, format="tflite")
     with pytest.raises(ValueError, match="opset 18 or newer"):

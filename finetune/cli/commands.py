@@ -225,10 +225,14 @@ def predict(
     with handled(debug):
         if output is not None and output.suffix not in (".csv", ".json"):
             raise ValueError(f"--output {output}: use a .csv or .json file name")
+        from ..errors import DataError
         from ..inference import predict as predict_images
 
         with rendering():
             records = predict_images(run_dir, images, top_k=top_k, device=device.value, tta=tta)
+        if not records:  # regression (review): nothing readable exited 0 with an empty table
+            raise DataError(f"no readable image in {', '.join(map(str, images))} (see the "
+                            "warnings above)")  # fmt: skip
         if output is None:
             _print_predictions(records, top_k)
             return

@@ -135,9 +135,13 @@ def eval_command(
         typer.echo(_eval_summary(r))
 
 
+def _num(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
 def _eval_summary(r) -> str:
     if r.multilabel:
-        head = f"mAP {r.mAP:.4f}, macro AUC {r.macro_auc:.4f}, exact match {r.accuracy:.4f}"
+        head = f"mAP {_num(r.mAP)}, macro AUC {_num(r.macro_auc)}, exact match {_num(r.accuracy)}"
     else:
         head = (f"accuracy {r.accuracy:.4f}, balanced accuracy {r.balanced_accuracy:.4f}, "
                 f"macro F1 {r.macro_f1:.4f}")  # fmt: skip

@@ -1,7 +1,8 @@
 """A fingerprint of the scanned data, so that a resumed run trains on the data it started with.
 
 Recorded in ``config.json`` (``finetune.data.fingerprint``): the class names, the number of
-images per split, and a SHA-256 of the sorted ``(path relative to the data root, label)`` list.
+images per split, and a SHA-256 of the sorted ``(path relative to the data root, label, content
+digest)`` list (the scan already hashes every file).
 Relative paths make a data set that moved (``--resume RUN --data NEW_PATH``) match itself.
 
 Example:
@@ -23,12 +24,15 @@ __all__ = ["fingerprint", "describe_change"]
 
 
 def fingerprint(data: DataInfo) -> dict[str, Any]:
-    """Classes, images per split, and a digest of the file list (paths relative to the root)."""
+    """Classes, images per split, and a digest of the file list (paths relative to the root,
+    labels and the files' content digests from the scan)."""
     rows = []
     for split in SPLITS:
         for item, label in getattr(data, split):
             name = item if isinstance(item, int) else _relative(item, data.root)
-            rows.append([split, name, list(label) if isinstance(label, tuple) else label])
+            check = data.checks.get(item) if not isinstance(item, int) else None
+            digest = getattr(check, "digest", None)  # the content: same names, other pixels
+            rows.append([split, name, list(label) if isinstance(label, tuple) else label, digest])
     digest = hashlib.sha256(json.dumps(sorted(rows, key=str)).encode()).hexdigest()
     return {
         "classes": list(data.classes),

@@ -126,6 +126,14 @@ def _split(train: list, multilabel: bool, val_split: float, seed: int) -> tuple[
 
 
 def _read_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], bool]:
+    try:
+        return _parse_rows(csv_path)
+    except UnicodeDecodeError as e:  # regression (review): the message named no file
+        raise DataError(f"{csv_path}: not UTF-8 text ({e.reason} at byte {e.start}); save the "
+                        "manifest as UTF-8") from None  # fmt: skip
+
+
+def _parse_rows(csv_path: Path) -> tuple[list[tuple[str, tuple[str, ...], str]], bool]:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [h.strip() for h in reader.fieldnames or []]

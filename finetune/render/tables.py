@@ -19,6 +19,11 @@ from rich.table import Table
 __all__ = ["plan_table", "report_table", "multilabel_table", "scan_report", "epoch_line"]
 
 
+def _num(value) -> str:
+    """A score with 4 decimals, or n/a when it is undefined (None or NaN)."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
 def _titled(title: str) -> Table:
     """A table at least as wide as its title: rich wraps a longer title onto several lines,
     which breaks numbers and paths apart in a log."""
@@ -77,8 +82,8 @@ def report_table(report: dict, title: str):
 def multilabel_table(report: dict, title: str):
     """A rich table of a ``multilabel_report``."""
     table = _titled(
-        f"{escape(title)}: mAP {report['mAP']:.4f}, macro AUC {report['macro_auc']:.4f}, "
-        f"micro F1 {report['micro_f1']:.4f} (n={report['num_samples']})"
+        f"{escape(title)}: mAP {_num(report['mAP'])}, macro AUC {_num(report['macro_auc'])}, "
+        f"micro F1 {_num(report['micro_f1'])} (n={report['num_samples']})"
     )
     for col in ("label", "AUC", "AP", "F1", "threshold", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._io import CONFIG_NAME, WEIGHTS_NAME, read_run_config
+from ..errors import first_line
 from ..train.checkpoint import check_run_config, check_weights_file
 
 __all__ = ["push", "PUSHED"]
@@ -53,8 +54,20 @@ def push(
         )
     from huggingface_hub import create_repo, upload_folder
 
-    url = create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+    try:
+        url = create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+        _upload(upload_folder, repo_id, run_dir, token, message)
+    except (ValueError, OSError):
+        raise
+    except Exception as e:  # network and hub errors (httpx, HfHubHTTPError) are no OSError
+        raise OSError(
+            f"cannot push {run_dir} to the hub ({first_line(e)}); check the network and the "
+            "token (HF_TOKEN or 'hf auth login'), then push again"
+        ) from None
+    return str(url)
+
+
+def _upload(upload_folder, repo_id: str, run_dir: Path, token, message) -> None:
     upload_folder(repo_id=repo_id, folder_path=str(run_dir), repo_type="model", token=token,
                   allow_patterns=PUSHED,
                   commit_message=message or f"finetune run {run_dir.name}")  # fmt: skip
-    return str(url)

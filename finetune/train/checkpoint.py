@@ -206,6 +206,17 @@ def check_run_config(config: Any, path: Path) -> None:
         or not all(isinstance(x, str) for x in labels)
     ):
         raise bad("label_names", f"must be {n} strings (num_classes), got {labels!r}"[:200])
+    ft = config.get("finetune", {})
+    thresholds = ft.get("thresholds") if isinstance(ft, dict) and ft.get("multi_label") else None
+    if thresholds is not None and (
+        not isinstance(thresholds, list)
+        or len(thresholds) != n
+        or not all(_finite_number(t) for t in thresholds)
+    ):
+        # regression (review): a short list silently never chose the labels past its end
+        raise bad(
+            "finetune.thresholds", f"must be {n} numbers (one per label), got {thresholds!r}"[:200]
+        )
     args = config.get("model_args", {})
     if not isinstance(args, dict):
         raise bad("model_args", "must be an object")

@@ -261,8 +261,9 @@ def multilabel_report(
         }
 
     def mean(key):
+        # None, not 0.0, when no label defines it (no positives): an undefined score is not a bad one
         values = [v[key] for v in per_label.values() if v["support"] and v[key] == v[key]]
-        return sum(values) / len(values) if values else 0.0
+        return sum(values) / len(values) if values else None
 
     tp = int((pred & truth).sum())
     micro_den = int(pred.sum()) + int(truth.sum())

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .._io import LAST_WEIGHTS_NAME, METRICS_NAME, STATE_NAME, atomic_path, write_jsonl
+from .._io import (
+    LAST_WEIGHTS_NAME,
+    METRICS_NAME,
+    STATE_NAME,
+    WEIGHTS_NAME,
+    atomic_path,
+    write_jsonl,
+)
 from ..errors import first_line
 
 if TYPE_CHECKING:
@@ -84,6 +91,12 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
     try:
         state = torch.load(run_dir / STATE_NAME, map_location="cpu", weights_only=True)
     except FileNotFoundError:
+        if (run_dir / WEIGHTS_NAME).exists():  # finished with --no-keep-state (or it was deleted)
+            raise FileNotFoundError(
+                f"{run_dir / STATE_NAME} not found: the run kept only its weights "
+                "(--no-keep-state), so it cannot be resumed or extended; start a new run "
+                f"(--weights {run_dir / WEIGHTS_NAME} starts from its weights)"
+            ) from None
         raise FileNotFoundError(
             f"{run_dir / STATE_NAME} not found: the run never finished "
             "an epoch, so there is nothing to resume; start it again"

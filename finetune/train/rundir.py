@@ -28,6 +28,7 @@ from typing import Iterator, Optional
 
 from .._io import (
     LOCK_NAME,
+    PLOTS_DIR,
     REPLACED_DIR,
     RUN_FILES,
     RUN_MARKERS,
@@ -62,22 +63,28 @@ def claim_run_dir(
     path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False
 ) -> Iterator[Path]:
     """Lock ``path`` for the block; a new run (not ``resume``) also prepares it (see the module
-    docstring for ``overwrite``)."""
+    docstring for ``overwrite``). A new run that fails removes only files it created."""
     path = Path(path)
-    if not resume:
-        _check_target(path, overwrite)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(
+            f"output {path} exists and is not a directory; choose another --output"
+        )
     path.mkdir(parents=True, exist_ok=True)
-    _lock(path)
+    _lock(path)  # first: a folder a live run holds is "in use", whatever else it holds
     try:
-        if not resume and overwrite:
-            _move_aside(path)
-        yield path
-    except BaseException:
+        _recover(path)  # a killed --overwrite run left the old run aside: it comes back
         if not resume:
-            _settle_replaced(path, failed=True)
-        raise
-    else:
-        _settle_replaced(path, failed=False)
+            _check_target(path, overwrite)
+            if overwrite:
+                _move_aside(path)
+        before = set() if resume else _run_files(path)
+        try:
+            yield path
+        except BaseException:
+            if not resume:
+                _settle_replaced(path, failed=True, keep=before)
+            raise
+        _settle_replaced(path, failed=False, keep=before)
     finally:
         (path / LOCK_NAME).unlink(missing_ok=True)
 
@@ -123,41 +130,56 @@ def write_skipped(run_dir: Path, skipped) -> None:
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(
-            f"output {path} exists and is not a directory; choose another --output"
-        )
     held = [n for n in RUN_MARKERS if (path / n).exists()]
     if held and not overwrite:
         raise FileExistsError(
             f"output {path} already holds a run ({', '.join(held)}); "
             "choose another --output or pass --overwrite"
         )
+    if not held:  # not a run: files the run would write over are the user's own
+        theirs = [n for n in _run_files(path) if n not in (PLOTS_DIR,)]
+        if theirs:
+            raise FileExistsError(
+                f"output {path} has {', '.join(theirs)}, which a run writes; move "
+                f"{'them' if len(theirs) > 1 else 'it'} or choose another --output"
+            )
+
+
+def _run_files(path: Path) -> set[str]:
+    """The run files (and eval-*/ folders) present in ``path``."""
+    names = {n for n in RUN_FILES if (path / n).exists()}
+    return names | {p.name for p in path.glob("eval-*") if p.is_dir()}
 
 
 def _lock(path: Path) -> None:
     lock = path / LOCK_NAME
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    for _ in range(2):  # a second try after removing a stale lock
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_lock(lock)
-            if not _stale(holder):
-                raise RunLocked(
-                    f"output {path} is in use by process {holder.get('pid')} on "
-                    f"{holder.get('host')} (since {_when(holder)}); wait for it to finish or "
-                    f"choose another --output (if that process is gone, delete {lock})"
-                ) from None
-            warnings.warn(f"{lock}: process {holder.get('pid')} that held it is gone; taking over")
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return
-    raise RunLocked(
-        f"output {path}: could not take {lock}; another run claimed it at the same time"
-    )
+    # the content is written first and linked into place: a lock never exists half-written
+    # (a full disk or a kill between create and write left an empty lock nobody could judge)
+    tmp = path / f"{LOCK_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(me))
+    try:
+        for _ in range(2):  # a second try after removing a stale lock
+            try:
+                os.link(tmp, lock)
+                return
+            except FileExistsError:
+                holder = _read_lock(lock)
+                if not _stale(holder):
+                    raise RunLocked(
+                        f"output {path} is in use by process {holder.get('pid')} on "
+                        f"{holder.get('host')} (since {_when(holder)}); wait for it to finish "
+                        f"or choose another --output (if that process is gone, delete {lock})"
+                    ) from None
+                gone = (f"process {holder.get('pid')} that held it is gone" if holder
+                        else "it is empty (its process was killed while taking it)")  # fmt: skip
+                warnings.warn(f"{lock}: {gone}; taking over")
+                lock.unlink(missing_ok=True)
+        raise RunLocked(
+            f"output {path}: could not take {lock}; another run claimed it at the same time"
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_lock(lock: Path) -> dict:
@@ -169,7 +191,10 @@ def _read_lock(lock: Path) -> dict:
 
 
 def _stale(holder: dict) -> bool:
-    """A lock of this host whose process is gone; another host's lock is never judged stale."""
+    """A lock of this host whose process is gone, or an empty or damaged one (written by no
+    finished claim); another host's lock is never judged stale."""
+    if not holder:
+        return True
     pid = holder.get("pid")
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
@@ -188,28 +213,41 @@ def _when(holder: dict) -> str:
 
 
 def _move_aside(path: Path) -> None:
-    """Move every file of the old run into ``.replaced-run/`` (nothing of it mixes with the new)."""
+    """Move every file of the old run (its exports and evaluations too) into ``.replaced-run/``:
+    nothing of it mixes with the new run."""
     aside = path / REPLACED_DIR
-    shutil.rmtree(aside, ignore_errors=True)
-    for name in RUN_FILES:
-        if (path / name).exists():
-            aside.mkdir(exist_ok=True)
-            os.replace(path / name, aside / name)
+    for name in sorted(_run_files(path)):
+        aside.mkdir(exist_ok=True)
+        os.replace(path / name, aside / name)
 
 
-def _settle_replaced(path: Path, *, failed: bool) -> None:
-    """After a new run: once it has a checkpoint the replaced run goes; if it failed before its
-    first checkpoint, what it wrote (config.json, ...) goes and the replaced run comes back, so
-    the same command can simply be run again."""
+def _recover(path: Path) -> None:
+    """A ``.replaced-run/`` left by a killed ``--overwrite`` run: the old run comes back unless
+    the new one had saved its weights."""
+    if (path / REPLACED_DIR).is_dir():
+        warnings.warn(f"{path}: an --overwrite run was killed before it finished; "
+                      + ("its first weights are kept" if (path / WEIGHTS_NAME).exists()
+                         else "the run it replaced is restored"))  # fmt: skip
+        _settle_replaced(path, failed=True, keep=set())
+
+
+def _settle_replaced(path: Path, *, failed: bool, keep: set[str]) -> None:
+    """After a new run. Replacing an old run: the old one goes once the new one has saved its
+    weights (a finished epoch), else the new files go and the old run comes back. A new run in a
+    fresh folder that failed before saving anything removes what it wrote, so the same command
+    runs again. Files in ``keep`` (there before the run) are never touched."""
     aside = path / REPLACED_DIR
-    saved = (path / STATE_NAME).exists() or (path / WEIGHTS_NAME).exists()
+    replacing = aside.is_dir()
+    weights = (path / WEIGHTS_NAME).exists()
+    saved = weights if replacing else weights or (path / STATE_NAME).exists()
     if failed and not saved:
-        for name in RUN_FILES:
+        for name in _run_files(path) - keep:
             target = path / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
-            if (aside / name).exists():
-                os.replace(aside / name, target)
+        if replacing:
+            for item in aside.iterdir():
+                os.replace(item, path / item.name)
     shutil.rmtree(aside, ignore_errors=True)

@@ -220,6 +220,8 @@ class Trainer:
         history.seconds = time.perf_counter() - self._start
         stale = epoch + 1 - history.best_epoch
         stop = bool(self.train.patience and val_score is not None and stale >= self.train.patience)
+        if stop:  # before the state is saved: a resumed run stays stopped
+            history.stopped_early = epoch + 1
         if improved and save_best is not None:
             save_best(self.inner, epoch + 1)
         if run_dir is not None:
@@ -235,7 +237,6 @@ class Trainer:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
             raise StopRequested
         if stop:
-            history.stopped_early = epoch + 1
             emit(
                 "info",
                 f"early stop: no better {self.score_name} for {self.train.patience} "
@@ -323,7 +324,8 @@ class Trainer:
             from .metrics import multilabel_report
 
             names = [str(i) for i in range(logits.shape[1])]
-            return multilabel_report(logits, targets, names)["mAP"]
+            mean_ap = multilabel_report(logits, targets, names)["mAP"]
+            return 0.0 if mean_ap is None else mean_ap  # no label with a positive in val
         return float((logits.argmax(1) == targets).float().mean())
 
     def thaw(self, epoch: int) -> None:

@@ -43,3 +43,22 @@ def test_a_run_without_a_model_card_is_refused(image_folder, fast_overrides, mon
     (run_dir / "README.md").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="README.md not found: the model card"):
         push(run_dir, "my-org/cats")
+
+
+def test_a_network_failure_is_one_oserror(image_folder, fast_overrides, monkeypatch):
+    # regression (review): without HF_HUB_OFFLINE an httpx ConnectError (not an OSError)
+    # ended as an unexpected error with a traceback file
+    run_dir = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides).run_dir
+    (run_dir / "README.md").write_text("---\nlibrary_name: timm\n---\n")
+
+    class ConnectError(Exception):
+        pass
+
+    def offline(repo_id, **kw):
+        raise ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", offline)
+    with pytest.raises(
+        OSError, match="cannot push .* Name or service not known.*check the network"
+    ):
+        push(run_dir, "my-org/cats")

@@ -241,6 +241,10 @@ def test_resume_works_from_another_directory(image_folder, tmp_path, monkeypatch
             lambda root: (root / "cat" / "cat0.png").rename(root / "cat" / "renamed.png"),
             "the same number of images, but other files",
         ),
+        (  # regression (review): the same names with other pixels passed
+            lambda root: _swap(root / "cat" / "cat0.png", root / "dog" / "dog0.png"),
+            "the same number of images, but other files",
+        ),
     ],
 )
 def test_resume_refuses_changed_data_saying_what_changed(image_folder, tmp_path, change, message):
@@ -273,3 +277,33 @@ def test_no_keep_state_leaves_only_what_is_shipped(image_folder, tmp_path):
                             output=str(tmp_path / "r"), keep_state=False)  # fmt: skip
     names = {p.name for p in result.run_dir.iterdir()}
     assert "model.safetensors" in names and not {"trainer_state.pt", "last.safetensors"} & names
+
+
+def _swap(a, b):
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def test_an_early_stopped_run_stays_stopped_on_resume(image_folder, tmp_path):
+    # regression (review): the state was saved before stopped_early was set, so a plain --resume
+    # trained on and replaced model.safetensors
+    result = finetune.adapt("test_resnet", image_folder, verbose=False, pretrained=False,
+                            epochs=5, patience=1, lr=1e-12, img_size=32, batch_size=4,
+                            num_workers=0, warmup_epochs=0.0, output=str(tmp_path / "r"))  # fmt: skip
+    assert result.metrics["stopped_early"] == 2
+    before = (result.run_dir / "model.safetensors").read_bytes()
+    resumed = finetune.adapt(resume=result.run_dir, verbose=False)
+    assert [e["epoch"] for e in resumed.metrics["epochs"]] == [1, 2]
+    assert (result.run_dir / "model.safetensors").read_bytes() == before
+
+
+def test_resume_keeps_the_original_runs_flags_on_record(image_folder, tmp_path):
+    # regression (review): after --resume --epochs 3, config.json's overrides were {'epochs': 3}
+    import json
+
+    run_dir = _finished(image_folder, tmp_path)
+    first = json.loads((run_dir / "config.json").read_text())["finetune"]["overrides"]
+    finetune.adapt(resume=run_dir, epochs=2, verbose=False)
+    after = json.loads((run_dir / "config.json").read_text())["finetune"]
+    assert after["overrides"] == first and after["resumed_with"] == {"epochs": 2}

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,80 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_saved(
     monkeypatch.undo()
     finetune.adapt("test_resnet", image_folder, verbose=False, overwrite=True, **fast_overrides)
     assert not (first.run_dir / ".replaced-run").exists()
+
+
+def test_a_users_own_files_are_never_written_over_or_removed(
+    image_folder, fast_overrides, monkeypatch
+):
+    # regression (review): a new run that failed before its first save deleted README.md,
+    # plots/ and metrics.csv of a folder that held no run; a finished one replaced README.md
+    from finetune.train.trainer import Trainer
+
+    out = Path(fast_overrides["output"])
+    (out / "plots").mkdir(parents=True)
+    (out / "plots" / "mine.png").write_bytes(b"mine")
+    (out / "README.md").write_text("my notes")
+    with pytest.raises(FileExistsError, match="has README.md, which a run writes"):
+        finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    (out / "README.md").unlink()
+
+    def dies(self, *args, **kwargs):
+        raise RuntimeError("dies before its first save")
+
+    monkeypatch.setattr(Trainer, "fit", dies)
+    with pytest.raises(RuntimeError):
+        finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    assert (out / "plots" / "mine.png").read_bytes() == b"mine"
+    assert not (out / "config.json").exists()  # what the failed run wrote is gone
+
+
+def test_ctrl_c_in_the_first_epoch_of_an_overwrite_restores_the_old_run(
+    image_folder, fast_overrides, monkeypatch
+):
+    # regression (review): a partial first-epoch state counted as "saved", so the finished
+    # run being replaced was deleted and the message claimed best weights that did not exist
+    from finetune.train.trainer import Trainer
+
+    old = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides).run_dir
+    before = (old / "model.safetensors").read_bytes()
+
+    def partial(self, train_loader, *args, run_dir=None, **kwargs):
+        (Path(run_dir) / "trainer_state.pt").write_bytes(b"partial epoch")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "fit", partial)
+    with pytest.raises(finetune.Interrupted, match="the run it was replacing .* is restored"):
+        finetune.adapt("test_resnet", image_folder, verbose=False, overwrite=True,
+                       **fast_overrides)  # fmt: skip
+    assert (old / "model.safetensors").read_bytes() == before
+    assert not (old / ".replaced-run").exists()
+
+
+def test_an_old_run_left_aside_by_a_killed_overwrite_comes_back(tmp_path):
+    # regression (review): after kill -9 of an --overwrite run, the next --overwrite deleted
+    # .replaced-run/ (the old run) for good
+    run = tmp_path / "run"
+    (run / ".replaced-run").mkdir(parents=True)
+    (run / ".replaced-run" / "model.safetensors").write_bytes(b"old weights")
+    (run / ".replaced-run" / "config.json").write_text("{}")
+    (run / "config.json").write_text('{"new": true}')  # the killed run's first file
+    (run / ".finetune.lock").write_text("")  # killed while taking the lock: empty
+    with pytest.warns(UserWarning, match="the run it replaced is restored"):
+        with pytest.raises(FileExistsError, match="already holds a run"):
+            with claim_run_dir(run):
+                pass
+    assert (run / "model.safetensors").read_bytes() == b"old weights"
+    assert (run / "config.json").read_text() == "{}"
+    assert not (run / ".replaced-run").exists() and not (run / ".finetune.lock").exists()
+
+
+def test_overwrite_moves_the_old_exports_and_evaluations_aside_too(tmp_path):
+    # regression (review): export/ and eval-*/ of the old model stayed beside the new one
+    run = tmp_path / "run"
+    for name in ("model.safetensors", "export/model.onnx", "eval-test/eval.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("old")
+    with claim_run_dir(run, overwrite=True):
+        assert sorted(p.name for p in run.iterdir()) == [".finetune.lock", ".replaced-run"]
+        (run / "model.safetensors").write_text("new")
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
