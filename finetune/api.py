@@ -32,6 +32,7 @@ from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
 from .data.fingerprint import describe_change, fingerprint
 from .data.folder import DataInfo
+from .data.hf import is_hf, load_hf
 from .errors import DataError
 from .events import emit
 from .models.info import BackboneInfo
@@ -181,12 +182,17 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
     if isinstance(dataset, (str, os.PathLike)):
         overrides = {**overrides, "path": str(dataset)}
     for key in ("path", "data.path"):  # absolute (also --data from the CLI): --resume anywhere
-        if overrides.get(key):
+        if overrides.get(key) and is_hf(overrides[key]):
+            overrides[key] = _absolute_hf(overrides[key])
+        elif overrides.get(key):
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
     if resume is not None:
         recipe = read_run_config(resume).get("finetune", {}).get("recipe")
     dataset = dataset if dataset is not None else cfg.data.path
+    if is_hf(dataset):  # a Hugging Face data set: a Dataset with its own splits
+        dataset = load_hf(dataset, image_column=cfg.data.image_column,
+                          label_column=cfg.data.label_column)  # fmt: skip
     if dataset is None:
         raise ValueError(
             "no data: --data is required (or data.path in the recipe; Python: pass a folder, "
@@ -203,6 +209,16 @@ def _user_tensor_shape(dataset, data: DataInfo) -> Optional[tuple[int, ...]]:
         return None
     image = dataset[data.train[0][0]][0]
     return tuple(int(n) for n in image.shape) if isinstance(image, torch.Tensor) else None
+
+
+def _absolute_hf(spec: str) -> str:
+    """``hf:data/beans:train`` -> ``hf:/abs/data/beans:train`` when the path is local."""
+    body = spec[len("hf:") :]
+    head, sep, tail = body.rpartition(":")
+    path, split = (head, sep + tail) if sep and head and "/" not in tail else (body, "")
+    if Path(path).expanduser().exists():
+        path = str(Path(path).expanduser().resolve())
+    return f"hf:{path}{split}"
 
 
 def _check_same_data(run_dir, data: DataInfo) -> None:

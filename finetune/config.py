@@ -109,6 +109,10 @@ class DataConfig:
     auto_augment: Optional[str] = None
     # random erasing probability (timm RandomErasing)
     random_erasing: float = 0.0
+    # Hugging Face data sets (--data hf:...): the image and label columns; None = the first
+    # Image / ClassLabel feature
+    image_column: Optional[str] = None
+    label_column: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,13 @@ from .options import (
     )
 )
 def run(
-    data: Annotated[Optional[Path], option("data.path", "--data")] = None,
+    data: Annotated[Optional[str], option("data.path", "--data")] = None,
+    image_column: Annotated[
+        Optional[str], option("data.image_column", show="the first Image feature")
+    ] = None,
+    label_column: Annotated[
+        Optional[str], option("data.label_column", show="the first ClassLabel")
+    ] = None,
     val_split: Annotated[Optional[float], option("data.val_split")] = None,
     img_size: ImgSize = None,
     in_chans: Annotated[Optional[int], option("data.in_chans", show="RGB")] = None,

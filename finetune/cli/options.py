@@ -27,7 +27,9 @@ _DEFAULTS = FinetuneConfig()
 # Help of the options by config key (section.field) or, for options that are no config field, name.
 # Defaults are not written here: `option` shows the config's.
 HELP = {
-    "data.path": "Image folder (DIR/<class>/* or DIR/train|val|test/<class>/*) or CSV manifest.",
+    "data.path": "Image folder (DIR/<class>/* or DIR/train|val|test/<class>/*), CSV manifest, or a Hugging Face data set: hf:PATH_OR_NAME[:split].",
+    "data.image_column": "hf: data: the image column.",
+    "data.label_column": "hf: data: the label column.",
     "data.val_split": "Fraction per class held out for validation when there is no val/ folder.",
     "data.img_size": "Input size in pixels.",
     "data.in_chans": "Bands of multi-band TIFFs (e.g. 13 for Sentinel-2); the first conv adapts.",

@@ -278,20 +278,26 @@ def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
             f"{type(dataset).__name__}: all images have label {labels[0]}; a "
             "classifier needs at least two classes"
         )
-    train_idx, val_idx = stratified_split(
-        list(enumerate(labels)), cfg.data.val_split, cfg.train.seed
-    )
+    # a dataset with its own splits (Hugging Face data sets: finetune.data.hf) keeps them
+    splits = getattr(dataset, "splits", None) or {"train": range(len(labels))}
+    train = [(i, labels[i]) for i in splits["train"]]
+    if splits.get("val"):
+        train_idx, val_idx = train, [(i, labels[i]) for i in splits["val"]]
+    else:
+        train_idx, val_idx = stratified_split(train, cfg.data.val_split, cfg.train.seed)
     data = DataInfo(
-        root=f"<{type(dataset).__name__}>",
+        root=str(getattr(dataset, "source", "")) or f"<{type(dataset).__name__}>",
         layout="dataset",
         classes=classes,
         train=tuple(train_idx),
         val=tuple(val_idx),
+        test=tuple((i, labels[i]) for i in splits.get("test", ())),
     )
     warn_split_problems(data)
     emit(
         "info",
-        f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; val {len(val_idx)}",
+        f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; val {len(val_idx)}"
+        + (f"; test {len(data.test)}" if data.test else ""),
     )
     return data
 
@@ -315,7 +321,7 @@ def build_datasets(
         return (
             _IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
             _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf),
-            None,
+            _IndexedDataset(dataset, [i for i, _ in data.test], eval_tf) if data.test else None,
         )
     mode, size = cfg.data.cache_images, resolve_img_size(info, cfg.data.img_size)
     common = dict(strict=cfg.data.strict, num_classes=data.num_classes if data.multilabel else 0)
