@@ -76,25 +76,20 @@ def fast_overrides(tmp_path) -> dict:
     )
 
 
-@pytest.fixture
-def run_resnet():
-    """run_resnet(folder, **extra): a quiet 2-epoch adapt() of a random-init test_resnet at
-    32 px, batch 4, no warmup, no loader workers; keyword arguments override these."""
+def tiny_run(folder, **extra):
+    """A quiet adapt() of a random-init test_resnet at 32 px, batch 4, 1 epoch, no warmup, no
+    loader workers; keyword arguments override these (module-scoped fixtures call it too)."""
     import finetune
 
-    def run(folder, **extra):
-        base = dict(
-            pretrained=False,
-            epochs=2,
-            img_size=32,
-            batch_size=4,
-            num_workers=0,
-            warmup_epochs=0.0,
-            verbose=False,
-        )
-        return finetune.adapt("test_resnet", folder, **{**base, **extra})
+    base = dict(pretrained=False, epochs=1, img_size=32, batch_size=4, num_workers=0,
+                warmup_epochs=0.0, verbose=False)  # fmt: skip
+    return finetune.adapt("test_resnet", folder, **{**base, **extra})
 
-    return run
+
+@pytest.fixture
+def run_resnet():
+    """run_resnet(folder, **extra): ``tiny_run`` with 2 epochs."""
+    return lambda folder, **extra: tiny_run(folder, **{"epochs": 2, **extra})
 
 
 @pytest.fixture

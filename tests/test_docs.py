@@ -401,23 +401,10 @@ class Scaler:
 def trained_run(tmp_path_factory) -> Path:
     """A finished 1-epoch run of test_resnet (cat/dog at 32 px) that stands for RUN_DIR,
     runs/..., and the run directories of predict, eval, export, push and --resume."""
-    import finetune
-    from tests.conftest import make_folder
+    from tests.conftest import make_folder, tiny_run
 
     tmp = tmp_path_factory.mktemp("docs-run")
-    data = make_folder(tmp / "data")
-    return finetune.adapt(
-        "test_resnet",
-        data,
-        pretrained=False,
-        epochs=1,
-        img_size=32,
-        batch_size=4,
-        num_workers=0,
-        warmup_epochs=0.0,
-        output=str(tmp / "run"),
-        verbose=False,
-    ).run_dir
+    return tiny_run(make_folder(tmp / "data"), output=str(tmp / "run")).run_dir
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from PIL import Image
 import finetune
 from finetune.evaluation import evaluate
 from finetune.events import listening
-from tests.conftest import make_folder, make_image
+from tests.conftest import make_folder, make_image, tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +19,7 @@ def trained(tmp_path_factory):
     """One quick cat/dog run shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("shared")
     data = make_folder(root / "data")
-    result = finetune.adapt(
-        "test_resnet",
-        data,
-        pretrained=False,
-        epochs=1,
-        img_size=32,
-        batch_size=4,
-        num_workers=0,
-        warmup_epochs=0.0,
-        output=str(root / "run"),
-        verbose=False,
-    )
+    result = tiny_run(data, output=str(root / "run"))
     return result.run_dir, data
 
 

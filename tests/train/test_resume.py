@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import finetune
 from finetune.train.trainer import Trainer
-from tests.conftest import make_folder
+from tests.conftest import make_folder, tiny_run
 
 
 def _run_unfreezing(image_folder, out, **extra):
@@ -204,18 +204,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def _finished(folder, tmp_path):
-    return finetune.adapt(
-        "test_resnet",
-        folder,
-        verbose=False,
-        pretrained=False,
-        epochs=1,
-        img_size=32,
-        batch_size=4,
-        num_workers=0,
-        warmup_epochs=0.0,
-        output=str(tmp_path / "run"),
-    ).run_dir
+    return tiny_run(folder, output=str(tmp_path / "run")).run_dir
 
 
 def test_resume_works_from_another_directory(image_folder, tmp_path, monkeypatch):
