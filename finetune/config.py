@@ -91,6 +91,9 @@ class DataConfig:
     # decoded images kept between epochs: auto (memory if it fits, else a disk file), memory,
     # disk, none
     cache_images: str = "auto"
+    # the bad-file scan before training: full (decode every image), quick (headers and sizes
+    # only; a file that fails to decode later is skipped and reported), off, or auto
+    scan: str = "auto"
     # training augmentation (timm create_transform): random resized crop keeps this fraction of
     # the image area at least (0.08 = ImageNet default; raise it when small details carry the
     # label), flip probabilities, colour jitter strength (0 = off)
@@ -217,6 +220,9 @@ class TrainConfig:
     compile: bool = False
     # several processes (torchrun): synchronise BatchNorm statistics across them (CUDA only)
     sync_bn: bool = False
+    # wall-clock budget for training ("90s", "5m", "2h"): the epochs and the LR schedule are
+    # planned from the measured speed to end within it; None = train.epochs
+    budget: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +232,7 @@ class OutputConfig:
     # run directory; None = runs/<backbone>-<timestamp>
     output: Optional[str] = None
     overwrite: bool = False
-    # experiment loggers besides metrics.jsonl/metrics.csv: tensorboard
+    # experiment loggers besides metrics.jsonl/metrics.csv: tensorboard, wandb, mlflow
     log: tuple[str, ...] = ()
     # keep trainer_state.pt and last.safetensors (what --resume needs) after a finished run
     keep_state: bool = True

@@ -24,20 +24,46 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .config import FinetuneConfig
 
-__all__ = ["CHOICES", "check_config", "coerce"]
+__all__ = ["CHOICES", "check_config", "coerce", "parse_duration"]
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float | int, key: str = "train.budget") -> float:
+    """Seconds in a duration: ``"90s"``, ``"5m"``, ``"1.5h"``, ``"1h30m"`` or a plain number of
+    seconds. A bad value is a ``ConfigError`` naming ``key``.
+
+    Example:
+        >>> parse_duration("1h30m"), parse_duration("90s"), parse_duration(45)
+        (5400.0, 90.0, 45.0)
+    """
+    import re
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        body = str(text).strip().lower()
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh]?)", body)
+        if not body or re.sub(r"(\d+(?:\.\d+)?)\s*([smh]?)", "", body).strip():
+            parts = []
+        seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts) if parts else -1.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"{key}: '{text}' is not a duration; write it like 90s, 5m, 2h or 1h30m")
+    return seconds
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "policy.bn": ("frozen", "eval-all", "train"),
     "data.class_weights": ("none", "auto"),
     "data.sampler": ("none", "balanced"),
     "data.cache_images": ("auto", "memory", "disk", "none"),
+    "data.scan": ("auto", "full", "quick", "off"),
     "adapter.peft": ("none", "lora", "loha", "lokr", "ia3"),
     "optim.optimizer": ("adamw", "sgd"),
     "optim.schedule": ("cosine", "step", "exponential"),
     "train.nan_policy": ("stop", "skip-batch"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
-    "output.log": ("tensorboard",),
+    "output.log": ("tensorboard", "wandb", "mlflow"),
 }
 
 
@@ -83,6 +109,8 @@ def check_config(cfg: "FinetuneConfig") -> None:
         ("head.head_dropout", 0 <= cfg.head.head_dropout < 1, "must be in [0, 1)"),
         ("train.epochs", cfg.train.epochs >= 1, "must be >= 1"),
     ]
+    if cfg.train.budget is not None:
+        parse_duration(cfg.train.budget)
     p = cfg.policy
     checks += [
         ("policy.freeze_stages", p.freeze_stages >= 0, "must be >= 0"),

@@ -37,6 +37,7 @@ from .options import (
     Pretrained,
     Recipe,
     SamplerChoice,
+    ScanChoice,
     ScheduleChoice,
     TrainOnly,
     Weights,
@@ -68,6 +69,7 @@ def run(
         Optional[int], option("data.num_workers", show="chosen from the cores")
     ] = None,
     cache_images: Annotated[Optional[CacheImagesChoice], option("data.cache_images")] = None,
+    scan: Annotated[Optional[ScanChoice], option("data.scan")] = None,
     class_weights: Annotated[Optional[ClassWeightsChoice], option("data.class_weights")] = None,
     sampler: Annotated[Optional[SamplerChoice], option("data.sampler")] = None,
     strict: Annotated[Optional[bool], option("data.strict")] = None,
@@ -107,6 +109,7 @@ def run(
     layer_decay: LayerDecay = None,
     head_lr_scale: HeadLrScale = None,
     epochs: Annotated[Optional[int], option("train.epochs")] = None,
+    budget: Annotated[Optional[str], option("train.budget", show="off")] = None,
     mixup: Annotated[Optional[float], option("train.mixup")] = None,
     cutmix: Annotated[Optional[float], option("train.cutmix")] = None,
     mixup_off_epochs: Annotated[Optional[int], option("train.mixup_off_epochs")] = None,

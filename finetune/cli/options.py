@@ -94,7 +94,9 @@ HELP = {
     "train.seed": "Random seed for init, split and data order.",
     "output.output": "Run directory.",
     "output.overwrite": "Replace a run already in --output (kept until the new one has saved).",
-    "output.log": "Experiment loggers besides metrics.jsonl/.csv: tensorboard (comma-separated).",
+    "output.log": "Experiment loggers besides metrics.jsonl/.csv: tensorboard, wandb, mlflow (comma-separated).",
+    "data.scan": "Bad-file scan: full decodes every image, quick reads headers (bad files are skipped when loaded), off; auto picks by size.",
+    "train.budget": "Wall-clock budget for training (90s, 5m, 2h): epochs and LR schedule planned to end within it.",
     "output.keep_state": "Keep trainer_state.pt and last.safetensors (--resume) after the run.",
     "resume": "Continue RUN_DIR from its last saved state as configured (--epochs N extends it; --data NEW_PATH if the same data moved).",
     "dry_run": "Print the plan (stages, what trains, LRs) and exit.",
@@ -135,6 +137,7 @@ PeftChoice = choices("adapter.peft")
 OptimizerChoice = choices("optim.optimizer")
 ScheduleChoice = choices("optim.schedule")
 CacheImagesChoice = choices("data.cache_images")
+ScanChoice = choices("data.scan")
 ClassWeightsChoice = choices("data.class_weights")
 SamplerChoice = choices("data.sampler")
 NanPolicyChoice = choices("train.nan_policy")
