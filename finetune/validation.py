@@ -51,6 +51,7 @@ def parse_duration(text: str | float | int, key: str = "train.budget") -> float:
         raise ConfigError(f"{key}: '{text}' is not a duration; write it like 90s, 5m, 2h or 1h30m")
     return seconds
 
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "policy.bn": ("frozen", "eval-all", "train"),
     "data.class_weights": ("none", "auto"),
