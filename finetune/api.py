@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -78,6 +78,7 @@ def adapt(
     recipe: Optional[str] = None,
     dry_run: bool = False,
     resume: Optional[str | os.PathLike] = None,
+    callbacks: Sequence[Any] = (),
     **overrides: Any,
 ) -> FitResult:
     """Fine-tune a pretrained backbone on a labelled image folder, CSV manifest or ``Dataset``.
@@ -98,6 +99,8 @@ def adapt(
         dry_run: build the model and the plan and return without training (``run_dir`` None).
         resume: a run directory to continue from its last saved state, exactly as it was
             configured (no overrides).
+        callbacks: extra loggers (``finetune.train.loggers.Logger``: ``log_epochs(records)``
+            after every epoch, ``close()``), e.g. a tuner that prunes a trial by raising.
 
     Returns:
         FitResult with the best epoch's weights loaded, metrics and the run directory.
@@ -121,7 +124,7 @@ def adapt(
         dirs = dict(overwrite=out.overwrite, dist=dist)
         with shared_run_dir(resume, out.output, built.info.name, **dirs) as run_dir:
             final, metrics = _run(
-                built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides
+                built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides, callbacks
             )
         emit("info", f"run directory: {run_dir}")
         return FitResult(
@@ -139,6 +142,7 @@ def _run(
     resume,
     recipe,
     overrides: dict,
+    callbacks: Sequence[Any] = (),
 ):
     """Train into the claimed ``run_dir``: config.json first, then fit, restore, evaluate, and
     config.json again with the metrics. Returns (final model, metrics)."""
@@ -161,7 +165,7 @@ def _run(
     if not resume and dist.is_main:
         save_run_config(run_dir, built.base, **record)
         write_skipped(run_dir, data.skipped)
-    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume)
+    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume, callbacks)
     final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
     _record_metrics(record, metrics, data.multilabel)
     if dist.is_main:
@@ -316,6 +320,7 @@ def _fit(
     runtime: Runtime,
     run_dir: Path,
     resume,
+    callbacks: Sequence[Any] = (),
 ):
     """Build the Trainer, restore a resumed run, train; Ctrl-C becomes ``Interrupted``."""
     built.base.to(device=runtime.device, memory_format=runtime.memory_format)
@@ -324,7 +329,7 @@ def _fit(
         built.net.compile()
     trainer, fit_loaders = build_trainer(built, cfg, data, loaders, runtime)
     if runtime.dist.is_main:
-        trainer.loggers = build_loggers(cfg.output.log, run_dir)
+        trainer.loggers = build_loggers(cfg.output.log, run_dir) + list(callbacks)
     start_epoch, history = 0, None
     if resume:
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
