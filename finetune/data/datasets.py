@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import DataError
 from ..events import emit
 from .folder import DataInfo, Sample, scan_folder, stratified_split, warn_split_problems
 from .images import load_bands, load_image, to_rgb
+from .loaders import LoadSkips, build_loader, default_num_workers
+from .scan import scan_settings
 
 if TYPE_CHECKING:
     from ..config import FinetuneConfig
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ImageFileDataset",
+    "dataset_info",
     "build_loader",
     "build_loaders",
     "class_balance",
@@ -37,8 +39,9 @@ __all__ = [
 class ImageFileDataset:
     """``(image_tensor, label)`` pairs from ``(path, label)`` samples.
 
-    A file that fails to decode mid-run (changed on disk after the scan) is replaced by the next
-    sample with a warning naming it, unless ``strict``; an epoch never dies on one bad image.
+    A file that fails to decode mid-run (a quick scan, or changed on disk after the scan) is
+    replaced by the next sample with a warning naming it (``loaders.LoadSkips``: reported at the
+    end of the epoch), unless ``strict``; an epoch never dies on one bad image.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class ImageFileDataset:
         self.strict = strict
         self.cache = cache  # ImageCache of prepared images, or None
         self.prepare = prepare  # what the cache applied (eval resize/crop), for uncached files
+        self.load_skips = LoadSkips()
 
     def _image(self, i: int):
         cached = self.cache.image(i) if self.cache is not None else None
@@ -73,85 +77,25 @@ class ImageFileDataset:
     def __getitem__(self, index: int):
         for attempt in range(len(self.samples)):
             i = (index + attempt) % len(self.samples)
+            if i in self.load_skips.bad:  # failed before: the next one stands in, unread
+                continue
             path, label = self.samples[i]
             try:
                 image = self.transform(self._image(i))
-                if self.num_classes:
-                    import torch
-
-                    target = torch.zeros(self.num_classes)
-                    target[list(label)] = 1.0
-                    return image, target
-                return image, label
-            except Exception as e:  # see _check_one
+            except Exception as e:  # decoders raise many types; the next sample stands in
                 if self.strict:
-                    raise DataError(f"{path}: unreadable image ({e})") from None
-                warnings.warn(f"skipping unreadable image {path}: {e}")
+                    raise DataError(f"{path}: unreadable image ({e}); remove or fix it, or "
+                                    "drop --strict to skip it") from None  # fmt: skip
+                self.load_skips.record(i, path, f"{type(e).__name__}: {e}")
+                continue
+            if self.num_classes:
+                import torch
+
+                target = torch.zeros(self.num_classes)
+                target[list(label)] = 1.0
+                return image, target
+            return image, label
         raise DataError("no readable image left in the dataset")
-
-
-def default_num_workers() -> int:
-    """Loader workers: none on <= 2 cores (decoding in workers would steal the cores the model
-    needs; measured in bench/), else half the cores up to 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 0 if (cores or 1) <= 2 else min(8, (cores or 1) // 2)
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    # Ctrl-C is the main process's to handle (it stops at a step boundary and saves); workers
-    # that died of it would turn a clean stop into "worker exited unexpectedly"
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def build_loader(
-    dataset,
-    *,
-    batch_size: int,
-    training: bool,
-    num_workers: int = -1,
-    seed: int = 0,
-    pin_memory: bool = False,
-    sample_weights=None,
-    world: int = 1,
-    rank: int = 0,
-):
-    """A DataLoader with the project's defaults: for training a seeded shuffle by epoch
-    (a ``DistributedSampler``, also with one process, so that N processes with batch b see
-    exactly the batches one process with batch N*b sees; the Trainer calls ``set_epoch``), or
-    with ``sample_weights`` a seeded ``WeightedRandomSampler``; evaluation in order, last partial
-    batch kept."""
-    import torch
-
-    workers = default_num_workers() if num_workers < 0 else num_workers
-    generator = torch.Generator().manual_seed(seed)
-    sampler = None
-    if training and sample_weights is not None:
-        if world > 1:
-            raise ValueError(
-                "data.sampler=balanced is not supported with several processes yet; "
-                "use --class-weights auto"
-            )
-        sampler = torch.utils.data.WeightedRandomSampler(
-            sample_weights, num_samples=len(dataset), replacement=True, generator=generator
-        )
-    elif training:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
-        )
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        sampler=sampler,
-        generator=generator,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        worker_init_fn=_ignore_sigint if workers else None,
-        drop_last=training and len(dataset) > batch_size * world,
-    )
 
 
 def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
@@ -217,20 +161,25 @@ def _check_bands(data: DataInfo, in_chans) -> None:
 
 
 def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
-    """Classes and splits of a folder or CSV manifest (every image checked) or of a torch
-    Dataset; a one-line summary is emitted as an ``info`` event."""
+    """Classes and splits of a folder or CSV manifest (every image checked as deep as
+    ``data.scan`` says) or of a torch Dataset; a one-line summary is emitted as an ``info``
+    event. With the image cache on, a full scan reads and parses every file but leaves the
+    decoding to the cache, which decodes each image before the first step anyway: the first run
+    decodes each image once (``finetune.data.scan``)."""
     if not isinstance(dataset, (str, os.PathLike)):
         return _scan_dataset(dataset, cfg)
     scan = scan_folder
     if str(dataset).lower().endswith(".csv"):
         from .manifest import scan_csv as scan
-    data = scan(
-        dataset,
-        val_split=cfg.data.val_split,
-        seed=cfg.train.seed,
-        strict=cfg.data.strict,
-        max_pixels=cfg.data.max_pixels,
-    )
+    cached = cfg.data.cache_images != "none" and cfg.data.in_chans in (None, 3)
+    with scan_settings(cfg.data.scan, decoded_later=cached) as done:
+        data = scan(
+            dataset,
+            val_split=cfg.data.val_split,
+            seed=cfg.train.seed,
+            strict=cfg.data.strict,
+            max_pixels=cfg.data.max_pixels,
+        )
     _check_bands(data, cfg.data.in_chans)
     problems = [
         f"{n} {what}"
@@ -246,7 +195,7 @@ def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
         f"data {data.root} ({data.layout}): {data.num_classes} classes; "
         + "; ".join(f"{split} {sum(c)}" for split, c in data.counts().items())
         + "".join(f"; {p}" for p in problems)
-        + f" (scan {data.scan_seconds:.1f} s, {data.cache_hits} cached; "
+        + f" (scan {done.level} {data.scan_seconds:.1f} s, {data.cache_hits} cached; "
         "'finetune scan' shows the full report)",
         warn=bool(problems),
     )
@@ -254,6 +203,29 @@ def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
 
 
 def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
+    data = dataset_info(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed)
+    warn_split_problems(data)
+    emit(
+        "info",
+        f"data {data.root}: {data.num_classes} classes; train {len(data.train)}; val "
+        f"{len(data.val)}"
+        + (f"; test {len(data.test)}" if data.test else "")
+        + (f"; {len(data.skipped)} unreadable samples skipped" if data.skipped else ""),
+        warn=bool(data.skipped),
+    )
+    return data
+
+
+def dataset_info(dataset, *, val_split: float, seed: int) -> DataInfo:
+    """``DataInfo`` of a torch Dataset: labels from its ``targets`` (else read item by item),
+    class names from ``classes``, its own ``splits`` when it has them (Hugging Face data sets,
+    shards), else a stratified seeded ``val_split``; ``skipped`` (bad samples a shard scan found)
+    is kept. Samples are ``(index, label)``.
+
+    Example:
+        >>> dataset_info(load_shards("shards/"), val_split=0.2, seed=0).counts()  # doctest: +SKIP
+        {'train': [40, 40], 'val': [10, 10]}
+    """
     import torch
 
     if not isinstance(dataset, torch.utils.data.Dataset):
@@ -284,22 +256,16 @@ def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
     if splits.get("val"):
         train_idx, val_idx = train, [(i, labels[i]) for i in splits["val"]]
     else:
-        train_idx, val_idx = stratified_split(train, cfg.data.val_split, cfg.train.seed)
-    data = DataInfo(
+        train_idx, val_idx = stratified_split(train, val_split, seed)
+    return DataInfo(
         root=str(getattr(dataset, "source", "")) or f"<{type(dataset).__name__}>",
         layout="dataset",
         classes=classes,
         train=tuple(train_idx),
         val=tuple(val_idx),
         test=tuple((i, labels[i]) for i in splits.get("test", ())),
+        skipped=tuple(getattr(dataset, "skipped", ())),
     )
-    warn_split_problems(data)
-    emit(
-        "info",
-        f"data {data.root}: {len(classes)} classes; train {len(train_idx)}; val {len(val_idx)}"
-        + (f"; test {len(data.test)}" if data.test else ""),
-    )
-    return data
 
 
 def build_datasets(
@@ -318,10 +284,13 @@ def build_datasets(
     train_tf = build_transform(info, cfg.data, training=train_augment, uint8=train_augment)
     eval_tf = build_transform(info, cfg.data, training=False)
     if data.layout == "dataset":  # samples are (index, label) into the user's Dataset
+        strict = cfg.data.strict
         return (
-            _IndexedDataset(dataset, [i for i, _ in data.train], train_tf),
-            _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf),
-            _IndexedDataset(dataset, [i for i, _ in data.test], eval_tf) if data.test else None,
+            _IndexedDataset(dataset, [i for i, _ in data.train], train_tf, strict),
+            _IndexedDataset(dataset, [i for i, _ in data.val], eval_tf, strict),
+            _IndexedDataset(dataset, [i for i, _ in data.test], eval_tf, strict)
+            if data.test
+            else None,
         )
     mode, size = cfg.data.cache_images, resolve_img_size(info, cfg.data.img_size)
     common = dict(strict=cfg.data.strict, num_classes=data.num_classes if data.multilabel else 0)
@@ -367,21 +336,43 @@ def build_datasets(
 
 
 class _IndexedDataset:
-    """A subset of a user's dataset with our transform applied to PIL images."""
+    """A subset of a user's dataset with our transform applied to PIL images. An item that fails
+    to load (a shard's damaged image, a Hugging Face row that does not decode) is replaced by the
+    next one and reported, as ``ImageFileDataset`` does; ``strict`` raises instead."""
 
-    def __init__(self, dataset, indices: list[int], transform):
+    def __init__(self, dataset, indices: list[int], transform, strict: bool = False):
         self.dataset, self.indices, self.transform = dataset, indices, transform
+        self.strict, self.load_skips = strict, LoadSkips()
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, index: int):
         import torch
 
-        image, label = self.dataset[self.indices[i]]
-        if not isinstance(image, torch.Tensor):
-            image = self.transform(to_rgb(image))
-        return image, int(label)
+        for attempt in range(len(self.indices)):
+            i = (index + attempt) % len(self.indices)
+            if i in self.load_skips.bad:
+                continue
+            try:
+                image, label = self.dataset[self.indices[i]]
+                if not isinstance(image, torch.Tensor):
+                    image = self.transform(to_rgb(image))
+                return image, int(label)
+            except Exception as e:  # the user's or the data set's own loader: any type
+                name = _item_name(self.dataset, self.indices[i])
+                if self.strict:
+                    raise DataError(f"{name}: unreadable image ({e}); remove or fix it, or "
+                                    "drop --strict to skip it") from None  # fmt: skip
+                self.load_skips.record(i, name, f"{type(e).__name__}: {e}")
+        raise DataError(f"no readable image left in {self.dataset!r}")
+
+
+def _item_name(dataset, index: int) -> str:
+    """What names item ``index`` in a message: the dataset's own ``item_name`` (a shard and its
+    key), else ``Dataset[index]``."""
+    namer = getattr(dataset, "item_name", None)
+    return namer(index) if namer is not None else f"{type(dataset).__name__}[{index}]"
 
 
 def build_loaders(

@@ -4,9 +4,11 @@ Layouts:
     DIR/train/<class>/*  (optional DIR/val/<class>/*, DIR/test/<class>/*)
     DIR/<class>/*        (split into train/val by a stratified, seeded ``val_split``)
 
-Every file is opened and fully decoded once before training (two threads; PIL releases the
-GIL while decoding), so a truncated or corrupt image is reported by name up front and never
-crashes an epoch: it is skipped with a warning, or fails the run with ``strict=True``.
+Every file is checked once before training (two threads), by default fully decoded, so a
+truncated or corrupt image is reported by name up front and never crashes an epoch: it is
+skipped with a warning, or fails the run with ``strict=True``. How deep the check goes is
+``finetune.data.scan.scan_settings``'s (``data.scan``: full, quick, off); a file that fails to
+decode later is replaced at load time and reported (``finetune.data.loaders``).
 
 Example:
     >>> info = scan_folder("my_images", val_split=0.2, seed=0)  # doctest: +SKIP
@@ -213,6 +215,8 @@ def cross_split_duplicates(split_files, checks) -> list[tuple[str, str]]:
     for split in SPLITS:
         for path, _ in split_files.get(split, ()):
             digest = checks[path].digest
+            if not digest:  # a quick scan reads no content: nothing to compare
+                continue
             if digest in seen and seen[digest][1] != split:
                 pairs.append((seen[digest][0], path))
             seen.setdefault(digest, (path, split))
