@@ -197,6 +197,12 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
     if is_hf(dataset):  # a Hugging Face data set: a Dataset with its own splits
         dataset = load_hf(dataset, image_column=cfg.data.image_column,
                           label_column=cfg.data.label_column)  # fmt: skip
+    from .data.shards import is_shards, load_shards
+
+    if is_shards(dataset):  # WebDataset shards: an index of the tar members, its own splits
+        dataset = load_shards(dataset, scan=cfg.data.scan, val_split=cfg.data.val_split,
+                              seed=cfg.train.seed, max_pixels=cfg.data.max_pixels,
+                              strict=cfg.data.strict)  # fmt: skip
     if dataset is None:
         raise ValueError(
             "no data: --data is required (or data.path in the recipe; Python: pass a folder, "

@@ -1,4 +1,4 @@
-"""``recipes``, ``augment-preview``, ``lr-find``, ``scan``, ``predict`` and ``demo``."""
+"""``recipes``, ``augment-preview``, ``lr-find``, ``scan``, ``pack``, ``predict`` and ``demo``."""
 
 import warnings
 from pathlib import Path
@@ -153,9 +153,19 @@ def lr_find_command(
             lr_find(None, str(data), **flags)
 
 
-@app.command(epilog=examples("finetune scan photos/", "finetune scan labels.csv --strict"))
+@app.command(
+    epilog=examples(
+        "finetune scan photos/",
+        "finetune scan labels.csv --strict",
+        "finetune scan shards/",
+        "finetune scan hf:./beans",
+    )
+)
 def scan(
-    data: Annotated[Path, typer.Argument(help=HELP["data.path"])],
+    data: Annotated[
+        Path,
+        typer.Argument(help=HELP["data.path"] + " Also WebDataset shards or hf:PATH_OR_NAME."),
+    ],
     val_split: Annotated[float, option("data.val_split", show="")] = _DEFAULTS.data.val_split,
     seed: Annotated[
         int, option("train.seed", panel=DATA, show="", help="Split seed.")
@@ -169,24 +179,35 @@ def scan(
 ) -> None:
     """Check every image of a folder or CSV manifest and report classes, splits, sizes,
     imbalance, bad files and duplicates (cached: a second scan of an unchanged folder decodes
-    nothing). Exits 2 after the report when a problem would stop a run."""
+    nothing). Shards and Hugging Face data sets: classes, splits, samples without image or label,
+    and a decoded sample of 1,000. Exits 2 after the report when a problem would stop a run."""
     with handled(debug):
         from ..data.folder import scan_folder
+        from ..data.hf import is_hf
         from ..data.manifest import scan_csv
+        from ..data.shards import is_shards
         from ..events import emit
 
-        scan_any = scan_csv if data.suffix.lower() == ".csv" else scan_folder
+        spec = str(data)
         with rendering():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the report lists them
-                info = scan_any(
-                    data,
-                    val_split=val_split,
-                    seed=seed,
-                    strict=strict,
-                    max_pixels=max_pixels,
-                    report_only=True,  # every problem is reported, not just the first
+            if is_hf(spec) or is_shards(spec):
+                from ..data.samplecheck import scan_source
+
+                info = scan_source(
+                    spec, val_split=val_split, seed=seed, max_pixels=max_pixels, strict=strict
                 )
+            else:
+                scan_any = scan_csv if data.suffix.lower() == ".csv" else scan_folder
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the report lists them
+                    info = scan_any(
+                        data,
+                        val_split=val_split,
+                        seed=seed,
+                        strict=strict,
+                        max_pixels=max_pixels,
+                        report_only=True,  # every problem is reported, not just the first
+                    )
             emit("scan", data=info)
         if info.errors:  # the report lists them all; the last line says it, once
             from ..errors import DataError
@@ -194,6 +215,65 @@ def scan(
             raise DataError(
                 f"{len(info.errors)} problem(s) above would stop a run; fix them and scan again"
             )
+
+
+@app.command(
+    epilog=examples(
+        "finetune pack photos/ shards/",
+        "finetune pack labels.csv shards/ --shard-size 1GB",
+    )
+)
+def pack(
+    data: Annotated[Path, typer.Argument(help="Image folder or CSV manifest to pack.")],
+    out: Annotated[Path, typer.Argument(help="New folder for the shards.")],
+    shard_size: Annotated[
+        str, option("shard_size", panel=DATA, help="Bytes per shard (500MB, 2GB, 1GiB).")
+    ] = "500MB",
+    val_split: Annotated[float, option("data.val_split", show="")] = _DEFAULTS.data.val_split,
+    seed: Annotated[
+        int, option("train.seed", panel=DATA, show="", help="Split and shuffle seed.")
+    ] = _DEFAULTS.train.seed,
+    max_pixels: Annotated[int, option("data.max_pixels", show="")] = _DEFAULTS.data.max_pixels,
+    debug: Debug = False,
+) -> None:
+    """Scan a folder or CSV manifest (bad files left out and listed) and write its splits as
+    WebDataset shards, with classes.txt and manifest.json; 'finetune run --data OUT' trains on
+    them."""
+    with handled(debug):
+        from ..data.pack import pack_data
+
+        with rendering():
+            report = pack_data(data, out, shard_size=shard_size, val_split=val_split,
+                               seed=seed, max_pixels=max_pixels)  # fmt: skip
+        _print_pack(report)
+
+
+def _print_pack(report) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table(title=f"{len(report.shards)} shards in {escape(str(report.out))}")
+    for name, justify in (("shard", "left"), ("split", "left"), ("images", "right"),
+                          ("MB", "right")):  # fmt: skip
+        table.add_column(name, justify=justify)
+    for s in report.shards[:MAX_ROWS]:
+        table.add_row(escape(s.name), s.split, f"{s.samples:,}", f"{s.bytes / 1e6:,.1f}")
+    if len(report.shards) > MAX_ROWS:
+        table.caption = f"the first {MAX_ROWS} of {len(report.shards)}; all: manifest.json"
+    console.print(table)
+    counts = ", ".join(f"{k} {n:,}" for k, n in report.counts.items())
+    console.print(
+        f"packed {sum(report.counts.values()):,} images of {len(report.classes)} classes "
+        f"({escape(counts)}), {report.total_bytes / 1e6:,.1f} MB in {report.seconds:.1f} s; "
+        "classes.txt and manifest.json beside them"
+    )
+    for path, why in report.skipped[:MAX_ROWS]:
+        console.print(f"[yellow]left out {escape(path)}: {escape(why)}[/]")
+    if len(report.skipped) > MAX_ROWS:
+        console.print(f"[yellow]... and {len(report.skipped) - MAX_ROWS} more (manifest.json)[/]")
+    console.print(f"train on them: finetune run --data {escape(str(report.out))}")
 
 
 @app.command(
