@@ -65,3 +65,32 @@ def test_disk_cache_sees_new_content_copied_with_the_same_size_and_mtime(tmp_pat
     new = ImageCache.build([str(path)], prepare=downsizer(40), mode="disk", side=40)
     assert new.flat.filename != old.flat.filename
     assert np.array_equal(np.asarray(new.image(0)), downsizer(40)(str(path)))
+
+
+def test_the_first_run_decodes_each_image_once(image_folder, monkeypatch):
+    """Regression (issue 12): the first run decoded every image twice before its first step,
+    once in the scan and again when the image cache was built. With the cache on, a full scan
+    reads and parses each file (digest, size, format) and the cache build is the one decode."""
+    from PIL import ImageFile
+
+    from finetune.data.datasets import scan_data
+
+    decoded = []
+    real = ImageFile.ImageFile.load
+
+    def counting(self):
+        if getattr(self, "tile", None):  # pixels still to decode: a real decode
+            decoded.append(self)
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting)
+    cfg = FinetuneConfig.resolve(pretrained=False, img_size=32, cache_images="memory",
+                                 scan="full")  # fmt: skip
+    data = scan_data(str(image_folder), cfg)
+    assert decoded == [] and all(c.digest for c in data.checks.values())
+    build_datasets(str(image_folder), data, cfg, load_backbone("test_resnet", pretrained=False)[1])
+    assert len(decoded) == len(data.checks) == 12
+    decoded.clear()  # without a cache the scan is the decode
+    cfg = FinetuneConfig.resolve(pretrained=False, cache_images="none", scan="full")
+    scan_data(str(image_folder), cfg)
+    assert len(decoded) == 12

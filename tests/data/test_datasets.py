@@ -120,3 +120,22 @@ def test_imbalance_options_run_end_to_end(tmp_path, fast_overrides):
         **fast_overrides,
     )
     assert result.config.data.class_weights == "auto"
+
+
+def test_quick_scan_keeps_a_truncated_image_and_the_run_skips_it_at_load_time(
+    image_folder, fast_overrides
+):
+    """A quick scan reads headers only, so a truncated file reaches training; the dataset puts
+    the next image in its place (batch sizes and step counts unchanged), warns once, and the
+    loader reports it when the epoch ends."""
+    bad = image_folder / "cat" / "cat1.png"
+    bad.write_bytes(bad.read_bytes()[:-200])
+    events = []
+    with finetune.events.listening(events.append):
+        result = finetune.adapt("test_resnet", str(image_folder), scan="quick", val_split=0.0,
+                                verbose=False, **fast_overrides)  # fmt: skip
+    assert result.metrics["epochs"][0]["epoch"] == 1
+    scanned = [e.message for e in events if e.message.startswith("data ")]
+    assert "scan quick" in scanned[0] and "unreadable" not in scanned[0]
+    ended = [e.message for e in events if e.kind == "warning" and "at load time" in e.message]
+    assert len(ended) == 1 and "cat1.png" in ended[0]
