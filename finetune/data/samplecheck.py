@@ -1,9 +1,6 @@
-"""Checking the samples of data that is not a folder: the scan of WebDataset shards before a run,
-and the sampled check of ``finetune scan`` on shards and Hugging Face data sets.
+"""The sampled check of ``finetune scan`` on WebDataset shards and Hugging Face data sets.
 
-A shard scan reads each image member once (threads; ``os.pread`` and PIL release the GIL) and
-parses its header (``quick``) or decodes it (``full``); bad samples are left out of the splits and
-listed, as a folder scan does. ``finetune scan`` on shards or a Hugging Face data set decodes a
+``finetune scan`` on shards or a Hugging Face data set decodes a
 seeded sample of ``SAMPLED_CHECK`` items (all of them when there are fewer): enough to find a
 systematic problem (a wrong column, undecodable data) in seconds, without decoding a
 million-image set; training then replaces any other bad sample at load time.
@@ -18,82 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import random
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 
-from PIL import Image
-
-from ..errors import DataError
-from ..events import emit, track
+from ..events import emit
 from .datasets import dataset_info
 from .folder import SPLITS, DataInfo
 from .scan import DEFAULT_MAX_PIXELS, FileCheck, check_image
+from .screening import check_items
 
-__all__ = ["SAMPLED_CHECK", "screen_samples", "scan_source"]
+__all__ = ["SAMPLED_CHECK", "scan_source"]
 
 SAMPLED_CHECK = 1000  # items ``finetune scan`` decodes of a shard or Hugging Face data set
-WARN_EACH = 10  # bad samples warned about one by one; the rest in one line
-
-
-def _check_items(check: Callable[[int], FileCheck], items: Iterable[int], what: str,
-                 total: int) -> dict[int, FileCheck]:  # fmt: skip
-    """``check`` of every item, in threads, with our pixel limit instead of PIL's."""
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # check_image applies max_pixels, with a clearer message
-    try:
-        items = list(items)
-        with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-            results = track(pool.map(check, items, chunksize=64), what, total=total)
-            return dict(zip(items, results))
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-
-
-def _warn_bad(bad: list[tuple[str, str]]) -> None:
-    for name, reason in bad[:WARN_EACH]:
-        warnings.warn(f"skipping unreadable image {name}: {reason}", stacklevel=3)
-    if len(bad) > WARN_EACH:
-        warnings.warn(f"skipping {len(bad) - WARN_EACH} more bad samples "
-                      "('finetune scan' lists them)", stacklevel=3)  # fmt: skip
-
-
-def screen_samples(shards, scan: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                   strict: bool = False):  # fmt: skip
-    """Check the images of a ``ShardImages`` as deep as ``scan`` says (``auto``: ``quick``) and
-    leave the bad ones out of its splits (``skipped``); ``strict`` fails on the first.
-
-    Example:
-        >>> shards = screen_samples(shards, "full")  # doctest: +SKIP
-    """
-    level = "quick" if scan == "auto" else scan
-    shards.scan_level = level
-    bad: dict[int, str] = {}
-    if level in ("quick", "full"):
-        decode = level == "full"
-
-        def check(i: int) -> FileCheck:
-            try:
-                data = shards.read(i)
-            except OSError as e:
-                return FileCheck(problem=f"unreadable: {e.strerror or e}")
-            return check_image(io.BytesIO(data), max_pixels, decode=decode)
-
-        what = "Scanning shards" + ("" if decode else " (quick)")
-        results = _check_items(check, range(len(shards)), what, len(shards))
-        bad = {i: c.problem for i, c in results.items() if c.problem}
-    found = list(shards.skipped) + [(shards.item_name(i), why) for i, why in sorted(bad.items())]
-    if found and strict:
-        raise DataError(f"{found[0][0]}: unreadable sample ({found[0][1]}); fix or remove it, "
-                        f"or drop --strict to skip bad samples ({len(found)} bad)")  # fmt: skip
-    _warn_bad(found)
-    if bad:
-        shards.splits = {k: [i for i in v if i not in bad] for k, v in shards.splits.items()}
-    shards.skipped = tuple(found)
-    return shards
 
 
 def _sampled_check(dataset, info: DataInfo, *, sample: int, seed: int,
@@ -114,7 +48,7 @@ def _sampled_check(dataset, info: DataInfo, *, sample: int, seed: int,
         return FileCheck(None, None, image.width, image.height, image.mode, image.format or "")
 
     t0 = time.perf_counter()
-    results = _check_items(check, chosen, "Checking a sample", len(chosen))
+    results = check_items(check, chosen, "Checking a sample", len(chosen))
     namer = getattr(dataset, "item_name", lambda i: f"{type(dataset).__name__}[{i}]")
     checks = {namer(i): c for i, c in results.items()}
     bad = tuple((name, c.problem) for name, c in checks.items() if c.problem)

@@ -310,7 +310,7 @@ def load_shards(spec: str | os.PathLike, *, scan: str = "auto", val_split: float
     labels = mapping[np.asarray(index.token, dtype=np.int64)]
     splits = _splits(files, root, np.asarray(index.shard), val_split, seed)
     shards = ShardImages(files, index, classes, labels, splits, str(spec))
-    from .samplecheck import screen_samples
+    from .screening import screen_samples
 
     return screen_samples(shards, scan, max_pixels=max_pixels, strict=strict)
 
