@@ -165,6 +165,7 @@ def _run(
     if not resume and dist.is_main:
         save_run_config(run_dir, built.base, **record)
         write_skipped(run_dir, data.skipped)
+    plan = build_plan(built.net, built.policy, cfg.optim)  # as it starts: for the trackers
     trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume, callbacks)
     final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
     _record_metrics(record, metrics, data.multilabel)
@@ -175,6 +176,9 @@ def _run(
                 (run_dir / name).unlink(missing_ok=True)
         written = write_run_report(run_dir)  # plots/ and the README.md model card
         emit("info", f"plots and model card: {', '.join(str(p) for p in written)}")
+        from .train.loggers import finish_loggers
+
+        finish_loggers(trainer.loggers, plan=plan, files=written)  # W&B, MLflow: plan, plots
     return final, metrics
 
 
