@@ -22,6 +22,8 @@ _EXPORTS = {
     "evaluate": "evaluation",
     "export_run": "export",
     "lr_find": "tools.lrfind",
+    "tune": "tools.tune",
+    "TuneReport": "tools.tune",
     "FinetuneConfig": "config",
     "ConfigError": "errors",
     "DataError": "errors",

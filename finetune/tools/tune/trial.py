@@ -1,0 +1,238 @@
+"""One study's trials: the fixed part of every trial's config, the loop that asks Optuna for a
+trial, caps it to the budget, runs it with ``adapt`` and tells Optuna how it went, and the
+per-epoch reporter that prunes.
+
+Example:
+    >>> runner = TrialRunner.prepare("resnet50", "photos", recipe=None, search=space,
+    ...                              overrides={}, study=None, output=None)  # doctest: +SKIP
+    >>> reason = runner.search(study, budget, trials=10)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ...config import FinetuneConfig
+from ...events import emit
+from ...train.loggers import tracking_group
+from .budget import StudyBudget
+from .results import trial_rows, write_best_yaml, write_plots, write_summary, write_trials_csv
+from .space import SearchSpace
+
+__all__ = ["TrialRunner", "TrialReporter", "optuna_module"]
+
+MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
+
+
+def optuna_module():
+    """``import optuna`` (quiet), or one error naming the extra to install."""
+    try:
+        import optuna
+    except ImportError:
+        raise ValueError("finetune tune needs optuna: pip install 'finetune[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the study reports through events
+    return optuna
+
+
+class TrialReporter:
+    """A run's extra logger (``adapt(callbacks=)``): reports each epoch's validation score to
+    the trial and stops the run when the pruner says so or the budget has no room for
+    another epoch."""
+
+    def __init__(self, trial, *, epochs: int, budget: StudyBudget):
+        self.trial, self.epochs, self.budget = trial, epochs, budget
+        self.epoch_seconds: list[float] = []
+        self.score_name: Optional[str] = None
+        self.note = ""
+
+    def log_epochs(self, records) -> None:
+        import optuna
+
+        record = records[-1]
+        self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
+        self.score_name = "val_map" if "val_map" in record else "val_accuracy"
+        score, epoch = record.get(self.score_name), record["epoch"]
+        if score is None:
+            raise ValueError("tune needs validation images: a val/ folder or --val-split > 0")
+        self.trial.report(float(score), epoch)
+        if self.trial.should_prune():
+            self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
+            raise optuna.TrialPruned(self.note)
+        if epoch < self.epochs and not self.budget.room_for_epoch(self.epoch_seconds):
+            self.note = f"stopped after epoch {epoch}: the budget had no room for another"
+            raise optuna.TrialPruned(self.note)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TrialRunner:
+    """What every trial shares: the model, data, recipe and fixed overrides, the space, where the
+    trials go."""
+
+    model: Optional[str]
+    dataset: Optional[str]
+    recipe: Optional[str]
+    fixed: dict[str, Any]
+    space: SearchSpace
+    base: FinetuneConfig
+    study_name: str
+    output: Path
+    score_name: Optional[str] = None
+    failures: list[str] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
+                output) -> "TrialRunner":  # fmt: skip
+        """Check the fixed config once (errors before any trial), fix the given fields, and
+        make the space concrete for the backbone."""
+        fixed = {k: v for k, v in overrides.items() if k not in ("output", "output.output")}
+        dataset = str(Path(dataset).expanduser().resolve()) if dataset is not None else None
+        named = {"name": model} if model else {}
+        base = FinetuneConfig.resolve(recipe=recipe, **named, **fixed,
+                                      **({"path": dataset} if dataset else {}))  # fmt: skip
+        if base.data.path is None:
+            raise ValueError("tune needs --data (an image folder or CSV manifest)")
+        space = search.without(list(fixed) + (["name"] if model else []))
+        if space.needs_stages:
+            space = space.with_stages(_stage_modules(base))
+        if "cache_images" not in fixed and "data.cache_images" not in fixed:
+            fixed["cache_images"] = "disk"  # the first trial decodes; the others read the file
+        name = study or f"{Path(base.data.path).name}-{base.backbone.name}"
+        out = Path(output) if output is not None else Path("runs") / f"tune-{_safe(name)}"
+        return cls(model, dataset, recipe, fixed, space, base, name, out)
+
+    def has_trials(self) -> bool:
+        trials = self.output / "trials"
+        return trials.is_dir() and any(trials.iterdir())
+
+    def describe(self, storage, budget: StudyBudget) -> str:
+        limit = "no time limit" if budget.seconds is None else f"budget {budget.usage()}"
+        searched = ", ".join(self.space.keys) or "nothing (every field is fixed)"
+        return (f"study {self.study_name} ({storage or 'in memory'}) -> {self.output}; "
+                f"searching {searched}; {limit}")  # fmt: skip
+
+    def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
+        """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
+        while True:
+            if trials is not None and _counted(study) >= trials:
+                return f"{trials} trials reached"
+            caps = self._caps(budget)
+            if caps is None:
+                return "the budget has no room for another trial"
+            self.run_one(study, budget, caps)
+
+    def _caps(self, budget: StudyBudget) -> Optional[dict[str, int]]:
+        """The epochs the next trial may train within the budget (None: no trial fits)."""
+        param = self.space.get("epochs")
+        if param is not None:
+            top = budget.largest_epochs(param.low, param.high)
+            return None if top is None else {"epochs": top}
+        epochs = self.base.train.epochs
+        return None if budget.largest_epochs(epochs, epochs) is None else {}
+
+    def run_one(self, study, budget: StudyBudget, caps: dict[str, int]) -> None:
+        """Ask, run, tell: one trial."""
+        import optuna
+
+        trial = study.ask()
+        params = self.space.suggest(trial, caps)
+        run_dir = self.output / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        epochs = int(params.get("epochs", self.base.train.epochs))
+        reporter = TrialReporter(trial, epochs=epochs, budget=budget)
+        emit("info", f"trial {trial.number}: " + _params_text(params), tune=True)
+        start = budget.now()
+        try:
+            value = self._train(params, run_dir, reporter)
+        except optuna.TrialPruned:
+            self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.PRUNED)
+            emit("info", f"trial {trial.number}: {reporter.note}", tune=True)
+            return
+        except (KeyboardInterrupt, Exception) as e:
+            note = f"{type(e).__name__}: {e}".splitlines()[0]
+            reporter.note = note
+            self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.FAIL)
+            emit("warning", f"trial {trial.number} failed: {note}")
+            self.failures.append(note)
+            stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
+            if stopped or len(self.failures) >= MAX_FAILURES:
+                raise
+            return
+        self.failures.clear()
+        self._tell(study, trial, budget, start, reporter, value=value)
+        best = study.best_value
+        emit("info", f"trial {trial.number}: {self.score_name} {value:.4f} (best {best:.4f}) "
+                     f"in {budget.now() - start:.0f} s", tune=True)  # fmt: skip
+
+    def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
+        from ...api import adapt
+
+        with tracking_group(self.study_name, self.output):
+            result = adapt(self.model, self.dataset, recipe=self.recipe, verbose=False,
+                           callbacks=[reporter], output=str(run_dir),
+                           **{**self.fixed, **params})  # fmt: skip
+        self.score_name = reporter.score_name or "val_accuracy"
+        scores = [r.get(self.score_name) for r in result.metrics["epochs"]]
+        return max(float(s) for s in scores if s is not None)
+
+    def _tell(self, study, trial, budget, start, reporter, state=None, value=None) -> None:
+        wall = budget.now() - start
+        budget.record(wall_s=wall, epoch_seconds=reporter.epoch_seconds)
+        self.score_name = self.score_name or reporter.score_name
+        trial.set_user_attr("seconds", round(wall, 1))
+        trial.set_user_attr("epochs_trained", len(reporter.epoch_seconds))
+        if reporter.note:
+            trial.set_user_attr("note", reporter.note)
+        if value is not None:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+
+    def write_results(self, study, budget: StudyBudget, reason: str) -> list[Path]:
+        """``study/``: trials.csv, best.yaml, summary.json, the plots."""
+        folder = self.output / "study"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = trial_rows(study)
+        files = [write_trials_csv(rows, folder / "trials.csv")]
+        best = next((r for r in rows if r.best), None)
+        score = self.score_name or "val_accuracy"
+        if best is not None and best.run_dir and Path(best.run_dir).is_dir():
+            files.append(write_best_yaml(Path(best.run_dir), folder / "best.yaml",
+                                         study_name=self.study_name, score=score,
+                                         value=best.value))  # fmt: skip
+        summary = dict(
+            study=self.study_name, score=score, stop_reason=reason,
+            best_trial=best.number if best else None, best_value=best.value if best else None,
+            best_run_dir=best.run_dir if best else None, best_params=best.params if best else {},
+            budget_s=budget.seconds, elapsed_s=round(budget.elapsed(), 1), usage=budget.usage(),
+            trials={s: sum(r.state == s for r in rows) for s in {r.state for r in rows}},
+        )  # fmt: skip
+        files.append(write_summary(summary, folder / "summary.json"))
+        return files + write_plots(study, folder)
+
+
+def _counted(study) -> int:
+    """The study's trials that count towards ``trials``: finished, pruned, and running (another
+    worker's), not failed ones (a failure is retried)."""
+    return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
+
+
+def _stage_modules(base: FinetuneConfig) -> list[str]:
+    """The first module of each of the backbone's stages (random weights: nothing downloaded)."""
+    from ...api import inspect
+
+    _, report = inspect(base.backbone.name, base, verbose=False)  # inspect: random weights
+    return [stage.modules[0] for stage in report.stages]
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())  # fmt: skip
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

@@ -1,0 +1,257 @@
+"""finetune.tools.tune: the search space and its errors, the budget's accounting (a fake clock),
+pruning, best.yaml, resuming a study from sqlite, two workers on one storage, tracked trials.
+Trials are random-init test_resnet runs at 32 px on a 2-class folder in tmp_path."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetune.errors import ConfigError
+from finetune.tools.tune import StudyBudget, load_search_space, tune
+
+TINY = dict(pretrained=False, img_size=32, batch_size=4, num_workers=0, warmup_epochs=0.0)
+SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "mixup": [0.0, 0.2]}
+
+
+def quiet_tune(folder, tmp_path, **kw):
+    args = dict(TINY, verbose=False, output=str(tmp_path / "study"), search=SPACE, epochs=1)
+    args = {k: v for k, v in {**args, **kw}.items() if v is not None}  # None: not given
+    return tune("test_resnet", folder, **args)
+
+
+# --------------------------------------------------------------------------- the search space
+
+
+def test_the_shipped_space_loads_and_is_no_recipe():
+    from finetune.config import recipes_dir
+
+    space = load_search_space()
+    assert {"lr", "freeze_stages", "layer_decay", "head_lr_scale", "min_crop_scale",
+            "color_jitter", "label_smoothing", "mixup", "epochs"} == set(space.keys)  # fmt: skip
+    assert space.get("lr").log and space.get("freeze_stages").high == "all"
+    assert "search" not in {p.stem for p in recipes_dir().glob("*.yaml")}
+
+
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        ({"lrr": {"low": 0.1, "high": 1}}, r"'lrr' cannot be searched\. Did you mean: lr, .*Valid keys: .*label_smoothing"),
+        ({"output": ["a", "b"]}, r"'output' cannot be searched.*Valid keys"),
+        ({"lr": {"low": 0.1, "hi": 1}}, r"lr: unknown key 'hi'; a range takes low, high, log, step"),
+        ({"lr": {"low": 0.1, "high": 0.01}}, r"lr: low \(0.1\) must be below high \(0.01\)"),
+        ({"label_smoothing": {"low": 0, "high": 0.2, "log": True}}, r"label_smoothing: a log range needs low > 0"),
+        ({"epochs": {"low": 1.5, "high": 4}}, r"epochs: 1.5 is not a valid value \(.*expected int"),
+        ({"mixup": [0.0, -1.0]}, r"mixup: -1.0 is not a valid value"),
+        ({"bn": {"low": 0, "high": 1}}, r"bn: a str field takes a list of choices"),
+        ({"lr": 0.1}, r"lr: write a range \{low: A, high: B\}"),
+        ({"freeze_until": "stages", "freeze_stages": {"low": 0, "high": 2}}, r"not both"),
+    ],
+)  # fmt: skip
+def test_a_bad_search_space_names_the_key(space, message):
+    with pytest.raises(ConfigError, match=message):
+        load_search_space(space)
+
+
+def test_a_bad_search_file_names_the_file(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\nfreez_stages: [0, 1]\n")
+    with pytest.raises(ConfigError, match=rf"{path}: 'freez_stages' cannot be searched\. Did you mean: freeze_stages"):  # fmt: skip
+        load_search_space(path)
+    with pytest.raises(FileNotFoundError, match="search space 'nope' not found.*default"):
+        load_search_space("nope")
+
+
+def test_given_flags_are_fixed_and_a_freezing_flag_fixes_every_freezing_choice():
+    space = load_search_space()
+    assert "lr" not in space.without(["optim.lr"]).keys
+    fixed = space.without(["freeze_until"]).keys
+    assert "freeze_stages" not in fixed and "layer_decay" in fixed
+
+
+def test_stage_values_follow_the_backbone():
+    space = load_search_space({"freeze_until": "stages", "epochs": {"low": 1, "high": 3}})
+    stages = ["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert space.with_stages(stages).get("freeze_until").choices == tuple(stages[:-1])
+    depth = load_search_space({"freeze_stages": {"low": 0, "high": "all"}}).with_stages(stages)
+    assert depth.get("freeze_stages").high == 5  # every stage before the head
+
+
+# --------------------------------------------------------------------------- the budget
+
+
+class FakeClock:
+    def __init__(self, step=0.0):
+        self.t, self.step = 0.0, step
+
+    def __call__(self):
+        self.t += self.step
+        return self.t
+
+
+def test_the_budget_caps_epochs_to_what_fits_and_stops_when_nothing_does():
+    clock = FakeClock()
+    budget = StudyBudget(300.0, now=clock)
+    assert budget.largest_epochs(3, 10) == 10  # nothing measured yet: the space's top
+    clock.t = 100.0
+    budget.record(wall_s=100.0, epoch_seconds=[20.0] * 4)  # 20 s outside the epochs
+    assert budget.estimate(5) == pytest.approx(120.0)
+    assert budget.largest_epochs(3, 10) == 9  # 200 s left: 20 + 20 * 9 = 200
+    clock.t = 230.0
+    assert budget.largest_epochs(3, 10) == 2 or budget.largest_epochs(3, 10) is None
+    assert budget.largest_epochs(3, 10) is None  # 70 s left < 20 + 3 * 20
+    assert budget.room_for_epoch([20.0, 20.0])  # 70 s >= one 20 s epoch + 20 s evaluation
+    clock.t = 270.0
+    assert not budget.room_for_epoch([20.0, 20.0])  # 30 s < 40 s
+    assert budget.usage() == "4m 30s of 5m 00s (90 %)"
+
+
+def test_no_budget_means_no_cap():
+    budget = StudyBudget(None, now=FakeClock(1.0))
+    budget.record(wall_s=100.0, epoch_seconds=[50.0])
+    assert budget.largest_epochs(3, 10) == 10 and budget.room_for_epoch([1e9])
+
+
+def test_a_study_stops_starting_trials_when_the_budget_has_no_room(image_folder, tmp_path):
+    """A fake clock that moves 2 s each time it is read: trials cost a few fake seconds, so a
+    20 s budget holds a few of them, and the study must stop starting them in time (the
+    study's own reads of the clock count too, so its total runs past the trials' sum)."""
+    report = quiet_tune(image_folder, tmp_path, budget=20, clock=FakeClock(2.0),
+                        search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
+    assert report.stop_reason == "the budget has no room for another trial"
+    assert len(report.trials) >= 1 and all(t.state == "complete" for t in report.trials)
+    # every trial started only when one of its length fitted: their fake time fits the budget
+    assert sum(t.seconds for t in report.trials) <= 20.0
+    assert report.usage.endswith("%)") and report.budget_s == 20.0
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def test_pruning_stops_a_trial_below_the_median(tmp_path):
+    import optuna
+
+    from finetune.tools.tune.trial import TrialReporter
+
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2))  # fmt: skip
+    for score in (0.9, 0.8):  # two finished trials that were good at epoch 1
+        trial = study.ask()
+        trial.report(score, 1)
+        study.tell(trial, score)
+    bad = study.ask()
+    reporter = TrialReporter(bad, epochs=5, budget=StudyBudget(None))
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
+        reporter.log_epochs([{"epoch": 1, "val_accuracy": 0.1, "epoch_seconds": 1.0}])
+    good = study.ask()
+    TrialReporter(good, epochs=5, budget=StudyBudget(None)).log_epochs(
+        [{"epoch": 1, "val_accuracy": 0.95, "epoch_seconds": 1.0}]
+    )  # no exception: it trains on
+
+
+def test_a_pruned_trial_is_told_pruned_and_keeps_its_run(image_folder, tmp_path):
+    """The reporter's exception travels out of adapt (through the trainer's closing of loggers
+    and the run directory's claim) and the study records the trial as pruned."""
+    report = quiet_tune(image_folder, tmp_path, trials=2, pruner="median", epochs=2,
+                        search={"lr": [1e-3]})  # fmt: skip
+    assert [t.state for t in report.trials] == ["complete", "complete"]  # the median pruner
+    import optuna  # waits for 3 trials; a trial pruned by hand below
+
+    from finetune.tools.tune.trial import TrialReporter
+
+    class Always(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    study = optuna.create_study(direction="maximize", pruner=Always())
+    trial = study.ask()
+    from tests.conftest import tiny_run
+
+    with pytest.raises(optuna.TrialPruned):
+        tiny_run(image_folder, epochs=2, output=str(tmp_path / "pruned"),
+                 callbacks=[TrialReporter(trial, epochs=2, budget=StudyBudget(None))])  # fmt: skip
+    assert (tmp_path / "pruned" / "model.safetensors").exists()  # the epoch it trained
+
+
+# --------------------------------------------------------------------------- results
+
+
+def test_best_yaml_reproduces_the_best_trial(image_folder, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from finetune import adapt
+    from finetune.config import FinetuneConfig
+
+    report = quiet_tune(image_folder, tmp_path, trials=2, deterministic=True)
+    study = tmp_path / "study" / "study"
+    assert {p.name for p in report.files} >= {"trials.csv", "best.yaml", "history.png"}
+    best = FinetuneConfig.from_yaml(study / "best.yaml")
+    saved = json.loads((report.best_run_dir / "config.json").read_text())["finetune"]["config"]
+    trial = FinetuneConfig.from_dict(saved)
+    assert best == trial.with_overrides(output=None)
+    again = adapt(recipe=str(study / "best.yaml"), dataset=image_folder, verbose=False,
+                  output=str(tmp_path / "again"))  # fmt: skip
+    assert again.metrics["val"]["accuracy"] == report.best_value
+    a, b = (load_file(str(d / "model.safetensors")) for d in (report.best_run_dir, again.run_dir))
+    assert all((a[k] == b[k]).all() for k in a)
+    with open(study / "trials.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["number"] for r in rows] == ["0", "1"] and {"lr", "mixup"} <= set(rows[0])
+    assert sum(r["best"] == "True" for r in rows) == 1
+
+
+def test_a_study_in_sqlite_resumes(image_folder, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    assert len(first.trials) == 2
+    second = quiet_tune(image_folder, tmp_path, trials=3, storage=storage, study="s")
+    assert [t.number for t in second.trials] == [0, 1, 2]  # one more, numbered after them
+    assert sorted(p.name for p in (tmp_path / "study" / "trials").iterdir()) == [
+        "trial-0000", "trial-0001", "trial-0002"]  # fmt: skip
+
+
+def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path):
+    quiet_tune(image_folder, tmp_path, trials=1)
+    with pytest.raises(FileExistsError, match="already holds trials of a study; pass --storage"):
+        quiet_tune(image_folder, tmp_path, trials=1)
+
+
+def test_two_workers_search_one_sqlite_study(image_folder, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = [sys.executable, "-m", "finetune", "tune", "--data", str(image_folder), "--backbone",
+            "test_resnet", "--no-pretrained", "--img-size", "32", "--batch-size", "4",
+            "--num-workers", "0", "--epochs", "1", "--trials", "4", "--storage", storage,
+            "--study", "two", "--output", str(tmp_path / "study"), "--search",
+            str(tmp_path / "space.yaml")]  # fmt: skip
+    (tmp_path / "space.yaml").write_text("lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    workers = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, cwd=tmp_path) for _ in range(2)]  # fmt: skip
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    import optuna
+
+    study = optuna.load_study(study_name="two", storage=storage)
+    numbers = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    assert 4 <= len(numbers) <= 5  # the last count can race by one trial per extra worker
+    dirs = [Path(t.user_attrs["run_dir"]) for t in study.trials]
+    assert len(set(dirs)) == len(dirs) and all((d / "model.safetensors").exists() for d in dirs)
+    assert all("trial" in out for out in outputs)  # both searched, neither waited
+
+
+def test_tracked_trials_are_grouped_under_the_study(image_folder, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    quiet_tune(image_folder, tmp_path, trials=2, study="grouped", log=("mlflow",))
+    client = MlflowClient(tracking_uri=(tmp_path / "study" / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("grouped").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["trial-0000", "trial-0001"]
+    assert {r.data.tags["finetune.study"] for r in runs} == {"grouped"}
+
+
+def test_no_budget_and_no_trials_is_an_error(image_folder, tmp_path):
+    with pytest.raises(ConfigError, match="tune needs --budget"):
+        quiet_tune(image_folder, tmp_path)
