@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -21,10 +22,8 @@ from torch import nn
 from ._io import (
     EMA_WEIGHTS_NAME,
     LAST_WEIGHTS_NAME,
-    REPLACED_DIR,
     STATE_NAME,
     USER_TENSORS,
-    WEIGHTS_NAME,
     read_run_config,
 )
 from .config import FinetuneConfig
@@ -38,14 +37,16 @@ from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
 from .report import write_run_report
+from .train.autoplan import AutoPlan, budget_planner, plan_run, start_run
 from .train.build import BuiltModel, build_model, build_trainer, task_of
 from .train.checkpoint import save_run_config, save_weights
 from .train.distributed import barrier, setup_distributed
 from .train.evaluate import best_saver, evaluate_splits, restore_best
-from .train.loggers import build_loggers
+from .train.loggers import build_loggers, finish_loggers
 from .train.plan import build_plan
 from .train.policy import PolicyReport
-from .train.rundir import shared_run_dir, write_skipped
+from .train.resume import FitHistory
+from .train.rundir import interrupted_message, shared_run_dir, write_skipped
 from .train.runtime import Runtime, resolve_runtime, seed_everything
 from .train.trainer import Trainer
 
@@ -117,6 +118,7 @@ def adapt(
             _check_same_data(resume, data)
         model = model if isinstance(model, nn.Module) else cfg.backbone.name
         built = build_model(model, cfg, data.num_classes)
+        cfg, auto = plan_run(cfg, built, data, dist, resume=resume is not None)
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
         if dry_run:
             return FitResult(built.net, data.classes, {}, None, cfg, built.info, built.policy)
@@ -124,8 +126,13 @@ def adapt(
         dirs = dict(overwrite=out.overwrite, dist=dist)
         with shared_run_dir(resume, out.output, built.info.name, **dirs) as run_dir:
             final, metrics = _run(
-                built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides, callbacks
-            )
+                built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides, callbacks,
+                auto,
+            )  # fmt: skip
+        if auto.budget_seconds is not None:
+            took = time.perf_counter() - auto.clock_start
+            emit("info", f"budget {cfg.train.budget}: the run took {_duration(took)} after "
+                 f"the scan ({took / auto.budget_seconds:.0%} of the budget)")  # fmt: skip
         emit("info", f"run directory: {run_dir}")
         return FitResult(
             final.eval(), data.classes, metrics, run_dir, cfg, built.info, built.policy
@@ -143,13 +150,14 @@ def _run(
     recipe,
     overrides: dict,
     callbacks: Sequence[Any] = (),
+    auto: Optional["AutoPlan"] = None,
 ):
     """Train into the claimed ``run_dir``: config.json first, then fit, restore, evaluate, and
     config.json again with the metrics. Returns (final model, metrics)."""
     runtime = resolve_runtime(cfg.train, built.base, dist)
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
-    record = _run_record(cfg, built, data, runtime, recipe, overrides)
+    record = _run_record(cfg, built, data, runtime, recipe, overrides, auto)
     if resume:  # regression (review): the original run's flags were replaced by the resume's
         first = read_run_config(run_dir)["finetune"]
         record["extra"]["overrides"] = first.get("overrides", {})
@@ -166,7 +174,7 @@ def _run(
         save_run_config(run_dir, built.base, **record)
         write_skipped(run_dir, data.skipped)
     plan = build_plan(built.net, built.policy, cfg.optim)  # as it starts: for the trackers
-    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume, callbacks)
+    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume, callbacks, auto)
     final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
     _record_metrics(record, metrics, data.multilabel)
     if dist.is_main:
@@ -176,8 +184,6 @@ def _run(
                 (run_dir / name).unlink(missing_ok=True)
         written = write_run_report(run_dir)  # plots/ and the README.md model card
         emit("info", f"plots and model card: {', '.join(str(p) for p in written)}")
-        from .train.loggers import finish_loggers
-
         finish_loggers(trainer.loggers, plan=plan, files=written)  # W&B, MLflow: plan, plots
     return final, metrics
 
@@ -294,6 +300,7 @@ def _run_record(
     runtime: Runtime,
     recipe,
     overrides: dict,
+    auto: Optional[AutoPlan] = None,
 ) -> dict[str, Any]:
     """What ``config.json`` records besides timm's fields: the resolved config, the recipe and
     overrides, the weights' source, the data, the device and precision."""
@@ -316,6 +323,7 @@ def _run_record(
         ),
         precision=runtime.precision,
         device=str(runtime.device),
+        auto=list(auto.reasons) if auto else [],  # the automatic choices and their reasons
     )
     if data.multilabel:  # predict on an interrupted run still knows it is multi-label
         extra.update(multi_label=True, thresholds=[0.5] * data.num_classes)
@@ -331,23 +339,31 @@ def _fit(
     run_dir: Path,
     resume,
     callbacks: Sequence[Any] = (),
+    auto: Optional[AutoPlan] = None,
 ):
-    """Build the Trainer, restore a resumed run, train; Ctrl-C becomes ``Interrupted``."""
+    """Fit the head first (LP-FT), build the Trainer, restore a resumed run, train; Ctrl-C
+    becomes ``Interrupted``."""
+    auto = auto or AutoPlan()
     built.base.to(device=runtime.device, memory_format=runtime.memory_format)
+    spent = start_run(auto, built, cfg, data, loaders, runtime, task_of(data, cfg, built.info))
     if cfg.train.compile:  # the trained module is compiled; weights stay shared with ``net``
         emit("info", "torch.compile: the first step compiles the model (about a minute on CPU)")
         built.net.compile()
     trainer, fit_loaders = build_trainer(built, cfg, data, loaders, runtime)
+    trainer.planner = budget_planner(auto, cfg, loaders, ema=cfg.train.ema)
     if runtime.dist.is_main:
         trainer.loggers = build_loggers(cfg.output.log, run_dir) + list(callbacks)
-    start_epoch, history = 0, None
+    start_epoch, history = 0, FitHistory(seconds=spent)  # the budget clock counts the probe
     if resume:
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
-        emit("info", f"resuming {run_dir} after epoch {start_epoch} of {cfg.train.epochs}")
+        emit("info", f"resuming {run_dir} after epoch {start_epoch} of {trainer.epochs}")
+    trainer.clock_start = time.perf_counter() - history.seconds
+    if trainer.planner is not None and not resume:  # the first plan, from the estimate
+        trainer.planner.plan(trainer, in_epoch=0)
     n_val = len(loaders["val"].dataset) if "val" in loaders else 0
     emit(
         "info",
-        f"training {cfg.train.epochs} epochs on {runtime.device} ({runtime.precision}), "
+        f"training {trainer.epochs} epochs on {runtime.device} ({runtime.precision}), "
         f"{len(loaders['train'].dataset)} train / {n_val} val images at "
         f"{resolve_img_size(built.info, cfg.data.img_size)} px, batch {cfg.data.batch_size} "
         f"-> {run_dir}",
@@ -368,23 +384,8 @@ def _fit(
         )
     except KeyboardInterrupt:
         # regression: the message claimed saved weights even when nothing had been written
-        raise Interrupted(_interrupted_message(run_dir)) from None
+        raise Interrupted(interrupted_message(run_dir)) from None
     return trainer, history
-
-
-def _interrupted_message(run_dir: Path) -> str:
-    weights, state = (run_dir / WEIGHTS_NAME).exists(), (run_dir / STATE_NAME).exists()
-    if (run_dir / REPLACED_DIR).is_dir() and not weights:  # --overwrite: the old run comes back
-        return (f"interrupted before the new run's first epoch ended: the run it was replacing "
-                f"in {run_dir} is restored")  # fmt: skip
-    if weights and state:
-        return (f"interrupted; the best weights and the resumable state are in {run_dir}: "
-                f"continue with 'finetune run --resume {run_dir}'")  # fmt: skip
-    if state:
-        return (f"interrupted in the first epoch; its resumable state is in {run_dir} (no "
-                f"weights yet): continue with 'finetune run --resume {run_dir}'")  # fmt: skip
-    return (f"interrupted before the first epoch ended: nothing was saved in {run_dir}; run the "
-            "same command again to start over")  # fmt: skip
 
 
 def _finish(
@@ -423,3 +424,9 @@ def _finish(
         ema = evaluate_splits(ema_eval, loaders, data, history.best_epoch, prefix="EMA ")
         metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "thresholds"})
     return final, metrics
+
+
+def _duration(seconds: float) -> str:
+    """``293`` -> ``4m 53s``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"

@@ -62,6 +62,10 @@ class HeadConfig:
 
     # dropout before the new classifier (probability)
     head_dropout: float = 0.0
+    # how the new head starts: probe = fitted on frozen features before fine-tuning (LP-FT,
+    # Kumar et al. 2022: a random head distorts the pretrained features), random, or auto
+    # (probe when the backbone is pretrained and more than the head trains)
+    head_init: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,13 @@ class DataConfig:
     # only; a file that fails to decode later is skipped and reported), off, or auto
     scan: str = "auto"
     # training augmentation (timm create_transform): random resized crop keeps this fraction of
-    # the image area at least (0.08 = ImageNet default; raise it when small details carry the
-    # label), flip probabilities, colour jitter strength (0 = off)
-    min_crop_scale: float = 0.08
+    # the image area at least (0.08 = ImageNet's 300-epoch recipe; raise it when small details
+    # carry the label), flip probabilities, colour jitter strength (0 = off). None = chosen from
+    # the run length (finetune.autoconfig: short fine-tunes get milder crops and jitter)
+    min_crop_scale: Optional[float] = None
     hflip: float = 0.5
     vflip: float = 0.0
-    color_jitter: float = 0.4
+    color_jitter: Optional[float] = None
     # hue jitter (0-0.5; stain/colour variation in pathology), 0 = off
     hue_jitter: float = 0.0
     # random rotation range in degrees (+-), before the crop
@@ -167,7 +172,8 @@ class OptimConfig:
     weight_decay: float = 0.05
     # SGD momentum (ignored by AdamW)
     momentum: float = 0.9
-    warmup_epochs: float = 1.0
+    # linear warmup length; None = 5 % of the run, at most one epoch (finetune.autoconfig)
+    warmup_epochs: Optional[float] = None
     # final LR of the cosine schedule as a fraction of lr
     min_lr_ratio: float = 0.01
     label_smoothing: float = 0.1

@@ -45,6 +45,7 @@ HELP = {
     "backbone.pretrained": "--no-pretrained trains from random init on purpose.",
     "backbone.drop_path": "Stochastic depth of timm backbones, e.g. 0.1.",
     "head.head_dropout": "Dropout before the classifier.",
+    "head.head_init": "New head: probe fits it on frozen features first (LP-FT), random; auto = probe for pretrained backbones.",
     "recipe": "Recipe YAML file or name in recipes/; flags override it.",
     "policy.freeze_until": "First module that trains (layer3, blocks.4, ...); earlier ones freeze.",
     "policy.freeze_stages": "Freeze the first N stages ('finetune inspect' lists them).",
@@ -65,7 +66,7 @@ HELP = {
     "optim.optimizer": "Optimizer.",
     "optim.weight_decay": "Weight decay on weights, never on biases/norms.",
     "optim.momentum": "SGD momentum (Nesterov); AdamW ignores it.",
-    "optim.warmup_epochs": "Linear LR warmup length in epochs.",
+    "optim.warmup_epochs": "Linear LR warmup length in epochs (auto: 5 % of the run, at most 1).",
     "optim.schedule": "LR schedule after warmup.",
     "optim.step_epochs": "step schedule: decay every N epochs.",
     "optim.decay_rate": "step/exponential schedule: LR factor per step/epoch.",
@@ -138,6 +139,7 @@ OptimizerChoice = choices("optim.optimizer")
 ScheduleChoice = choices("optim.schedule")
 CacheImagesChoice = choices("data.cache_images")
 ScanChoice = choices("data.scan")
+HeadInitChoice = choices("head.head_init")
 ClassWeightsChoice = choices("data.class_weights")
 SamplerChoice = choices("data.sampler")
 NanPolicyChoice = choices("train.nan_policy")

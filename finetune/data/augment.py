@@ -20,7 +20,8 @@ from typing import Optional
 
 from PIL import Image
 
-from ..config import DataConfig
+from ..autoconfig import resolve_augment
+from ..config import DataConfig, TrainConfig
 from ..models.info import BackboneInfo
 
 __all__ = [
@@ -71,7 +72,9 @@ def build_transform(
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    data = data or DataConfig()
+    # a run resolves "auto" strengths from its length first (finetune.autoconfig); a bare
+    # DataConfig here gets the default run length's
+    data = resolve_augment(data or DataConfig(), epochs=TrainConfig().epochs)
     size = resolve_img_size(info, data.img_size)
     common = dict(
         input_size=(3, size, size),
@@ -124,6 +127,7 @@ def build_band_transform(info: BackboneInfo, data: DataConfig, *, training: bool
     normalisation with the pretrained mean/std repeated over the bands."""
     from torchvision.transforms import v2
 
+    data = resolve_augment(data, epochs=TrainConfig().epochs)
     size = resolve_img_size(info, data.img_size)
     norm = v2.Normalize(list(info.mean), list(info.std))
     if not training:

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..autoconfig import warmup_for
 from ..config import OptimConfig
 from ..models.stages import Stage, model_stages
 
@@ -106,10 +107,28 @@ class LRSchedule:
         epochs: int,
     ):
         self.optimizer, self.cfg = optimizer, cfg
-        self.total = max(1, steps_per_epoch * epochs)
-        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), self.total - 1)
         self.steps_per_epoch = steps_per_epoch
+        self._plan(max(1, steps_per_epoch * epochs))
+
+    def _plan(self, total: int) -> None:
+        self.total = total
+        epochs = total / self.steps_per_epoch
+        warmup = self.cfg.warmup_epochs
+        warmup = warmup_for(epochs) if warmup is None else warmup
+        self.warmup = min(int(round(warmup * self.steps_per_epoch)), self.total - 1)
         self.scheduler = self._build()
+
+    def replan(self, total_steps: int, *, step: int, warmup: Optional[int] = None) -> None:
+        """End the schedule at ``total_steps`` instead (``--budget`` re-plans as it measures).
+        A finished warmup keeps its length; one still under way is re-planned (5 % of the new
+        length when "auto"); ``warmup`` (steps) restores a saved plan exactly."""
+        done = self.warmup
+        self._plan(max(1, total_steps))
+        keep = warmup if warmup is not None else done if step >= done else None
+        if keep is not None:
+            self.warmup = min(keep, self.total - 1)
+            self.scheduler = self._build()
+        self.step_update(step)
 
     def _build(self):
         from timm.scheduler import CosineLRScheduler, StepLRScheduler

@@ -79,6 +79,9 @@ def save_state(
         rng=_rng_state(),
         loader_rng=generator.get_state() if generator else None,
         ema=trainer.ema.state_dict() if trainer.ema is not None else None,
+        # --budget: the plan the schedule follows (None: none)
+        total_steps=trainer.total_steps,
+        warmup_steps=trainer.scheduler.warmup if hasattr(trainer.scheduler, "warmup") else None,
     )
     with atomic_path(run_dir / STATE_NAME) as tmp:
         torch.save(state, tmp)
@@ -128,6 +131,12 @@ def _restore(trainer: "Trainer", state: dict, loader) -> tuple[int, FitHistory]:
     trainer.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
     trainer.inner.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
+    if state.get("total_steps"):  # a budgeted run: its planned length, then its schedule state
+        trainer.total_steps = int(state["total_steps"])
+        trainer.epochs = -(-trainer.total_steps // trainer.scheduler.steps_per_epoch)
+        trainer.scheduler.replan(
+            trainer.total_steps, step=state["step"], warmup=state.get("warmup_steps")
+        )
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.scaler.load_state_dict(state["scaler"])
     if trainer.ema is not None and state.get("ema") is not None:

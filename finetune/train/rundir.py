@@ -251,3 +251,19 @@ def _settle_replaced(path: Path, *, failed: bool, keep: set[str]) -> None:
             for item in aside.iterdir():
                 os.replace(item, path / item.name)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def interrupted_message(run_dir: Path) -> str:
+    """What Ctrl-C left in ``run_dir`` and how to continue (``finetune.Interrupted``'s text)."""
+    weights, state = (run_dir / WEIGHTS_NAME).exists(), (run_dir / STATE_NAME).exists()
+    if (run_dir / REPLACED_DIR).is_dir() and not weights:  # --overwrite: the old run comes back
+        return (f"interrupted before the new run's first epoch ended: the run it was replacing "
+                f"in {run_dir} is restored")  # fmt: skip
+    if weights and state:
+        return (f"interrupted; the best weights and the resumable state are in {run_dir}: "
+                f"continue with 'finetune run --resume {run_dir}'")  # fmt: skip
+    if state:
+        return (f"interrupted in the first epoch; its resumable state is in {run_dir} (no "
+                f"weights yet): continue with 'finetune run --resume {run_dir}'")  # fmt: skip
+    return (f"interrupted before the first epoch ended: nothing was saved in {run_dir}; run the "
+            "same command again to start over")  # fmt: skip

@@ -80,6 +80,10 @@ class Trainer:
         self._checkpoint = None  # (run_dir, history) while fit runs with a run_dir
         self.loggers: list = []  # finetune.train.loggers: each gets the history after an epoch
         self.ema = None
+        # the run's length: train.epochs, or planned by a --budget planner (budget.py), which
+        # may also end the last epoch early at total_steps
+        self.epochs, self.total_steps, self.planner = train.epochs, None, None
+        self.clock_start = time.perf_counter()  # the start of the run's time (FitHistory.seconds)
         if train.ema:
             from timm.utils import ModelEmaV3
 
@@ -160,22 +164,24 @@ class Trainer:
         if history.stopped_early:  # a resumed run that had already stopped early
             return history
         with deferred_interrupt(self), closing(self.loggers):
-            self._start = time.perf_counter() - history.seconds
+            self.clock_start = time.perf_counter() - history.seconds
             self._checkpoint = (run_dir, history) if run_dir is not None else None
-            for epoch in range(start_epoch, self.train.epochs):
+            epoch = start_epoch
+            while epoch < self.epochs:  # a budget re-plans self.epochs as it goes
                 if (
                     self._epoch(epoch, train_loader, val_loader, run_dir, history, save_best)
                     is None
                 ):
                     break
+                epoch += 1
         return history
 
     def _epoch(
         self, epoch, train_loader, val_loader, run_dir, history, save_best
     ) -> Optional[dict]:
         """One epoch with its validation, bookkeeping and saves; None when the run stops early."""
-        epochs = self.train.epochs
         self.thaw(epoch + 1)
+        step0 = self.step
         t0 = time.perf_counter()
         try:
             train_loss, train_acc, seen = self._train_epoch(train_loader, epoch)
@@ -217,7 +223,10 @@ class Trainer:
         if self.skipped_batches:
             record["skipped_batches"] = self.skipped_batches
         history.epochs.append(record)
-        history.seconds = time.perf_counter() - self._start
+        history.seconds = time.perf_counter() - self.clock_start
+        epochs = (
+            self.epochs if self.total_steps is None or self.step < self.total_steps else epoch + 1
+        )
         stale = epoch + 1 - history.best_epoch
         stop = bool(self.train.patience and val_score is not None and stale >= self.train.patience)
         if stop:  # before the state is saved: a resumed run stays stopped
@@ -230,6 +239,12 @@ class Trainer:
                 logger.log_epochs(history.epochs)
             if (epoch + 1) % self.train.save_every == 0 or epoch + 1 == epochs or stop:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
+        if self.planner is not None and epoch + 1 < epochs:  # re-plan from measured times
+            self.planner.after_epoch(
+                self, steps=self.step - step0, train_seconds=train_seconds,
+                epoch_seconds=time.perf_counter() - t0,
+            )  # fmt: skip
+            epochs = self.epochs
         eta = history.seconds / len(history.epochs) * (epochs - epoch - 1)  # seconds
         emit("epoch", record=record, epochs=epochs, score_name=self.score_name, eta=eta)
         if self.stop_requested:  # Ctrl-C during the epoch's last step: it is saved whole
@@ -253,14 +268,14 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)  # float: multi-label adds fractions
         seen, n, accum = 0, len(loader), self.optim.accum_steps
-        mixing = self.mixup is not None and epoch < self.train.epochs - self.train.mixup_off_epochs
+        mixing = self.mixup is not None and epoch < self.epochs - self.train.mixup_off_epochs
         self.optimizer.zero_grad(set_to_none=True)
         self.batches_done, skip, self.skip_batches = 0, self.skip_batches, 0
         batches = enumerate(loader)
         if skip:  # resumed mid-epoch: the same epoch order, without loading what already trained
             batches = enumerate(skip_batches(loader, skip), start=skip)
             self.batches_done = skip
-        with Progress(f"epoch {epoch + 1}/{self.train.epochs}", total=n, key="train") as bar:
+        with Progress(f"epoch {epoch + 1}/{self.epochs}", total=n, key="train") as bar:
             for i, (images, targets) in batches:
                 images, labels = self.to_device(images, targets)
                 group = min(accum, n - i // accum * accum)  # the last group may be shorter
@@ -269,7 +284,8 @@ class Trainer:
                 )
                 if out is None:
                     continue
-                if (i + 1) % accum == 0 or i + 1 == n:
+                stepped = (i + 1) % accum == 0 or i + 1 == n
+                if stepped:
                     self.optimizer_step()
                     self._after_step(i, n, epoch, loader)
                 loss, logits = out
@@ -288,6 +304,8 @@ class Trainer:
                         f"{float(correct) / max(seen, 1):.4f} {rate:.1f} img/s",
                         force=True,
                     )
+                if stepped and self.total_steps is not None and self.step >= self.total_steps:
+                    break  # the budget's last, partial epoch
         loss_total, correct_total, seen = all_reduce_sum(
             [float(loss_sum), float(correct), float(seen)], self.runtime.dist, self.device
         )
@@ -297,6 +315,8 @@ class Trainer:
     def _after_step(self, i: int, n: int, epoch: int, loader) -> None:
         """Mid-epoch saves and the Ctrl-C stop, both at an optimizer-step boundary."""
         self.batches_done = i + 1
+        if self.planner is not None:
+            self.planner.after_step(self, in_epoch=i + 1)
         every = self.train.save_every_steps
         if every and self._checkpoint is not None and self.step % every == 0 and i + 1 < n:
             run_dir, history = self._checkpoint

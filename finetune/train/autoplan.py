@@ -1,0 +1,170 @@
+"""A run's automatic choices, made once from the scanned data, the built model and the machine:
+the run length under ``--budget`` (from a measured step time), then the "auto" config fields
+(``finetune.autoconfig``), and whether the head is fitted first (LP-FT, ``headinit``). Each
+choice comes with the reason that is printed and recorded in ``config.json``.
+
+Example:
+    >>> cfg, plan = plan_run(cfg, built, data, dist)  # doctest: +SKIP
+    >>> plan.reasons  # doctest: +SKIP
+    ('12 epochs (first estimate): budget 5m at 61 img/s measured', 'augmentation medium ...')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from ..autoconfig import resolve_auto
+from ..config import FinetuneConfig
+from ..data.augment import resolve_img_size
+from ..data.folder import DataInfo
+from ..events import emit
+from ..validation import parse_duration
+from .budget import EVAL_COST, BudgetPlanner, estimate_step_seconds
+from .distributed import DistInfo
+from .headinit import init_head, wants_probe
+from .runtime import PRECISIONS, is_cnn, resolve_runtime
+
+__all__ = ["AutoPlan", "plan_run", "start_run"]
+
+# data loading and the optimizer step on top of the model's forward/backward (first estimate
+# only; the planner re-plans from measured steps)
+LOADING_FACTOR = 1.25
+# a budgeted CPU run picks the largest image size that leaves this many epochs (a rule of
+# thumb: a fine-tune of 2-3 epochs underfits, and the demo measured 160 px no better than 128 px
+# on elpv at 1.5x the cost)
+MIN_EPOCHS = 8
+MIN_SIZE = 64  # px; below this pretrained CNNs lose most of their features
+
+
+@dataclass(frozen=True)
+class AutoPlan:
+    """The automatic choices of a run (see the module docstring)."""
+
+    reasons: tuple[str, ...] = ()
+    probe_head: bool = False
+    budget_seconds: Optional[float] = None
+    step_seconds: Optional[float] = None  # first estimate, budgeted runs only
+    clock_start: float = 0.0  # time.perf_counter() when the budget clock started
+
+
+def _steps_per_epoch(n: int, cfg: FinetuneConfig, world: int) -> int:
+    batches = math.ceil(math.ceil(n / world) / cfg.data.batch_size)
+    return max(1, math.ceil(batches / cfg.optim.accum_steps))
+
+
+def plan_run(
+    cfg: FinetuneConfig, built, data: DataInfo, dist: DistInfo, *, resume: bool = False
+) -> tuple[FinetuneConfig, AutoPlan]:
+    """``cfg`` with its "auto" fields resolved, and the plan with the reasons (emitted)."""
+    clock_start = time.perf_counter()
+    epochs, reasons, budget, step_seconds = cfg.train.epochs, [], None, None
+    if cfg.train.budget is not None:
+        budget = parse_duration(cfg.train.budget)
+        cfg, step_seconds, epochs, why = _budget_estimate(cfg, built, data, dist, budget, resume)
+        reasons += why
+    if not resume:
+        cfg, auto = resolve_auto(cfg, epochs=epochs, n_train=len(data.train))
+        reasons += auto
+    probe = False
+    if not resume:
+        probe, why = wants_probe(cfg, built)
+        reasons.append(why)
+    for reason in reasons:
+        emit("info", f"auto: {reason}")
+    return cfg, AutoPlan(tuple(reasons), probe, budget, step_seconds, clock_start)
+
+
+def _budget_estimate(cfg, built, data, dist, budget: float, resume: bool):
+    """(cfg, seconds per step, epochs, reasons) of a budgeted run from a measured step: on a CPU,
+    and for a CNN whose image size is "auto", the largest size that fits ``MIN_EPOCHS`` epochs
+    (a CNN's cost grows with the pixels; a ViT keeps the size it was built for)."""
+    runtime = resolve_runtime(cfg.train, built.base, dist)
+    spe = _steps_per_epoch(len(data.train), cfg, dist.world)
+    val_batches = math.ceil(len(data.val) / cfg.data.batch_size)
+
+    def measure(size: int) -> float:
+        return estimate_step_seconds(
+            built.net,
+            batch_size=cfg.data.batch_size,
+            input_size=(cfg.data.in_chans or 3, size, size),
+            device=runtime.device,
+            memory_format=runtime.memory_format,
+            dtype=PRECISIONS[runtime.precision],
+        ) * LOADING_FACTOR * cfg.optim.accum_steps  # fmt: skip
+
+    def epochs_at(seconds: float) -> int:
+        return int(budget // (spe * seconds + val_batches * seconds * EVAL_COST))
+
+    reasons = []
+    size = resolve_img_size(built.info, cfg.data.img_size)
+    step_seconds = measure(size)
+    auto_size = cfg.data.img_size is None and not resume and runtime.device.type == "cpu"
+    if auto_size and is_cnn(built.base):
+        cap = _size_cap(size, data)
+        first = step_seconds if cap == size else measure(cap)
+        sizes = list(range(cap, MIN_SIZE - 1, -32)) or [cap]  # cost ~ pixels: area scaling
+        choice = next(
+            (s for s in sizes if epochs_at(first * (s / cap) ** 2) >= MIN_EPOCHS), sizes[-1]
+        )
+        step_seconds = first if choice == cap else measure(choice)
+        if choice != size:
+            cfg = cfg.with_overrides(img_size=choice)
+            reasons.append(
+                f"{choice} px (CPU, budget {cfg.train.budget}: ~{epochs_at(step_seconds)} "
+                f"epochs at {choice} px, ~{epochs_at(first * (size / cap) ** 2)} at the "
+                f"pretrained {size} px; --img-size sets it)"
+            )
+    epochs = max(1, epochs_at(step_seconds))
+    rate = cfg.data.batch_size * cfg.optim.accum_steps / step_seconds * dist.world
+    reasons.insert(0, f"about {epochs} epochs (first estimate, re-planned as it runs): budget "
+                      f"{cfg.train.budget} at ~{rate:.0f} img/s measured")  # fmt: skip
+    return cfg, step_seconds, epochs, reasons
+
+
+def _size_cap(pretrained: int, data: DataInfo) -> int:
+    """The largest useful input size: the pretrained one, or twice the images' median short
+    side (rounded up to 32 px, at least ``MIN_SIZE``) when they are smaller: upsampling further
+    adds pixels to compute, not detail."""
+    sides = sorted(
+        min(c.width, c.height)
+        for c in (data.checks.get(p) for p, _ in data.train[:2000])
+        if c is not None and c.width and c.height
+    )
+    if not sides:
+        return pretrained
+    native = sides[len(sides) // 2]
+    return min(pretrained, max(MIN_SIZE, -(-2 * native // 32) * 32))
+
+
+def start_run(plan: AutoPlan, built, cfg: FinetuneConfig, data: DataInfo, loaders: dict,
+              runtime, task) -> float:  # fmt: skip
+    """Fit the head first when the plan says so (before DistributedDataParallel wraps the model:
+    its first broadcast gives every process rank 0's head). Returns the seconds spent since the
+    budget clock started."""
+    if plan.probe_head:
+        fit = init_head(built, loaders["train"], runtime=runtime, task=task, cfg=cfg)
+        emit(
+            "info",
+            f"head fitted on frozen features of {fit.images:,} training images in "
+            f"{fit.seconds:.1f} s (LP-FT): train accuracy {fit.train_accuracy:.3f}",
+        )
+    return time.perf_counter() - plan.clock_start
+
+
+def budget_planner(plan: AutoPlan, cfg: FinetuneConfig, loaders: dict, *, ema: bool):
+    """The Trainer's ``BudgetPlanner`` of a budgeted run, else None."""
+    if plan.budget_seconds is None:
+        return None
+    spe = math.ceil(len(loaders["train"]) / cfg.optim.accum_steps)
+    eval_batches = len(loaders["val"]) if "val" in loaders else 0
+    final = eval_batches + (len(loaders["test"]) if "test" in loaders else 0)
+    return BudgetPlanner(
+        plan.budget_seconds,
+        steps_per_epoch=spe,
+        eval_batches=eval_batches * (2 if ema else 1),
+        final_batches=final * (2 if ema else 1),
+        step_seconds=plan.step_seconds or 1.0,
+    )

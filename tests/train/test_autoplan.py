@@ -1,0 +1,72 @@
+"""A run's automatic choices: the budget's first estimate and the CPU image size, LP-FT or not,
+every choice with its reason (no timed assertions: the step time is faked)."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from finetune.config import FinetuneConfig
+from finetune.data.datasets import scan_data
+from finetune.train import autoplan
+from finetune.train.build import build_model
+from finetune.train.distributed import DistInfo
+
+
+def _checks(side):
+    return {f"{i}.png": SimpleNamespace(width=side, height=side * 2) for i in range(5)}
+
+
+@pytest.mark.parametrize("side,cap", [(16, 64), (40, 96), (300, 224), (None, 224)])
+def test_size_cap_is_twice_the_images_short_side(side, cap):
+    checks = _checks(side) if side else {}
+    data = SimpleNamespace(train=tuple((p, 0) for p in checks), checks=checks)
+    assert autoplan._size_cap(224, data) == cap
+
+
+@pytest.fixture
+def fake_step(monkeypatch):
+    """A step costs 1 ms per 1,000 pixels of the batch's images: cost grows with the area."""
+    monkeypatch.setattr(
+        autoplan,
+        "estimate_step_seconds",
+        lambda model, *, batch_size, input_size, **kw: batch_size * input_size[1] ** 2 * 1e-6,
+    )
+
+
+# 200 px images, test_resnet's pretrained size 160 px, 10 training images in batches of 4:
+# an hour fits 160 px; 3 s fit 8 epochs only at 128 px or less (fake_step's cost)
+@pytest.mark.parametrize("budget,size", [("1h", 160), ("3s", 128)])
+def test_a_budgeted_cpu_run_picks_the_largest_size_that_fits(tmp_path, fake_step, budget, size):
+    from conftest import make_image
+
+    for c in ("a", "b"):
+        for i in range(6):
+            make_image(tmp_path / "big" / c / f"{i}.png", (40, 90, 200), size=(200, 200), seed=i)
+    cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False, budget=budget,
+                                          batch_size=4, device="cpu")  # fmt: skip
+    data = scan_data(tmp_path / "big", cfg)
+    built = build_model("test_resnet", cfg, data.num_classes)
+    planned, plan = autoplan.plan_run(cfg, built, data, DistInfo())
+    assert planned.data.img_size == (None if size == 160 else size)  # 160: the pretrained one
+    assert plan.budget_seconds and plan.step_seconds
+    assert any("first estimate" in r for r in plan.reasons)
+    assert planned.data.min_crop_scale is not None and planned.optim.warmup_epochs is not None
+
+
+def test_an_explicit_size_and_an_unbudgeted_run_keep_their_size(image_folder, fake_step):
+    cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False, budget="1h",
+                                          img_size=48, device="cpu")  # fmt: skip
+    data = scan_data(image_folder, cfg)
+    built = build_model("test_resnet", cfg, data.num_classes)
+    assert autoplan.plan_run(cfg, built, data, DistInfo())[0].data.img_size == 48
+    plain = cfg.with_overrides(budget=None, img_size=None)
+    planned, plan = autoplan.plan_run(plain, built, data, DistInfo())
+    assert planned.data.img_size is None and plan.budget_seconds is None
+
+
+def test_resumed_runs_choose_nothing_new(image_folder, fake_step):
+    cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False)
+    data = scan_data(image_folder, cfg)
+    built = build_model("test_resnet", cfg, data.num_classes)
+    planned, plan = autoplan.plan_run(cfg, built, data, DistInfo(), resume=True)
+    assert planned == cfg and plan.reasons == () and not plan.probe_head

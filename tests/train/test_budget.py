@@ -1,0 +1,134 @@
+"""--budget planning: the step arithmetic, re-planning from measured steps, the first estimate
+(which must not touch the model), and budgeted runs end to end (no timed assertions)."""
+
+import json
+import math
+import os
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import finetune
+from finetune.train import budget as budget_mod
+from finetune.train.budget import BudgetPlanner, estimate_step_seconds, plan_steps
+
+# (budget, elapsed, step, in_epoch, steps/epoch, s/step, s/epoch end, final reserve) -> steps
+PLANS = [
+    ((100, 10, 20, 0, 50, 0.5, 5, 5), 160),  # 2 whole epochs (30 s each), then 40 of a third
+    ((100, 0, 0, 0, 10, 1.0, 0, 0), 100),  # exactly 10 epochs
+    ((95, 0, 0, 0, 10, 1.0, 0, 0), 95),  # the last epoch partial, ending at the budget
+    ((100, 0, 7, 3, 10, 1.0, 0, 0), 107),  # mid-epoch: the running epoch's 7 steps first
+    ((10, 50, 40, 4, 10, 1.0, 1, 0), 40),  # budget spent: stop at once
+    ((12, 0, 0, 0, 100, 1.0, 2, 0), 10),  # less than one epoch fits: a partial first epoch
+]
+
+
+@pytest.mark.parametrize("args,expected", PLANS)
+def test_plan_steps(args, expected):
+    names = ("budget", "elapsed", "step", "in_epoch", "steps_per_epoch", "step_seconds",
+             "epoch_overhead", "final_reserve")  # fmt: skip
+    assert plan_steps(**dict(zip(names, args))) == expected
+
+
+class _Schedule:
+    def __init__(self):
+        self.plans = []
+
+    def replan(self, total, *, step):
+        self.plans.append((total, step))
+
+
+def _trainer(step=0):
+    dist = SimpleNamespace(enabled=False, is_main=True)
+    return SimpleNamespace(step=step, clock_start=0.0, scheduler=_Schedule(),
+                           runtime=SimpleNamespace(dist=dist), total_steps=None, epochs=10)  # fmt: skip
+
+
+def test_planner_replans_from_the_timed_steps_and_from_each_epoch(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(budget_mod.time, "perf_counter", lambda: clock["t"])
+    planner = BudgetPlanner(100.0, steps_per_epoch=10, eval_batches=2, final_batches=4,
+                            step_seconds=2.0)  # fmt: skip
+    trainer = _trainer()
+    first = planner.plan(trainer, in_epoch=0)
+    assert trainer.total_steps == first and trainer.scheduler.plans == [(first, 0)]
+    for step in range(1, 13):  # steps take 0.5 s, not the estimated 2 s
+        clock["t"] += 0.5
+        trainer.step = step
+        planner.after_step(trainer, in_epoch=step)
+    assert planner.step_seconds == pytest.approx(0.5)
+    assert trainer.total_steps > first  # faster than estimated: a longer run
+    assert trainer.epochs == math.ceil(trainer.total_steps / 10)
+    # an epoch that took 20 s for 10 steps plus 4 s of validation: a shorter plan again
+    before = trainer.total_steps
+    planner.after_epoch(trainer, steps=10, train_seconds=20.0, epoch_seconds=24.0)
+    assert planner.step_seconds == 2.0 and planner.epoch_overhead == 4.0
+    assert trainer.total_steps < before
+
+
+def test_the_first_estimate_leaves_the_model_untouched():
+    import timm
+
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = estimate_step_seconds(model, batch_size=2, input_size=(3, 32, 32),
+                                    device=torch.device("cpu"))  # fmt: skip
+    assert seconds > 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.fixture
+def fixed_plan(monkeypatch):
+    """Budgeted runs planned to a fixed 9 steps whatever the clock says (no timed tests)."""
+
+    def plan(self, trainer, *, in_epoch):
+        trainer.total_steps, trainer.epochs = 9, math.ceil(9 / self.steps_per_epoch)
+        trainer.scheduler.replan(9, step=trainer.step)
+        return 9
+
+    monkeypatch.setattr(BudgetPlanner, "plan", plan)
+
+
+def test_a_budgeted_run_ends_its_schedule_at_the_planned_step(image_folder, tmp_path, fixed_plan):
+    from conftest import tiny_run
+
+    r = tiny_run(image_folder, budget="1h", warmup_epochs=None, output=str(tmp_path / "b"))
+    records = r.metrics["epochs"]
+    # 2 steps per epoch: 4 whole epochs and one step of a fifth, partial one
+    assert [x["step"] for x in records] == [2, 4, 6, 8, 9]
+    assert records[-1]["lr"] == pytest.approx(1e-3 * 0.01, rel=1e-3)  # the cosine's floor
+    assert r.config.train.budget == "1h"
+    saved = json.loads((r.run_dir / "config.json").read_text())["finetune"]
+    assert any("first estimate" in reason for reason in saved["auto"])
+
+
+def test_resuming_a_budgeted_run_keeps_its_planned_length(image_folder, tmp_path, fixed_plan):
+    from conftest import tiny_run
+
+    from finetune.train.trainer import Trainer
+
+    real = Trainer.optimizer_step
+    calls = {"n": 0}
+
+    def stop_at_step_three(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # a real SIGINT, mid-run
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
+
+    Trainer.optimizer_step = stop_at_step_three
+    try:
+        with pytest.raises(finetune.Interrupted):
+            tiny_run(image_folder, budget="1h", warmup_epochs=None, output=str(tmp_path / "r"))
+    finally:
+        Trainer.optimizer_step = real
+    state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
+    assert state["total_steps"] == 9  # the plan is saved with the state
+    resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
+    records = resumed.metrics["epochs"]
+    assert [x["step"] for x in records][-1] == 9
+    assert records[-1]["lr"] == pytest.approx(1e-3 * 0.01, rel=1e-3)
