@@ -213,6 +213,7 @@ POSITIONALS = {
     "export": ["run"],
     "push": ["run", "keep"],  # the repo id stays; huggingface_hub's calls are faked
     "scan": ["data"],
+    "pack": ["data", "keep"],  # OUT stays: a new folder the command writes
 }
 # Shell variables in the docs and the data they stand for (read from the docs: `D=` is the elpv
 # folder `finetune demo` lays out, with train/ val/ test/).
