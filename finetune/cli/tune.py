@@ -148,7 +148,7 @@ def print_report(report) -> None:
     for row in report.trials:
         keys += [k for k in row.params if k not in keys]
     table = Table(title=f"study {escape(report.study_name)}: {len(report.trials)} trials")
-    for name in ("trial", "state", report.score_name, "epochs", "s", *keys):
+    for name in ("trial", "state", report.score_name, "trained", "s", *keys):
         table.add_column(escape(name), justify="left" if name == "state" else "right")
     for r in report.trials:
         value = "" if r.value is None else f"{r.value:.4f}" + (" *" if r.best else "")

@@ -68,12 +68,13 @@ def _best_number(study) -> Optional[int]:
 
 
 def write_trials_csv(rows: list[TrialRow], path: Path) -> Path:
-    """``trials.csv``: number, state, value, seconds, epochs, best, run_dir, note, one column per
+    """``trials.csv``: number, state, value, seconds, epochs_trained, best, run_dir, note, a column per
     searched field."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row.params if k not in keys]
-    header = ["number", "state", "value", "seconds", "epochs", "best", "run_dir", "note", *keys]
+    header = ["number", "state", "value", "seconds", "epochs_trained", "best", "run_dir", "note",
+              *keys]  # fmt: skip
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
