@@ -221,6 +221,9 @@ def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path)
 
 
 def test_two_workers_search_one_sqlite_study(image_folder, tmp_path):
+    """Two processes, one study. Regression: workers starting together on a new sqlite file
+    raced to create its tables ("table studies already exists", a duplicate alembic_version
+    row) and one exited with an error."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     argv = [sys.executable, "-m", "finetune", "tune", "--data", str(image_folder), "--backbone",
             "test_resnet", "--no-pretrained", "--img-size", "32", "--batch-size", "4",

@@ -153,13 +153,13 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str):
 def _sqlite_storage(optuna, url: str):
     """An sqlite storage that waits on other workers' locks. Regression: two workers starting
     together on a new file both created its tables, and one failed with "table studies already
-    exists"; the loser retries and finds them made."""
+    exists" (or a duplicate alembic_version row); the loser retries and finds them made."""
     import sqlalchemy.exc
 
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        except sqlalchemy.exc.OperationalError:
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
