@@ -36,6 +36,8 @@ __all__ = [
     "METRICS_NAME",
     "METRICS_CSV_NAME",
     "TENSORBOARD_DIR",
+    "WANDB_DIR",
+    "MLFLOW_DIR",
     "PLOTS_DIR",
     "CARD_NAME",
     "EXPORT_DIR",
@@ -57,6 +59,8 @@ CONFIG_NAME = "config.json"  # timm's layout plus a "finetune" section
 METRICS_NAME = "metrics.jsonl"  # one line per finished epoch
 METRICS_CSV_NAME = "metrics.csv"  # the same as a table
 TENSORBOARD_DIR = "tensorboard"  # --log tensorboard
+WANDB_DIR = "wandb"  # --log wandb
+MLFLOW_DIR = "mlruns"  # --log mlflow without MLFLOW_TRACKING_URI
 PLOTS_DIR = "plots"  # training curves, confusion matrices
 CARD_NAME = "README.md"  # the model card
 EXPORT_DIR = "export"  # finetune export's default folder
@@ -91,6 +95,8 @@ RUN_FILES = (
     EMA_WEIGHTS_NAME,
     METRICS_CSV_NAME,
     TENSORBOARD_DIR,
+    WANDB_DIR,
+    MLFLOW_DIR,
     PLOTS_DIR,
     CARD_NAME,
     EXPORT_DIR,

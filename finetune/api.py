@@ -32,6 +32,7 @@ from .data.datasets import build_loaders, scan_data
 from .data.fingerprint import describe_change, fingerprint
 from .data.folder import DataInfo
 from .data.hf import is_hf, load_hf
+from .data.loaders import load_skips
 from .errors import DataError
 from .events import emit
 from .models.info import BackboneInfo
@@ -178,6 +179,10 @@ def _run(
     final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
     _record_metrics(record, metrics, data.multilabel)
     if dist.is_main:
+        late = load_skips(loaders.values())  # images that failed to decode while training
+        if late:
+            write_skipped(run_dir, tuple(data.skipped) + tuple(late))
+            record["extra"]["data"]["skipped"] += [p for p, _ in late]
         save_run_config(run_dir, final, **record)
         if not cfg.output.keep_state:  # --no-keep-state: the run can no longer be resumed
             for name in (STATE_NAME, LAST_WEIGHTS_NAME):

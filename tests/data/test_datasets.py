@@ -139,3 +139,6 @@ def test_quick_scan_keeps_a_truncated_image_and_the_run_skips_it_at_load_time(
     assert "scan quick" in scanned[0] and "unreadable" not in scanned[0]
     ended = [e.message for e in events if e.kind == "warning" and "at load time" in e.message]
     assert len(ended) == 1 and "cat1.png" in ended[0]
+    # regression: images skipped at load time were only warned about, not recorded in the run
+    listed = (result.run_dir / "skipped_files.txt").read_text()
+    assert "cat1.png" in listed
