@@ -26,6 +26,7 @@ from ._io import (
     USER_TENSORS,
     read_run_config,
 )
+from .autoconfig import resolve_auto
 from .config import FinetuneConfig
 from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
@@ -48,7 +49,7 @@ from .train.plan import build_plan
 from .train.policy import PolicyReport
 from .train.resume import FitHistory
 from .train.rundir import interrupted_message, shared_run_dir, write_skipped
-from .train.runtime import Runtime, resolve_runtime, seed_everything
+from .train.runtime import Runtime, is_cnn, resolve_runtime, seed_everything
 from .train.trainer import Trainer
 
 __all__ = ["adapt", "inspect", "FitResult", "Interrupted"]
@@ -294,6 +295,7 @@ def inspect(
         built = build_model(
             model if isinstance(model, nn.Module) else cfg.backbone.name, cfg, num_classes
         )
+        cfg, _ = resolve_auto(cfg, cnn=is_cnn(built.base))  # the LR a run would use
         emit("plan", plan=build_plan(built.net, built.policy, cfg.optim))
         return built.net, built.policy
 

@@ -167,8 +167,9 @@ class OptimConfig:
     """Optimizer, learning-rate layout and schedule, loss options."""
 
     optimizer: str = "adamw"
-    # peak learning rate, reached after warmup
-    lr: float = 1e-3
+    # peak learning rate, reached after warmup; None = by optimizer and architecture
+    # (finetune.autoconfig: AdamW 2e-3 for CNNs, 5e-4 for transformers; SGD 10x)
+    lr: Optional[float] = None
     weight_decay: float = 0.05
     # SGD momentum (ignored by AdamW)
     momentum: float = 0.9

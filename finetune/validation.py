@@ -107,7 +107,7 @@ def check_config(cfg: "FinetuneConfig") -> None:
         ),
         ("data.img_size", cfg.data.img_size is None or cfg.data.img_size >= 16, "must be >= 16 px"),
         ("data.in_chans", cfg.data.in_chans is None or cfg.data.in_chans >= 1, "must be >= 1"),
-        ("optim.lr", cfg.optim.lr > 0, "must be > 0"),
+        ("optim.lr", cfg.optim.lr is None or cfg.optim.lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.warmup_epochs", (cfg.optim.warmup_epochs or 0) >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),

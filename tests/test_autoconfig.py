@@ -25,6 +25,15 @@ def test_resolve_auto_fills_only_what_is_auto_and_says_why():
     assert cfg.optim.warmup_epochs == 0.3
     assert any("1,000 images" in r for r in reasons)
     explicit = FinetuneConfig().with_overrides(min_crop_scale=0.2, color_jitter=0.3,
-                                               warmup_epochs=1.0)  # fmt: skip
+                                               warmup_epochs=1.0, lr=1e-3)  # fmt: skip
     same, none = resolve_auto(explicit, epochs=6)
     assert same == explicit and none == ()
+
+
+@pytest.mark.parametrize(
+    "optimizer,cnn,lr", [("adamw", True, 2e-3), ("adamw", False, 5e-4), ("sgd", True, 2e-2)]
+)
+def test_the_lr_follows_optimizer_and_architecture(optimizer, cnn, lr):
+    cfg, reasons = resolve_auto(FinetuneConfig().with_overrides(optimizer=optimizer), cnn=cnn)
+    assert cfg.optim.lr == pytest.approx(lr)
+    assert any(r.startswith(f"lr {lr:g}") for r in reasons)

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import finetune
 from finetune.cli import app
-from finetune.config import CHOICES, OptimConfig
+from finetune.config import CHOICES
 
 runner = CliRunner()
 FAST = "--no-pretrained --epochs 1 --img-size 32 --batch-size 4 --num-workers 0".split()
@@ -170,7 +170,7 @@ def test_run_help_shows_panels_choices_defaults_and_examples():
         assert f"─ {panel} ─" in result.output, panel
     assert "|".join(CHOICES["policy.bn"]) in _help_line(result.output, "--bn")
     assert "|".join(CHOICES["optim.optimizer"]) in _help_line(result.output, "--optimizer")
-    assert f"default: ({OptimConfig().lr})" in _help_line(result.output, "--lr")
+    assert "default: (auto)" in _help_line(result.output, "--lr")  # by architecture
     assert "--no-ema" in _help_line(result.output, "--ema")
     assert "CSV manifest" in _help_line(result.output, "--data")
     assert "Examples:" in result.output and "(default" not in result.output

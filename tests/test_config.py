@@ -15,7 +15,7 @@ RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
 def test_overrides_by_field_and_dotted_name():
     cfg = FinetuneConfig().with_overrides(lr=3e-4, **{"train.epochs": 2}, freeze_until="layer3")
     assert (cfg.optim.lr, cfg.train.epochs, cfg.policy.freeze_until) == (3e-4, 2, "layer3")
-    assert FinetuneConfig().optim.lr == 1e-3  # frozen: the original is untouched
+    assert FinetuneConfig().optim.lr is None  # frozen: the original is untouched (auto)
 
 
 def test_yaml_unknown_key_and_wrong_type(tmp_path):

@@ -327,7 +327,12 @@ def demo(
         Optional[Path],
         option("data_dir", panel=DATA, help="Where to lay out the elpv image folder (symlinks)."),
     ] = None,
-    epochs: Annotated[int, option("epochs", panel=TRAIN, help="Training epochs.")] = 7,
+    budget: Annotated[
+        str, option("budget", panel=TRAIN, help="Wall-clock budget for training (90s, 5m).")
+    ] = "3m",
+    epochs: Annotated[
+        Optional[int], option("epochs", panel=TRAIN, help="Train N epochs instead of a budget.")
+    ] = None,
     output: Annotated[Optional[Path], option("output.output", show="runs/demo-<timestamp>")] = None,
     debug: Debug = False,
 ) -> None:
@@ -336,7 +341,8 @@ def demo(
         from ..tools.demo import run_demo
 
         with rendering():
-            run_demo(epochs=epochs, img_size=img_size, output=output, data_dir=data_dir)
+            run_demo(budget=None if epochs else budget, epochs=epochs, img_size=img_size,
+                     output=output, data_dir=data_dir)  # fmt: skip
 
 
 def write_predictions(records: list[dict], path: Path) -> None:

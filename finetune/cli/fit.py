@@ -97,7 +97,7 @@ def run(
     lora_alpha: Annotated[Optional[float], option("adapter.lora_alpha")] = None,
     lora_dropout: Annotated[Optional[float], option("adapter.lora_dropout")] = None,
     lora_targets: LoraTargets = None,
-    lr: Annotated[Optional[float], option("optim.lr")] = None,
+    lr: Annotated[Optional[float], option("optim.lr", show="auto")] = None,
     optimizer: Optimizer = None,
     weight_decay: Annotated[Optional[float], option("optim.weight_decay")] = None,
     momentum: Annotated[Optional[float], option("optim.momentum")] = None,

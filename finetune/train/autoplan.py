@@ -66,7 +66,9 @@ def plan_run(
         cfg, step_seconds, epochs, why = _budget_estimate(cfg, built, data, dist, budget, resume)
         reasons += why
     if not resume:
-        cfg, auto = resolve_auto(cfg, epochs=epochs, n_train=len(data.train))
+        cfg, auto = resolve_auto(
+            cfg, epochs=epochs, n_train=len(data.train), cnn=is_cnn(built.base)
+        )
         reasons += auto
     probe = False
     if not resume:

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..autoconfig import warmup_for
+from ..autoconfig import auto_lr, warmup_for
 from ..config import OptimConfig
 from ..models.stages import Stage, model_stages
 
@@ -79,14 +79,21 @@ def stage_lr_scales(stages: Sequence[Stage], cfg: OptimConfig) -> dict[str, floa
     return scales
 
 
+def peak_lr(cfg: OptimConfig) -> float:
+    """``cfg.lr``; a run resolves an "auto" one by architecture first (``plan_run``), a bare
+    ``OptimConfig`` gets the CNN value."""
+    return cfg.lr if cfg.lr is not None else auto_lr(cfg.optimizer, cnn=True)
+
+
 def build_optimizer(groups: list[dict] | nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW or SGD (nesterov when momentum > 0) over ``groups`` (or a model's trainable
     parameters). Every group starts at the base LR ``cfg.lr``: the schedule scales it."""
     if isinstance(groups, nn.Module):
         groups = build_param_groups(groups, cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.SGD(groups, lr=peak_lr(cfg), momentum=cfg.momentum,
+                               nesterov=cfg.momentum > 0)  # fmt: skip
+    return torch.optim.AdamW(groups, lr=peak_lr(cfg))
 
 
 class LRSchedule:
@@ -136,7 +143,7 @@ class LRSchedule:
         cfg, warmup = self.cfg, self.warmup
         common = dict(
             warmup_t=warmup,
-            warmup_lr_init=cfg.lr * 0.01 if warmup else 0,
+            warmup_lr_init=peak_lr(cfg) * 0.01 if warmup else 0,
             warmup_prefix=True,
             t_in_epochs=False,
         )
@@ -151,7 +158,7 @@ class LRSchedule:
         return CosineLRScheduler(
             self.optimizer,
             t_initial=max(1, self.total - warmup),
-            lr_min=cfg.lr * cfg.min_lr_ratio,
+            lr_min=peak_lr(cfg) * cfg.min_lr_ratio,
             **common,
         )
 
@@ -162,7 +169,7 @@ class LRSchedule:
     def add_param_groups(self, groups: list[dict], *, step: int) -> None:
         """Add thawed parameters at optimizer step ``step``; they follow the same schedule."""
         for g in groups:
-            g["lr"] = g["initial_lr"] = self.cfg.lr
+            g["lr"] = g["initial_lr"] = peak_lr(self.cfg)
             self.optimizer.add_param_group(g)
         self.scheduler = self._build()
         self.step_update(step)

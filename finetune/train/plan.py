@@ -16,7 +16,7 @@ from typing import Optional
 from torch import nn
 
 from ..config import OptimConfig
-from .optim import stage_lr_scales
+from .optim import peak_lr, stage_lr_scales
 from .policy import PolicyReport
 
 __all__ = ["Plan", "PlanRow", "build_plan"]
@@ -64,7 +64,7 @@ def build_plan(model: nn.Module, report: PolicyReport, optim: Optional[OptimConf
                 total,
                 trainable,
                 state,
-                optim.lr * scales[stage.name] if optim is not None else None,
+                peak_lr(optim) * scales[stage.name] if optim is not None else None,
                 optim.weight_decay if optim is not None else None,
             )
         )

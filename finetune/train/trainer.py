@@ -27,7 +27,7 @@ from ..config import OptimConfig, TrainConfig
 from ..events import Progress, emit
 from .distributed import all_reduce_sum
 from .interrupt import StopRequested, closing, deferred_interrupt
-from .optim import build_param_groups
+from .optim import build_param_groups, peak_lr
 from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 from .resume import FitHistory, load_state, save_state, skip_batches
 from .runtime import PRECISIONS, Runtime, Task
@@ -363,7 +363,7 @@ class Trainer:
             emit(
                 "info",
                 f"epoch {epoch}: thawed {stage} ({count:,} params) at lr "
-                f"{groups[0]['lr']:.3g} now (peak {self.optim.lr * groups[0]['lr_scale']:.3g}, "
+                f"{groups[0]['lr']:.3g} now (peak {peak_lr(self.optim) * groups[0]['lr_scale']:.3g}, "
                 "following the schedule)",
             )
         self.policy = refresh_report(self.inner, self.policy)
