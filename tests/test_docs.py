@@ -182,6 +182,7 @@ VALUE_RULES = {
     "--output": "output",  # the same relative path under tmp_path/out
     "--weights": "weights",  # a safetensors file of the tiny backbone's state dict
     "--resume": "run",  # a copy of the module's trained run
+    "--budget": "budget",  # budgets over a minute shrink to 5 s (a run plans itself into them)
 }
 # Options dropped with their value: option -> why.
 DROPPED = {"--nproc": "several processes are tests/train/test_distributed.py's job"}
@@ -336,6 +337,10 @@ class Scaler:
             return [option, self.weights()]
         if rule == "run":
             return [option, self.run_copy()]
+        if rule == "budget":
+            from finetune.validation import parse_duration
+
+            return [option, value if parse_duration(value) <= 60 else "5s"]
         return [option, rule]
 
     def positional(self, kind: str, value: str) -> str:
