@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
 from torch import nn
 
@@ -25,19 +27,32 @@ def extract_features(
     loader,
     device: torch.device,
     memory_format=torch.contiguous_format,
+    *,
+    normalize: Optional[tuple[Sequence[float], Sequence[float]]] = None,
+    max_images: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, targets) of every batch of ``loader``: the input of module ``classifier``."""
+    """(features, targets) of the batches of ``loader``: the input of module ``classifier``,
+    in eval mode. ``normalize=(mean, std)`` normalises uint8 batches (training loaders leave it
+    to the device); ``max_images`` stops after the batch that reaches it."""
     captured: list[torch.Tensor] = []
     hook = model.get_submodule(classifier).register_forward_pre_hook(
         lambda _m, args: captured.append(args[0].detach().float().cpu())
     )
-    targets = []
+    if normalize is not None:
+        mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) * 255 for v in normalize)
+    targets, seen = [], 0
     was_training = model.training
     model.eval()
     try:
         for images, labels in loader:
-            model(images.to(device, memory_format=memory_format))
+            images = images.to(device)
+            if normalize is not None and images.dtype == torch.uint8:
+                images = (images.float() - mean) / std
+            model(images.contiguous(memory_format=memory_format))
             targets.append(labels)
+            seen += len(labels)
+            if max_images is not None and seen >= max_images:
+                break
     finally:
         hook.remove()
         model.train(was_training)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..config import FinetuneConfig
+from .features import extract_features
 from .runtime import Runtime, Task
 
 __all__ = ["HeadFit", "fit_linear", "init_head", "wants_probe", "MAX_IMAGES"]
@@ -113,33 +114,6 @@ def fit_linear(
     return weight.detach(), bias.detach(), acc
 
 
-@torch.inference_mode()
-def _features(model: nn.Module, classifier: str, loader, runtime: Runtime, task: Task):
-    """Classifier inputs and targets of up to ``MAX_IMAGES`` images of ``loader``, eval mode."""
-    captured: list[torch.Tensor] = []
-    hook = model.get_submodule(classifier).register_forward_pre_hook(
-        lambda _m, args: captured.append(args[0].detach().float().cpu())
-    )
-    mean = torch.tensor(task.mean, device=runtime.device).view(1, -1, 1, 1) * 255
-    std = torch.tensor(task.std, device=runtime.device).view(1, -1, 1, 1) * 255
-    targets, seen, was_training = [], 0, model.training
-    model.eval()
-    try:
-        for images, labels in loader:
-            images = images.to(runtime.device)
-            if images.dtype == torch.uint8:  # training batches are normalised on the device
-                images = (images.float() - mean) / std
-            model(images.contiguous(memory_format=runtime.memory_format))
-            targets.append(labels)
-            seen += len(labels)
-            if seen >= MAX_IMAGES:
-                break
-    finally:
-        hook.remove()
-        model.train(was_training)
-    return torch.cat(captured), torch.cat(targets)
-
-
 def init_head(built, loader, *, runtime: Runtime, task: Task, cfg: FinetuneConfig) -> HeadFit:
     """Fit ``built``'s Linear head on frozen features of the training ``loader`` and load it.
 
@@ -148,7 +122,15 @@ def init_head(built, loader, *, runtime: Runtime, task: Task, cfg: FinetuneConfi
     """
     t0 = time.perf_counter()
     head = built.base.get_submodule(built.info.classifier)
-    features, targets = _features(built.base, built.info.classifier, loader, runtime, task)
+    features, targets = extract_features(
+        built.base,
+        built.info.classifier,
+        loader,
+        runtime.device,
+        runtime.memory_format,
+        normalize=(task.mean, task.std),
+        max_images=MAX_IMAGES,
+    )
     weights = task.class_weights.float() if task.class_weights is not None else None
     weight, bias, acc = fit_linear(
         features,
