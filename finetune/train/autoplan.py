@@ -24,7 +24,7 @@ from ..events import emit
 from ..validation import parse_duration
 from .budget import EVAL_COST, BudgetPlanner, estimate_step_seconds
 from .distributed import DistInfo
-from .headinit import init_head, wants_probe
+from .headinit import MAX_IMAGES, init_head, wants_probe
 from .runtime import PRECISIONS, is_cnn, resolve_runtime
 
 __all__ = ["AutoPlan", "plan_run", "start_run"]
@@ -37,6 +37,11 @@ LOADING_FACTOR = 1.25
 # on elpv at 1.5x the cost)
 MIN_EPOCHS = 8
 MIN_SIZE = 64  # px; below this pretrained CNNs lose most of their features
+# under --budget the LP-FT feature pass gets at most this share of the budget: one forward per
+# image, about 1/3 of a training step's time per image (forward 1x, backward 2x the FLOPs)
+PROBE_SHARE = 0.1
+FORWARD_SHARE = 1 / 3
+MIN_PROBE_IMAGES = 256  # below this a fitted head is no better than a random one
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class AutoPlan:
 
     reasons: tuple[str, ...] = ()
     probe_head: bool = False
+    probe_images: int = MAX_IMAGES  # at most this many training images for the LP-FT head
     budget_seconds: Optional[float] = None
     step_seconds: Optional[float] = None  # first estimate, budgeted runs only
     clock_start: float = 0.0  # time.perf_counter() when the budget clock started
@@ -70,13 +76,37 @@ def plan_run(
             cfg, epochs=epochs, n_train=len(data.train), cnn=is_cnn(built.base)
         )
         reasons += auto
-    probe = False
+    probe, probe_images = False, MAX_IMAGES
     if not resume:
         probe, why = wants_probe(cfg, built)
+        if probe and budget is not None:
+            probe_images, capped = probe_budget(cfg, budget, step_seconds, len(data.train))
+            why += capped
         reasons.append(why)
     for reason in reasons:
         emit("info", f"auto: {reason}")
-    return cfg, AutoPlan(tuple(reasons), probe, budget, step_seconds, clock_start)
+    return cfg, AutoPlan(tuple(reasons), probe, probe_images, budget, step_seconds, clock_start)
+
+
+def probe_budget(
+    cfg: FinetuneConfig, budget: float, step_seconds: float, n_train: int
+) -> tuple[int, str]:
+    """(images, reason suffix) for the LP-FT feature pass of a budgeted run: at most
+    ``PROBE_SHARE`` of the budget at the measured speed, so a large set under a short budget
+    keeps its time for fine-tuning.
+
+    Example:
+        >>> probe_budget(FinetuneConfig(), 10.0, 1.0, 5000)[0]  # 1 s per step of 32 images
+        256
+    """
+    per_image = step_seconds * FORWARD_SHARE / (cfg.data.batch_size * cfg.optim.accum_steps)
+    images = min(MAX_IMAGES, max(MIN_PROBE_IMAGES, int(PROBE_SHARE * budget / per_image)))
+    if images >= min(n_train, MAX_IMAGES):
+        return images, ""
+    return images, (
+        f" on {images:,} of {n_train:,} training images ({PROBE_SHARE:.0%} of budget "
+        f"{cfg.train.budget} at the measured speed)"
+    )
 
 
 def _budget_estimate(cfg, built, data, dist, budget: float, resume: bool):
@@ -147,7 +177,14 @@ def start_run(plan: AutoPlan, built, cfg: FinetuneConfig, data: DataInfo, loader
     its first broadcast gives every process rank 0's head). Returns the seconds spent since the
     budget clock started."""
     if plan.probe_head:
-        fit = init_head(built, loaders["train"], runtime=runtime, task=task, cfg=cfg)
+        fit = init_head(
+            built,
+            loaders["train"],
+            runtime=runtime,
+            task=task,
+            cfg=cfg,
+            max_images=plan.probe_images,
+        )
         emit(
             "info",
             f"head fitted on frozen features of {fit.images:,} training images in "

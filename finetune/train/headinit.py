@@ -114,8 +114,17 @@ def fit_linear(
     return weight.detach(), bias.detach(), acc
 
 
-def init_head(built, loader, *, runtime: Runtime, task: Task, cfg: FinetuneConfig) -> HeadFit:
-    """Fit ``built``'s Linear head on frozen features of the training ``loader`` and load it.
+def init_head(
+    built,
+    loader,
+    *,
+    runtime: Runtime,
+    task: Task,
+    cfg: FinetuneConfig,
+    max_images: int = MAX_IMAGES,
+) -> HeadFit:
+    """Fit ``built``'s Linear head on frozen features of (at most ``max_images``) images of the
+    training ``loader`` and load it.
 
     With several processes each fits on its own shard; DistributedDataParallel then copies rank
     0's head to every process when it wraps the model, so all ranks start alike.
@@ -129,7 +138,7 @@ def init_head(built, loader, *, runtime: Runtime, task: Task, cfg: FinetuneConfi
         runtime.device,
         runtime.memory_format,
         normalize=(task.mean, task.std),
-        max_images=MAX_IMAGES,
+        max_images=max_images,
     )
     weights = task.class_weights.float() if task.class_weights is not None else None
     weight, bias, acc = fit_linear(

@@ -157,7 +157,8 @@ class LRSchedule:
             )
         return CosineLRScheduler(
             self.optimizer,
-            t_initial=max(1, self.total - warmup),
+            # timm warns that a 1-step cosine has no effect; the steps run are the same
+            t_initial=max(2, self.total - warmup),
             lr_min=peak_lr(cfg) * cfg.min_lr_ratio,
             **common,
         )

@@ -70,3 +70,21 @@ def test_resumed_runs_choose_nothing_new(image_folder, fake_step):
     built = build_model("test_resnet", cfg, data.num_classes)
     planned, plan = autoplan.plan_run(cfg, built, data, DistInfo(), resume=True)
     assert planned == cfg and plan.reasons == () and not plan.probe_head
+
+
+# batch 32 (default), 1 s per step: ~10.4 ms of forward per image; 10 % of the budget
+@pytest.mark.parametrize(
+    "budget,n_train,images,capped",
+    [
+        (3600.0, 50_000, autoplan.MAX_IMAGES, False),  # an hour: the usual 10,000 cap
+        (300.0, 50_000, 2880, True),  # 30 s of features at ~96 img/s
+        (300.0, 1_000, 2880, False),  # every training image fits: nothing to say
+        (10.0, 5_000, autoplan.MIN_PROBE_IMAGES, True),  # never below the floor
+    ],
+)
+def test_the_lp_ft_feature_pass_gets_a_tenth_of_the_budget(budget, n_train, images, capped):
+    """Regression: a 90 s elpv run at a new image size spent 67 s of its budget fitting the
+    head on every training image, leaving 0.2 epochs of fine-tuning."""
+    got, why = autoplan.probe_budget(FinetuneConfig(), budget, 1.0, n_train)
+    assert got == images
+    assert bool(why) == capped and (not capped or f"{images:,} of {n_train:,}" in why)
