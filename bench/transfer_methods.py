@@ -1,5 +1,6 @@
-"""The four methods of bench/transfer.py: finetune through its CLI, a cached-feature linear probe,
-a plain hand-written fine-tune loop at equal wall time, and fastai's ``fine_tune``.
+"""The methods of bench/transfer.py: finetune through its CLI, a cached-feature linear probe,
+a plain hand-written fine-tune loop at equal wall time, fastai's ``fine_tune``, and (opt-in)
+``finetune tune`` at 3x the default run's budget.
 
 Each ``run_*`` returns a dict with ``test_accuracy`` and its timings; bench/transfer.py's
 docstring states the exact settings of each.
@@ -21,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = "tf_efficientnet_lite0"
 PROBE_CS = (0.01, 0.1, 1.0, 10.0)
+TUNE_FACTOR = 3  # issue 13: tune gets 3x the default run's budget
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,23 +78,31 @@ def seed_everything(seed: int) -> None:
 # 1. finetune, through the CLI
 
 
-def run_finetune(folder: Path, budget: str, seed: int, run_dir: Path, extra: list[str]) -> dict:
-    from finetune.validation import parse_duration
-
-    shutil.rmtree(run_dir, ignore_errors=True)  # our own folder from an earlier bench run
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "finetune", "run", "--data", str(folder), "--budget", budget]
-    cmd += ["--seed", str(seed), "--output", str(run_dir), *extra]
+def finetune_cli(cmd: list[str], out_dir: Path) -> float:
+    """Run ``python -m finetune CMD`` (this checkout, offline) with its output in
+    ``OUT_DIR.log``; returns the wall seconds, raises with the log's tail when it fails."""
+    shutil.rmtree(out_dir, ignore_errors=True)  # our own folder from an earlier bench run
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    log_path = run_dir.with_suffix(".log")
+    log_path = out_dir.with_suffix(".log")
     start = time.perf_counter()
     with open(log_path, "w") as out:
-        rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        argv = [sys.executable, "-m", "finetune", *cmd]
+        rc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
     if rc != 0:
         tail = log_path.read_text().splitlines()[-15:]
         raise RuntimeError(f"finetune exited {rc}; {log_path} ends:\n" + "\n".join(tail))
+    return wall
+
+
+def run_finetune(folder: Path, budget: str, seed: int, run_dir: Path, extra: list[str]) -> dict:
+    from finetune.validation import parse_duration
+
+    cmd = ["run", "--data", str(folder), "--budget", budget]
+    cmd += ["--seed", str(seed), "--output", str(run_dir), *extra]
+    wall = finetune_cli(cmd, run_dir)
     run = json.loads((run_dir / "config.json").read_text())
     metrics = run["finetune"]["metrics"]
     return dict(
@@ -103,7 +113,34 @@ def run_finetune(folder: Path, budget: str, seed: int, run_dir: Path, extra: lis
         img_size=int(run["pretrained_cfg"]["input_size"][-1]),
         budget_used=metrics["train_seconds"] / parse_duration(budget),
         weights_source=run["finetune"]["weights_source"],
-        command=shlex.join(["finetune", *cmd[3:]]),
+        command=shlex.join(["finetune", *cmd]),
+    )
+
+
+def run_tune(folder: Path, budget: str, seed: int, out: Path, extra: list[str]) -> dict:
+    """``finetune tune --data DIR --budget 3B --seed S``: the best trial's test accuracy (the
+    trial with the best validation score: the study's result), its trials and budget use."""
+    from finetune.validation import parse_duration
+
+    study_budget = f"{TUNE_FACTOR * parse_duration(budget):g}s"
+    cmd = ["tune", "--data", str(folder), "--budget", study_budget]
+    cmd += ["--seed", str(seed), "--output", str(out), *extra]
+    wall = finetune_cli(cmd, out)
+    summary = json.loads((out / "study" / "summary.json").read_text())
+    if not summary.get("best_run_dir"):
+        raise RuntimeError(f"no trial finished ({summary['stop_reason']}); see {out}.log")
+    best = json.loads((Path(summary["best_run_dir"]) / "config.json").read_text())
+    return dict(
+        test_accuracy=best["finetune"]["metrics"]["test"]["accuracy"],
+        val_accuracy=summary["best_value"],
+        best_trial=summary["best_trial"],
+        trials=sum(summary["trials"].values()),
+        trial_states=summary["trials"],
+        wall_s=wall,
+        study_s=summary["elapsed_s"],
+        budget_used=summary["elapsed_s"] / parse_duration(study_budget),
+        study_budget=study_budget,
+        command=shlex.join(["finetune", *cmd]),
     )
 
 

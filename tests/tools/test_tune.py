@@ -114,17 +114,102 @@ def test_no_budget_means_no_cap():
     assert budget.largest_epochs(3, 10) == 10 and budget.room_for_epoch([1e9])
 
 
+def simulate(seconds, *, epoch_s, setup_s, eval_s, low=3, high=15, shortest=False):
+    """A study's accounting with trials that cost exactly what they were given: a searched trial
+    of E epochs costs set-up + evaluation + E epochs (all of them trained, or the ``shortest``
+    the space allows), a budgeted one its set-up plus its budget. Returns the trials' slots and
+    the seconds used."""
+    from finetune.tools.tune.budget import Slot
+
+    clock = FakeClock()
+    budget = StudyBudget(seconds, now=clock)
+    slots = [budget.first_slot(None)]
+    while slots[-1] is not None:
+        slot: Slot = slots[-1]
+        if slot.seconds is not None:
+            train_s = slot.seconds
+            epochs = [epoch_s] * max(1, int(train_s // epoch_s))
+        else:
+            epochs = [epoch_s] * (low if shortest else slot.epochs)
+            train_s = sum(epochs) + eval_s
+        clock.t += setup_s + train_s
+        budget.record(wall_s=setup_s + train_s, epoch_seconds=epochs, train_s=train_s)
+        slots.append(budget.next_slot(low, high))
+    return slots[:-1], clock.t
+
+
+@pytest.mark.parametrize(
+    "seconds,epoch_s,setup_s,eval_s,shortest",
+    [
+        (600, 30.0, 10.0, 5.0, False),  # the demo's 10m study (issue 13)
+        (600, 30.0, 10.0, 5.0, True),
+        (135, 3.0, 8.0, 1.0, False),  # the bench's tune at 3x digits' 45 s
+        (135, 3.0, 8.0, 1.0, True),
+        (3600, 45.0, 20.0, 10.0, False),
+        (240, 20.0, 15.0, 5.0, True),  # barely two trials
+    ],
+)  # fmt: skip
+def test_a_study_uses_its_budget_within_5_percent(seconds, epoch_s, setup_s, eval_s, shortest):
+    """Regression: a 10m study on the demo data used 83 % of its budget (2 trials, 8m17s): when
+    no trial of the searched minimum epochs fitted, the study stopped; the last trial now gets
+    what is left as its run's budget."""
+    slots, used = simulate(seconds, epoch_s=epoch_s, setup_s=setup_s, eval_s=eval_s,
+                           shortest=shortest)  # fmt: skip
+    assert 0.95 * seconds <= used <= seconds, slots
+    assert slots[0].seconds == pytest.approx(seconds / 3)  # the default run's share
+    assert slots[-1].seconds is not None  # the last trial is budgeted with the rest
+
+
+# 1 - MARGIN of the whole budget for a one-trial study
+@pytest.mark.parametrize("trials,share", [(None, 1 / 3), (1, 0.99), (2, 0.5), (5, 1 / 3)])
+def test_the_default_trial_gets_its_share_of_the_budget(trials, share):
+    assert StudyBudget(300.0, now=FakeClock()).first_slot(trials).seconds == pytest.approx(
+        300.0 * share
+    )
+    assert StudyBudget(None, now=FakeClock()).first_slot(trials).seconds is None
+
+
+def test_searched_trials_leave_room_for_a_last_one():
+    clock = FakeClock()
+    budget = StudyBudget(300.0, now=clock)
+    clock.t = 100.0
+    budget.record(wall_s=100.0, epoch_seconds=[20.0] * 4, train_s=90.0)  # 20 s overhead
+    # 200 s left: after this trial a shortest one (20 + 3 * 20 = 80 s) must still fit
+    assert budget.next_slot(3, 10).epochs == 5  # 20 + 5 * 20 = 120 <= 200 - 80
+    clock.t = 180.0  # 120 s left < 2 x 80: the last trial, budgeted with the rest
+    assert budget.next_slot(3, 10).seconds == pytest.approx((120.0 - 10.0) * 0.99)
+    clock.t = 265.0  # 35 s left < one epoch and the overhead (40 s): stop
+    assert budget.next_slot(3, 10) is None
+
+
 def test_a_study_stops_starting_trials_when_the_budget_has_no_room(image_folder, tmp_path):
-    """A fake clock that moves 2 s each time it is read: trials cost a few fake seconds, so a
-    20 s budget holds a few of them, and the study must stop starting them in time (the
-    study's own reads of the clock count too, so its total runs past the trials' sum)."""
-    report = quiet_tune(image_folder, tmp_path, budget=20, clock=FakeClock(2.0),
+    """A fake clock that moves 0.5 s each time it is read: trials cost a few fake seconds, so a
+    6 s budget holds a few of them, and the study must stop starting them in time (the
+    study's own reads of the clock count too, so its total runs past the trials' sum). The
+    budgeted trials (the default run's third, the last one's rest) train for real seconds."""
+    report = quiet_tune(image_folder, tmp_path, budget=6, clock=FakeClock(0.5),
                         search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
     assert report.stop_reason == "the budget has no room for another trial"
     assert len(report.trials) >= 1 and all(t.state == "complete" for t in report.trials)
     # every trial started only when one of its length fitted: their fake time fits the budget
-    assert sum(t.seconds for t in report.trials) <= 20.0
-    assert report.usage.endswith("%)") and report.budget_s == 20.0
+    assert sum(t.seconds for t in report.trials) <= 6.0
+    assert report.usage.endswith("%)") and report.budget_s == 6.0
+    assert report.trials[0].note == "the default run" and report.trials[0].params == {"mixup": 0.0}
+
+
+def test_the_first_trial_is_the_default_run(image_folder, tmp_path):
+    """Regression: fields whose default is None ("auto": lr, layer_decay, the augmentation
+    strength) were sampled from the first trial on, so a study never ran the config it
+    replaces. The first trial records only the base values that lie in the space (mixup 0.0),
+    samples nothing, and its run makes the automatic choices."""
+    import json
+
+    report = quiet_tune(image_folder, tmp_path, trials=2)
+    first, second = report.trials
+    assert first.params == {"mixup": 0.0} and first.note == "the default run"
+    assert set(second.params) == {"lr", "mixup"} and second.note == ""
+    run = json.loads((Path(first.run_dir) / "config.json").read_text())["finetune"]
+    assert any(r.startswith("lr ") for r in run["auto"])  # the run chose its own LR
 
 
 # --------------------------------------------------------------------------- pruning

@@ -7,6 +7,19 @@ its records) and the rest (model build, data, final evaluation, report). The nex
 estimate is the mean rest plus the slowest epoch seen times its epochs (freezing less makes
 epochs slower, so the slowest is the safe side).
 
+How the study's time is shared out (``next_slot``):
+
+- the first trial, the default run, gets a third of the budget as its run's ``--budget`` (all of
+  it when the study runs fewer trials: a half of two, the whole of one), so it is the run that
+  ``finetune run --budget`` would make, and the bench's tune at 3x B starts from the default run
+  at B;
+- while two shortest trials still fit, a trial trains a searched number of epochs, capped so
+  that a shortest trial still fits after it;
+- then the last trial gets what is left (less the measured set-up outside a run's budget clock,
+  and ``MARGIN``) as its run's ``--budget``: a budgeted run plans its epochs and its LR schedule
+  to end within it. Regression: the study used to stop when no trial of the searched minimum
+  epochs fitted, and a 10m study on the demo data used 83 % of its budget (2 trials, 8m17s).
+
 Example:
     >>> budget = StudyBudget(600.0, now=iter([0.0, 100.0, 100.0]).__next__)
     >>> budget.record(wall_s=100.0, epoch_seconds=[20.0] * 4)  # 20 s of build and evaluation
@@ -18,9 +31,22 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["StudyBudget"]
+__all__ = ["StudyBudget", "Slot", "DEFAULT_SHARE_TRIALS", "MARGIN"]
+
+DEFAULT_SHARE_TRIALS = 3  # the default trial gets 1/3 of the study (1/N when N < 3 trials)
+MARGIN = 0.01  # of a budgeted trial's seconds, kept back: a budgeted run may end a little late
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the next trial may spend: at most ``epochs`` epochs (the searched epochs capped), or
+    a run budgeted to ``seconds`` (its epochs planned by the run). Neither: as configured."""
+
+    epochs: Optional[int] = None
+    seconds: Optional[float] = None
 
 
 class StudyBudget:
@@ -31,6 +57,7 @@ class StudyBudget:
         self.start = now()
         self.overheads: list[float] = []  # seconds of each trial outside its epochs
         self.epoch_s: list[float] = []  # seconds per epoch of each trial
+        self.setups: list[float] = []  # seconds of each finished trial outside its training
 
     def elapsed(self) -> float:
         return self.now() - self.start
@@ -38,11 +65,45 @@ class StudyBudget:
     def remaining(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
 
-    def record(self, *, wall_s: float, epoch_seconds: Sequence[float]) -> None:
-        """A finished (or pruned) trial's wall time and its epochs' times."""
+    def record(
+        self, *, wall_s: float, epoch_seconds: Sequence[float], train_s: Optional[float] = None
+    ) -> None:
+        """A finished (or pruned) trial's wall time and its epochs' times; ``train_s``, the
+        run's training seconds (``metrics.train_seconds``), when it finished."""
         if epoch_seconds:
             self.epoch_s.append(sum(epoch_seconds) / len(epoch_seconds))
             self.overheads.append(max(0.0, wall_s - sum(epoch_seconds)))
+        if train_s is not None:
+            self.setups.append(max(0.0, wall_s - train_s))
+
+    def setup(self) -> float:
+        """Seconds a trial spends outside its run's budget clock (scan, model build, final
+        evaluation, files); the mean overhead when no trial finished yet (the safe side)."""
+        seen = self.setups or self.overheads
+        return sum(seen) / len(seen) if seen else 0.0
+
+    def first_slot(self, trials: Optional[int]) -> Slot:
+        """The default trial's share: ``1 / min(DEFAULT_SHARE_TRIALS, trials)`` of the budget as
+        its run's budget (never more than what is left); as configured without a budget."""
+        if self.seconds is None:
+            return Slot()
+        share = self.seconds / min(DEFAULT_SHARE_TRIALS, trials or DEFAULT_SHARE_TRIALS)
+        return Slot(seconds=min(share, self.remaining() * (1 - MARGIN)))
+
+    def next_slot(self, low: int, high: int) -> Optional[Slot]:
+        """The next searched trial's share (module docstring); None when not even one epoch and
+        a trial's overhead fit: the study stops starting trials."""
+        remaining = self.remaining()
+        if remaining <= 0:
+            return None
+        if self.seconds is None or not self.epoch_s:
+            return Slot(epochs=high)
+        shortest = self.estimate(low)
+        if remaining >= 2 * shortest:  # this trial, and a shortest one after it
+            fits = [e for e in range(low, high + 1) if self.estimate(e) <= remaining - shortest]
+            return Slot(epochs=max(fits))
+        seconds = (remaining - self.setup()) * (1 - MARGIN)
+        return Slot(seconds=seconds) if remaining >= self.estimate(1) and seconds > 0 else None
 
     def estimate(self, epochs: int) -> Optional[float]:
         """Seconds a trial of ``epochs`` epochs should take; None before any trial ran."""

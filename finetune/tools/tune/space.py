@@ -85,12 +85,17 @@ class SearchSpace:
     def needs_stages(self) -> bool:
         return any(p.high == ALL_STAGES or p.choices == (STAGE_MODULES,) for p in self.params)
 
-    def suggest(self, trial, caps: Optional[Mapping[str, int]] = None) -> dict[str, Any]:
+    def suggest(
+        self, trial, caps: Optional[Mapping[str, int]] = None, keys: Optional[set] = None
+    ) -> dict[str, Any]:
         """The trial's values (Optuna's ``suggest_*``); ``caps`` lowers a range's top for this
-        trial only (the budget caps ``epochs``)."""
+        trial only (the budget caps ``epochs``); ``keys``: suggest only these (the rest stay as
+        configured)."""
         caps = caps or {}
         values: dict[str, Any] = {}
         for p in self.params:
+            if keys is not None and p.key not in keys:
+                continue
             if p.kind == "choice":
                 values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
             elif p.kind == "int":
@@ -104,7 +109,9 @@ class SearchSpace:
 
     def start_point(self, cfg: FinetuneConfig) -> dict[str, Any]:
         """The base config's own values that lie in the space: the first trial of a new study
-        runs them, so a study is never worse than the run it replaces."""
+        (the default run) records them as its parameters; fields that are None ("auto": the
+        run's automatic choice) or outside the space are not suggested at all in that trial,
+        so it runs exactly the base config."""
         flat = {f.name: getattr(getattr(cfg, s), f.name)
                 for s in FIELD_SECTIONS.values() for f in fields(getattr(cfg, s))}  # fmt: skip
         start = {}

@@ -4,9 +4,11 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
 - Fields given by the caller are fixed; the space searches the rest (``space.py``).
 - Each epoch's validation score is reported to Optuna; the pruner (median or successive
   halving) stops a trial that is worse than earlier ones at the same epoch.
-- The budget covers the whole study: a trial starts only if one of its length can finish (the
-  searched ``epochs`` are capped to what fits), and a trial is stopped when its next epoch would
-  not (``budget.py``).
+- The first trial is the default run: the base config, nothing sampled (``trial.py``).
+- The budget covers the whole study: the default trial gets a third of it as its run's budget, a
+  searched trial starts only if one of its length can finish (the searched ``epochs`` are capped
+  to what fits) and is stopped when its next epoch would not, and the last trial gets what is
+  left as its run's budget (``budget.py``).
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the
   decoded-image disk cache: only the first trial decodes the images.
 - ``storage`` (``sqlite:///study.db`` or any Optuna RDB URL) keeps the study: the same command
@@ -32,7 +34,7 @@ from ...validation import parse_duration
 from .budget import StudyBudget
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
-from .trial import TrialRunner, optuna_module
+from .trial import DEFAULT_ATTR, TrialRunner, optuna_module
 from .view import tune_reporting
 
 __all__ = ["tune", "TuneReport"]
@@ -108,7 +110,7 @@ def tune(
             raise ConfigError(f"--trials {trials}: must be at least 1")
         if pruner not in PRUNERS:
             raise ConfigError(f"--pruner {pruner}: not one of {', '.join(PRUNERS)}")
-        opt_study = _study(optuna, runner, storage, pruner)
+        opt_study = _study(optuna, runner, storage, pruner, budgeted=seconds is not None)
         clock_budget = StudyBudget(seconds, now=clock)
         emit("info", runner.describe(storage, clock_budget), tune=True)
         reason = runner.search(opt_study, clock_budget, trials)
@@ -119,7 +121,7 @@ def _space(search) -> SearchSpace:
     return load_search_space(search)
 
 
-def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str):
+def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, budgeted: bool):
     """The Optuna study: created, or loaded from ``storage`` to resume or join it."""
     if storage is None and runner.has_trials():
         raise FileExistsError(
@@ -143,10 +145,9 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str):
         pruner=pruners[pruner](),
         load_if_exists=True,
     )
-    if not study.trials:  # the first trial runs the base config where the space allows
-        start = runner.space.start_point(runner.base)
-        if start:
-            study.enqueue_trial(start, skip_if_exists=True)
+    if not study.trials:  # the first trial is the default run (trial.py), nothing sampled
+        study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
+                            skip_if_exists=True)  # fmt: skip
     return study
 
 

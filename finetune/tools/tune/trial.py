@@ -1,6 +1,14 @@
 """One study's trials: the fixed part of every trial's config, the loop that asks Optuna for a
-trial, caps it to the budget, runs it with ``adapt`` and tells Optuna how it went, and the
-per-epoch reporter that prunes.
+trial, fits it to its share of the budget (``budget.py``), runs it with ``adapt`` and tells Optuna
+how it went, and the per-epoch reporter that prunes.
+
+The first trial of a new study is the default run: the base config (defaults, recipe, given
+flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
+study budget budgeted like ``finetune run --budget``. Regression: fields whose default is None
+(lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
+never ran the config it replaces. Later trials train at the image size the default trial chose
+(unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and trials at
+the pretrained size would cost many times the epochs the budget measured.
 
 Example:
     >>> runner = TrialRunner.prepare("resnet50", "photos", recipe=None, search=space,
@@ -14,16 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..._io import read_run_config
 from ...config import FinetuneConfig
 from ...events import emit
 from ...train.loggers import tracking_group
-from .budget import StudyBudget
+from .budget import Slot, StudyBudget
 from .results import trial_rows, write_best_yaml, write_plots, write_summary, write_trials_csv
 from .space import SearchSpace
 
-__all__ = ["TrialRunner", "TrialReporter", "optuna_module"]
+__all__ = ["TrialRunner", "TrialReporter", "optuna_module", "DEFAULT_ATTR"]
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
+DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
 
 
 def optuna_module():
@@ -41,11 +51,13 @@ class TrialReporter:
     the trial and stops the run when the pruner says so or the budget has no room for
     another epoch."""
 
-    def __init__(self, trial, *, epochs: int, budget: StudyBudget):
+    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget):
+        # epochs None: a budgeted run that plans its own length and ends within its budget
         self.trial, self.epochs, self.budget = trial, epochs, budget
         self.epoch_seconds: list[float] = []
         self.score_name: Optional[str] = None
         self.note = ""
+        self.train_s: Optional[float] = None  # the finished run's metrics.train_seconds
 
     def log_epochs(self, records) -> None:
         import optuna
@@ -60,7 +72,8 @@ class TrialReporter:
         if self.trial.should_prune():
             self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
             raise optuna.TrialPruned(self.note)
-        if epoch < self.epochs and not self.budget.room_for_epoch(self.epoch_seconds):
+        planned = self.epochs is not None and epoch < self.epochs
+        if planned and not self.budget.room_for_epoch(self.epoch_seconds):
             self.note = f"stopped after epoch {epoch}: the budget had no room for another"
             raise optuna.TrialPruned(self.note)
 
@@ -83,6 +96,7 @@ class TrialRunner:
     output: Path
     score_name: Optional[str] = None
     failures: list[str] = field(default_factory=list)
+    inherited: Optional[dict[str, Any]] = None  # the default trial's image size, once known
 
     @classmethod
     def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
@@ -115,39 +129,56 @@ class TrialRunner:
         return (f"study {self.study_name} ({storage or 'in memory'}) -> {self.output}; "
                 f"searching {searched}; {limit}")  # fmt: skip
 
+    def default_params(self, budgeted: bool) -> dict[str, Any]:
+        """The default trial's recorded parameters (``SearchSpace.start_point``); a budgeted one
+        plans its own epochs."""
+        start = self.space.start_point(self.base)
+        if budgeted:
+            start.pop("epochs", None)
+        return start
+
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
         while True:
             if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
-            caps = self._caps(budget)
-            if caps is None:
+            slot = self._slot(study, budget, trials)
+            if slot is None:
                 return "the budget has no room for another trial"
-            self.run_one(study, budget, caps)
+            self.run_one(study, budget, slot)
 
-    def _caps(self, budget: StudyBudget) -> Optional[dict[str, int]]:
-        """The epochs the next trial may train within the budget (None: no trial fits)."""
+    def _slot(self, study, budget: StudyBudget, trials: Optional[int]) -> Optional[Slot]:
+        """The next trial's share of the budget (None: no trial fits)."""
+        if any(t.state.name == "WAITING" and t.user_attrs.get(DEFAULT_ATTR) for t in study.trials):
+            return budget.first_slot(trials)
         param = self.space.get("epochs")
-        if param is not None:
-            top = budget.largest_epochs(param.low, param.high)
-            return None if top is None else {"epochs": top}
-        epochs = self.base.train.epochs
-        return None if budget.largest_epochs(epochs, epochs) is None else {}
+        low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
+        return budget.next_slot(low, high)
 
-    def run_one(self, study, budget: StudyBudget, caps: dict[str, int]) -> None:
+    def run_one(self, study, budget: StudyBudget, slot: Slot) -> None:
         """Ask, run, tell: one trial."""
         import optuna
 
         trial = study.ask()
-        params = self.space.suggest(trial, caps)
+        default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+        keys = set(self.default_params(slot.seconds is not None)) if default else None
+        if slot.seconds is not None and not default:  # the run plans its epochs
+            keys = set(self.space.keys) - {"epochs"}
+        caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
+        params = self.space.suggest(trial, caps, keys)
         run_dir = self.output / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        epochs = int(params.get("epochs", self.base.train.epochs))
+        run = dict(params, **({} if default else self._inherited(study)))
+        if slot.seconds is not None:
+            run["budget"] = f"{slot.seconds:.1f}s"
+            trial.set_user_attr("budget_s", round(slot.seconds, 1))
+        epochs = None if slot.seconds else int(params.get("epochs", self.base.train.epochs))
         reporter = TrialReporter(trial, epochs=epochs, budget=budget)
-        emit("info", f"trial {trial.number}: " + _params_text(params), tune=True)
+        reporter.note = "the default run" if default else ""
+        emit("info", f"trial {trial.number}: " + _params_text(run, default), tune=True)
         start = budget.now()
         try:
-            value = self._train(params, run_dir, reporter)
+            value = self._train(run, run_dir, reporter)
         except optuna.TrialPruned:
             self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.PRUNED)
             emit("info", f"trial {trial.number}: {reporter.note}", tune=True)
@@ -176,12 +207,28 @@ class TrialRunner:
                            callbacks=[reporter], output=str(run_dir),
                            **{**self.fixed, **params})  # fmt: skip
         self.score_name = reporter.score_name or "val_accuracy"
+        reporter.train_s = result.metrics.get("train_seconds")
         scores = [r.get(self.score_name) for r in result.metrics["epochs"]]
         return max(float(s) for s in scores if s is not None)
 
+    def _inherited(self, study) -> dict[str, Any]:
+        """``img_size`` of the finished default trial, unless the size is given or searched."""
+        if self.inherited is not None:
+            return self.inherited
+        if {"img_size", "data.img_size"} & set(self.fixed) or self.space.get("img_size"):
+            self.inherited = {}
+            return self.inherited
+        for t in study.trials:
+            if t.user_attrs.get(DEFAULT_ATTR) and t.state.name == "COMPLETE":
+                saved = read_run_config(t.user_attrs["run_dir"])["finetune"]["config"]
+                size = saved["data"]["img_size"]
+                self.inherited = {"img_size": size} if size else {}
+        return self.inherited or {}  # not known yet: as configured
+
     def _tell(self, study, trial, budget, start, reporter, state=None, value=None) -> None:
         wall = budget.now() - start
-        budget.record(wall_s=wall, epoch_seconds=reporter.epoch_seconds)
+        train_s = reporter.train_s if value is not None else None
+        budget.record(wall_s=wall, epoch_seconds=reporter.epoch_seconds, train_s=train_s)
         self.score_name = self.score_name or reporter.score_name
         trial.set_user_attr("seconds", round(wall, 1))
         trial.set_user_attr("epochs_trained", len(reporter.epoch_seconds))
@@ -229,9 +276,10 @@ def _stage_modules(base: FinetuneConfig) -> list[str]:
     return [stage.modules[0] for stage in report.stages]
 
 
-def _params_text(params: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+def _params_text(params: dict, default: bool = False) -> str:
+    text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in params.items())  # fmt: skip
+    return f"the default run ({text or 'the config as it is'})" if default else text
 
 
 def _safe(name: str) -> str:

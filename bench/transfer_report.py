@@ -1,0 +1,187 @@
+"""The scoreboard's summary, targets and output of bench/transfer.py: mean and sample std over
+seeds per method, the issue's targets checked, JSON and Markdown written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+from transfer_methods import BACKBONE
+
+METHODS = ("finetune", "probe", "plain", "fastai", "tune")
+MARGIN = 0.015  # issue 9: finetune must beat the better baseline by 1.5 points of accuracy
+TUNE_MARGIN = 0.01  # issue 13: tune at 3x B must beat the default run by 1 point on average
+
+
+def summarise(entry: dict) -> None:
+    summary = {}
+    for method in METHODS:
+        runs = [r for r in entry["runs"] if r["method"] == method and "error" not in r]
+        if not runs:
+            continue
+        accs = [r["test_accuracy"] for r in runs]
+        summary[method] = dict(
+            mean=statistics.fmean(accs),
+            std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            per_seed={str(r["seed"]): r["test_accuracy"] for r in runs},
+            wall_s=statistics.fmean(r["wall_s"] for r in runs),
+            n=len(runs),
+        )
+    entry["summary"] = summary
+    entry["targets"] = targets(summary)
+
+
+def targets(s: dict) -> list[dict]:
+    out = []
+    ft = s.get("finetune")
+    baselines = {m: s[m]["mean"] for m in ("probe", "plain") if m in s}
+    if ft and baselines:
+        best = max(baselines, key=baselines.get)
+        out.append(
+            dict(
+                target="finetune mean >= best(probe, plain) mean + 1.5 points",
+                ok=ft["mean"] >= baselines[best] + MARGIN,
+                detail=f"{ft['mean']:.4f} vs {best} {baselines[best]:.4f} + {MARGIN}",
+            )
+        )
+    if ft and "probe" in s:
+        seeds = sorted(set(ft["per_seed"]) & set(s["probe"]["per_seed"]), key=int)
+        worse = [k for k in seeds if ft["per_seed"][k] < s["probe"]["per_seed"][k]]
+        out.append(
+            dict(
+                target="finetune >= probe in every seed",
+                ok=bool(seeds) and not worse,
+                detail=f"below the probe in seeds {worse}" if worse else f"seeds {seeds}",
+            )
+        )
+    if ft and "tune" in s:
+        out += tune_targets(ft, s["tune"])
+    if ft and "fastai" in s:
+        out.append(
+            dict(
+                target="finetune mean > fastai mean",
+                ok=ft["mean"] > s["fastai"]["mean"],
+                detail=f"{ft['mean']:.4f} vs {s['fastai']['mean']:.4f}",
+            )
+        )
+    return out
+
+
+def tune_targets(ft: dict, tune: dict) -> list[dict]:
+    """Issue 13: tune's mean >= the default's + 1 point; in no seed below the default by more
+    than the default's seed spread (its sample std over seeds; 0 with one seed)."""
+    seeds = sorted(set(ft["per_seed"]) & set(tune["per_seed"]), key=int)
+    spread = ft["std"]
+    worse = [k for k in seeds if tune["per_seed"][k] < ft["per_seed"][k] - spread]
+    return [
+        dict(
+            target="tune mean >= finetune default mean + 1 point",
+            ok=tune["mean"] >= ft["mean"] + TUNE_MARGIN,
+            detail=f"{tune['mean']:.4f} vs {ft['mean']:.4f} + {TUNE_MARGIN}",
+        ),
+        dict(
+            target="tune never below the default by more than the default's seed spread",
+            ok=bool(seeds) and not worse,
+            detail=(
+                f"below by more than {spread:.4f} in seeds {worse}"
+                if worse
+                else f"seeds {seeds}, spread {spread:.4f}"
+            ),
+        ),  # fmt: skip
+    ]
+
+
+LABELS = {
+    "finetune": "finetune default (`--budget B`)",
+    "probe": "linear probe (cached features + LogisticRegression)",
+    "plain": "plain loop, full fine-tune, same wall time",
+    "fastai": "fastai `vision_learner(...).fine_tune(E)`",
+    "tune": "`finetune tune --budget 3B`, best trial",
+}
+
+
+def method_notes(entry: dict, method: str) -> str:
+    runs = [r for r in entry["runs"] if r["method"] == method and "error" not in r]
+    errors = [r for r in entry["runs"] if r["method"] == method and "error" in r]
+    notes = []
+    if runs and method == "finetune":
+        notes.append(
+            f"epochs {[r['epochs'] for r in runs]} at {runs[0]['img_size']} px, training "
+            f"{statistics.fmean(r['train_s'] for r in runs):.0f} s (budget used: "
+            + ", ".join(f"{r['budget_used']:.0%}" for r in runs)
+            + ")"
+        )
+    elif runs and method == "probe":
+        notes.append(f"C {sorted({r['C'] for r in runs})}, features {runs[0]['features_s']:.0f} s")
+    elif runs and method == "plain":
+        notes.append(
+            f"epochs {[r['epochs'] for r in runs]} in "
+            f"{statistics.fmean(r['train_s'] for r in runs):.0f} s"
+        )
+    elif runs and method == "fastai":
+        notes.append(f"1 frozen + {runs[0]['epochs']} epochs")
+    elif runs and method == "tune":
+        notes.append(
+            f"trials {[r['trials'] for r in runs]} (best {[r['best_trial'] for r in runs]}), "
+            f"study {statistics.fmean(r['study_s'] for r in runs):.0f} s of "
+            f"{runs[0]['study_budget']} (budget used: "
+            + ", ".join(f"{r['budget_used']:.0%}" for r in runs)
+            + ")"
+        )
+    if errors:
+        notes.append(f"{len(errors)} failed: {errors[0]['error'][:120]}")
+    return "; ".join(notes)
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        "# Transfer scoreboard (bench/transfer.py)",
+        "",
+        f"`{meta['command']}`, {meta['date']}, {meta['machine']}. Backbone {BACKBONE} "
+        f"({meta.get('weights_source') or 'weights as finetune resolves them'}). Seeds "
+        f"{meta['seeds']}; test accuracy is mean ± sample std over seeds; wall time per run.",
+    ]
+    if meta["finetune_args"]:
+        lines += [
+            "",
+            f"**Not the default**: finetune ran with extra flags `{meta['finetune_args']}`.",
+        ]
+    for name, entry in results["datasets"].items():
+        c = entry["counts"]
+        lines += [
+            "",
+            f"## {name} (train/val/test {c['train']}/{c['val']}/{c['test']}, budget "
+            f"{entry['budget']})",
+            "",
+            "| method | test accuracy | per seed | wall time | notes |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for method in METHODS:
+            s = entry.get("summary", {}).get(method)
+            notes = method_notes(entry, method)
+            if s is None and not notes:
+                continue
+            acc = f"{s['mean']:.4f} ± {s['std']:.4f}" if s else "–"
+            seeds = ", ".join(f"{v:.4f}" for v in s["per_seed"].values()) if s else "–"
+            wall = f"{s['wall_s']:.0f} s" if s else "–"
+            lines.append(f"| {LABELS[method]} | {acc} | {seeds} | {wall} | {notes} |")
+        if entry.get("targets"):
+            lines.append("")
+            for t in entry["targets"]:
+                lines.append(f"- {'PASS' if t['ok'] else 'FAIL'}: {t['target']} ({t['detail']})")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in (
+        (out, json.dumps(results, indent=1)),
+        (out.with_suffix(".md"), markdown(results)),
+    ):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
