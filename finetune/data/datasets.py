@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ImageFileDataset",
+    "unaugmented",
     "dataset_info",
     "build_loader",
     "build_loaders",
@@ -333,6 +334,27 @@ def build_datasets(
         make_eval(data.val),
         make_eval(data.test) if data.test else None,
     )
+
+
+def unaugmented(dataset, info: "BackboneInfo", cfg: "FinetuneConfig"):
+    """A shallow copy of a training ``dataset`` that gives the same (cached) images through the
+    evaluation transform, without augmentation: what a linear probe is fitted on. None for a
+    dataset without a ``transform`` to replace.
+
+    Example:
+        >>> clean = unaugmented(loaders["train"].dataset, built.info, cfg)  # doctest: +SKIP
+    """
+    import copy
+
+    from .augment import build_band_transform, build_transform
+
+    if not hasattr(dataset, "transform"):
+        return None
+    view = copy.copy(dataset)
+    bands = cfg.data.in_chans not in (None, 3)
+    make = build_band_transform if bands else build_transform
+    view.transform = make(info, cfg.data, training=False)
+    return view
 
 
 class _IndexedDataset:

@@ -185,10 +185,15 @@ def start_run(plan: AutoPlan, built, cfg: FinetuneConfig, data: DataInfo, loader
             cfg=cfg,
             max_images=plan.probe_images,
         )
+        held = (
+            ""
+            if fit.holdout_accuracy is None
+            else f", held-out accuracy {fit.holdout_accuracy:.3f}"
+        )
         emit(
             "info",
             f"head fitted on frozen features of {fit.images:,} training images in "
-            f"{fit.seconds:.1f} s (LP-FT): train accuracy {fit.train_accuracy:.3f}",
+            f"{fit.seconds:.1f} s (LP-FT; L2 {fit.l2:g}{held})",
         )
     return time.perf_counter() - plan.clock_start
 

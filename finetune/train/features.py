@@ -20,7 +20,7 @@ from torch import nn
 __all__ = ["extract_features", "feature_loader"]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference mode: BatchNorm buffers updated here keep training afterwards
 def extract_features(
     model: nn.Module,
     classifier: str,
@@ -30,10 +30,16 @@ def extract_features(
     *,
     normalize: Optional[tuple[Sequence[float], Sequence[float]]] = None,
     max_images: Optional[int] = None,
+    batch_stats: Sequence[nn.Module] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, targets) of the batches of ``loader``: the input of module ``classifier``,
     in eval mode. ``normalize=(mean, std)`` normalises uint8 batches (training loaders leave it
-    to the device); ``max_images`` stops after the batch that reaches it."""
+    to the device); ``max_images`` stops after the batch that reaches it.
+
+    ``batch_stats``: BatchNorm layers that normalise with each batch's own statistics during
+    the pass, as in training, and keep their average over the pass as running statistics
+    (AdaBN: Li et al. 2016): the features are then the ones the first training steps see, and
+    evaluation normalises this data with its own statistics, not ImageNet's."""
     captured: list[torch.Tensor] = []
     hook = model.get_submodule(classifier).register_forward_pre_hook(
         lambda _m, args: captured.append(args[0].detach().float().cpu())
@@ -43,6 +49,11 @@ def extract_features(
     targets, seen = [], 0
     was_training = model.training
     model.eval()
+    momenta = [bn.momentum for bn in batch_stats]
+    for bn in batch_stats:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the pass, not an exponential one
+        bn.train()
     try:
         for images, labels in loader:
             images = images.to(device)
@@ -55,6 +66,8 @@ def extract_features(
                 break
     finally:
         hook.remove()
+        for bn, momentum in zip(batch_stats, momenta):
+            bn.momentum = momentum
         model.train(was_training)
     return torch.cat(captured), torch.cat(targets)
 

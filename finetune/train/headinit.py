@@ -7,9 +7,18 @@ head first on the backbone's features (a linear probe, seconds on cached feature
 fine-tuning from there keeps the features and gives a better model at the same cost.
 
 The features are the classifier's inputs over (at most ``MAX_IMAGES``) training images, read
-through the training loader (so the image cache fills once), taken in eval mode. The head is
-fitted by full-batch L-BFGS on the training loss (label smoothing, class weights, multi-label
-BCE) plus a small L2 term, deterministically.
+through the training dataset (its image cache) with the evaluation transform, as a linear probe
+is fitted (Kumar et al.), in eval mode except for the BatchNorm layers that will train: those
+normalise with batch statistics, as training does, and keep their average as running
+statistics. The head is fitted by full-batch L-BFGS on standardised features and the training
+loss (label smoothing, class weights, multi-label BCE) plus an L2 term chosen on a seeded 20 %
+hold-out of those images, then refitted on all of them, deterministically.
+
+Two bugs this replaced, both measured on sklearn's digits (1,259 training images, 1,280
+features): fitted on eval-mode features with ImageNet statistics, the head met other features
+in the first training step (loss 2.45, above a random head's ln 10 = 2.30); fitted on one
+augmented view per image with a fixed small L2, it separated the training set (more features
+than images) and scored 0.48 on the validation images, where a tuned probe scores 0.91.
 
 Example:
     >>> use, why = wants_probe(cfg, built)  # doctest: +SKIP
@@ -23,25 +32,35 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..config import FinetuneConfig
+from ..data.datasets import unaugmented
+from ..data.loaders import build_loader
 from .features import extract_features
+from .policy import set_train_mode
 from .runtime import Runtime, Task
 
-__all__ = ["HeadFit", "fit_linear", "init_head", "wants_probe", "MAX_IMAGES"]
+__all__ = ["HeadFit", "fit_linear", "fit_probe", "init_head", "wants_probe", "MAX_IMAGES"]
 
 # enough images for a linear head on a few thousand features to be well determined; a larger
 # set would only lengthen the feature pass (one forward per image, ~1/3 of a training step)
 MAX_IMAGES = 10_000
-L2 = 1e-2  # on the mean loss: a fitted, not saturated head (1e-4 gave elpv 0.75 and digits 0.91 test accuracy vs 0.84 and 0.95; 90 s and 45 s budgets)
+# L2 on the mean loss over standardised features; sklearn's C = 1 / (L2 x images), so with
+# ~1,000 images this spans C 1 ... 0.001, where cached-feature probes usually peak
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+HOLDOUT = 0.2  # share of the probe's images that choose the L2
+MAX_SELECT = 4_000  # images the L2 is chosen on (the fits cost ~images x features x classes)
 
 
 @dataclass(frozen=True)
 class HeadFit:
-    """What the head probe did: images used, its training accuracy and the seconds it took."""
+    """What the head probe did: images used, its accuracy on the held-out images that chose
+    its L2 (None with too few images to hold any out), the L2 and the seconds it took."""
 
     images: int
-    train_accuracy: float
+    holdout_accuracy: float | None
+    l2: float
     seconds: float
 
 
@@ -73,6 +92,7 @@ def fit_linear(
     multilabel: bool = False,
     label_smoothing: float = 0.0,
     class_weights: torch.Tensor | None = None,
+    l2: float = 1e-2,
     max_iter: int = 100,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(weight, bias, train accuracy) of a linear classifier fitted on ``features`` (N, D).
@@ -99,7 +119,7 @@ def fit_linear(
 
     def closure():
         opt.zero_grad()
-        loss = loss_fn(x @ weight.T + bias) + L2 / 2 * weight.pow(2).sum()
+        loss = loss_fn(x @ weight.T + bias) + l2 / 2 * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -112,6 +132,49 @@ def fit_linear(
         else:
             acc = float((logits.argmax(1) == targets).float().mean())
     return weight.detach(), bias.detach(), acc
+
+
+def fit_probe(
+    features: torch.Tensor, targets: torch.Tensor, *, seed: int = 0, **fit
+) -> tuple[torch.Tensor, torch.Tensor, float | None, float]:
+    """(weight, bias, held-out accuracy, L2) of a linear probe on ``features`` (N, D): the L2
+    from ``L2_GRID`` with the lowest loss on a seeded ``HOLDOUT`` share, then a fit on all of
+    them. Features are standardised for the fit and the scaling folded into the weights, so the
+    head takes the raw features. ``fit``: ``fit_linear``'s keyword arguments.
+
+    Example:
+        >>> x = torch.cat([torch.randn(30, 5) + 2, torch.randn(30, 5) - 2])
+        >>> w, b, acc, l2 = fit_probe(x, torch.tensor([0] * 30 + [1] * 30), num_classes=2)
+        >>> acc, l2 in L2_GRID
+        (1.0, True)
+    """
+    x = features.float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    order = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:MAX_SELECT]
+    held, kept = order[: int(len(order) * HOLDOUT)], order[int(len(order) * HOLDOUT) :]
+    l2, acc = L2_GRID[len(L2_GRID) // 2], None
+    if len(held) >= 5:  # enough to tell the strengths apart, roughly
+        scores = []
+        for candidate in L2_GRID:
+            w, b, _ = fit_linear(z[kept], targets[kept], l2=candidate, **fit)
+            scores.append((*_holdout(z[held] @ w.T + b, targets[held], fit), candidate))
+        _, acc, l2 = min(scores)
+    weight, bias, _ = fit_linear(z, targets, l2=l2, **fit)
+    weight = weight / std  # w . (x - mean) / std + b  ==  (w / std) . x + (b - (w / std) . mean)
+    return weight, bias - weight @ mean, acc, l2
+
+
+def _holdout(logits, targets, fit: dict) -> tuple[float, float]:
+    """(loss, accuracy) on held-out images, without label smoothing."""
+    weights = fit.get("class_weights")
+    if fit.get("multilabel"):
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            logits, targets.float(), pos_weight=weights
+        )
+        return float(loss), float(((logits > 0) == targets.bool()).float().mean())
+    loss = nn.functional.cross_entropy(logits, targets, weight=weights)
+    return float(loss), float((logits.argmax(1) == targets).float().mean())
 
 
 def init_head(
@@ -131,6 +194,21 @@ def init_head(
     """
     t0 = time.perf_counter()
     head = built.base.get_submodule(built.info.classifier)
+    set_train_mode(built.base, built.policy)  # which BatchNorm layers train (the policy's bn)
+    batch_stats = [
+        m for m in built.base.modules() if isinstance(m, _BatchNorm) and m.training
+        and m.track_running_stats
+    ]  # fmt: skip
+    view = unaugmented(getattr(loader, "dataset", None), built.info, cfg)
+    if view is not None:  # the same images and order, without augmentation
+        loader = build_loader(
+            view,
+            batch_size=loader.batch_size,
+            training=True,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.train.seed,
+            **runtime.dist.shard,
+        )
     features, targets = extract_features(
         built.base,
         built.info.classifier,
@@ -139,11 +217,13 @@ def init_head(
         runtime.memory_format,
         normalize=(task.mean, task.std),
         max_images=max_images,
+        batch_stats=batch_stats,
     )
     weights = task.class_weights.float() if task.class_weights is not None else None
-    weight, bias, acc = fit_linear(
+    weight, bias, acc, l2 = fit_probe(
         features,
         targets,
+        seed=cfg.train.seed,
         num_classes=head.out_features,
         multilabel=task.multilabel,
         label_smoothing=cfg.optim.label_smoothing,
@@ -153,4 +233,4 @@ def init_head(
         head.weight.copy_(weight.to(head.weight))
         if head.bias is not None:
             head.bias.copy_(bias.to(head.bias))
-    return HeadFit(len(targets), acc, time.perf_counter() - t0)
+    return HeadFit(len(targets), acc, l2, time.perf_counter() - t0)

@@ -142,3 +142,22 @@ def test_quick_scan_keeps_a_truncated_image_and_the_run_skips_it_at_load_time(
     # regression: images skipped at load time were only warned about, not recorded in the run
     listed = (result.run_dir / "skipped_files.txt").read_text()
     assert "cat1.png" in listed
+
+
+def test_unaugmented_view_gives_the_evaluation_transform_of_the_same_images(image_folder):
+    """LP-FT's probe reads the training images without augmentation (through their cache)."""
+    from finetune.data.datasets import build_datasets, scan_data, unaugmented
+    from finetune.train.build import build_model
+
+    cfg = FinetuneConfig().with_overrides(
+        name="test_resnet", pretrained=False, img_size=32, min_crop_scale=0.2
+    )
+    data = scan_data(image_folder, cfg)
+    info = build_model("test_resnet", cfg, data.num_classes).info
+    train, val, _ = build_datasets(image_folder, data, cfg, info)
+    view = unaugmented(train, info, cfg)
+    first, again = view[0][0], view[0][0]
+    assert torch.equal(first, again) and first.dtype == torch.float32
+    assert first.shape == val[0][0].shape == (3, 32, 32)
+    assert train[0][0].dtype == torch.uint8  # the training set itself is untouched
+    assert unaugmented(object(), info, cfg) is None
