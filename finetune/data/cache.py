@@ -30,7 +30,6 @@ import json
 import os
 import warnings
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -41,6 +40,7 @@ from .._io import atomic_path, cache_dir
 from ..events import track
 from .images import load_image
 from .scan import stat_key
+from .threads import thread_map
 
 __all__ = ["ImageCache", "cache_side", "downsizer", "eval_preparer"]
 
@@ -218,8 +218,8 @@ def _read_index(path: Path, n: int) -> Optional[np.ndarray]:
 
 
 def _decode_iter(paths: list[str], prepare):
-    """Prepared arrays in order (None for a file that fails), decoded by threads in chunks so
-    that only a bounded number are held at once."""
+    """Prepared arrays in order (None for a file that fails), decoded by threads with a bounded
+    number held at once."""
 
     def safe(path):
         try:
@@ -227,12 +227,8 @@ def _decode_iter(paths: list[str], prepare):
         except Exception:  # changed since the scan: the dataset reads (and reports) the file
             return None
 
-    chunk = 256
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-        chunks = (
-            pool.map(safe, paths[start : start + chunk]) for start in range(0, len(paths), chunk)
-        )
-        yield from track((a for c in chunks for a in c), "Caching images", total=len(paths))
+    arrays = thread_map(safe, paths, window=64)  # 64 in flight keep 8 threads busy
+    yield from track(arrays, "Caching images", total=len(paths))
 
 
 def _estimate_bytes(paths: list[str], side: int) -> int:

@@ -45,7 +45,6 @@ import json
 import os
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -55,6 +54,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from .._io import atomic_path, cache_dir
 from ..events import track
 from .depth import pil_stated_bits, scaling_note, stated_bits
+from .threads import thread_map
 
 __all__ = [
     "AUTO_FULL_LIMIT",
@@ -361,12 +361,9 @@ def check_files(
         limit = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None  # our own limit applies, with a clearer message
         try:
-            workers = max(2, min(8, os.cpu_count() or 1))
-            with ThreadPoolExecutor(workers) as pool:
-                checks = pool.map(lambda p: check_file(p, max_pixels, level), todo, chunksize=16)
-                what = "Scanning images" if level == "full" else f"Scanning images ({level})"
-                checks = track(checks, what, total=len(todo))
-                results.update(zip(todo, checks))
+            checks = thread_map(lambda p: check_file(p, max_pixels, level), todo)
+            what = "Scanning images" if level == "full" else f"Scanning images ({level})"
+            results.update(zip(todo, track(checks, what, total=len(todo))))
         finally:
             Image.MAX_IMAGE_PIXELS = limit
     if cache_file is not None and todo:

@@ -205,3 +205,22 @@ def test_missing_webdataset_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "webdataset", None)  # import webdataset -> ImportError
     with pytest.raises(DataError, match=r"pip install 'finetune\[shards\]'"):
         load_shards(tmp_path)
+
+
+def test_shard_scan_does_not_submit_every_sample_at_once(tmp_path, monkeypatch):
+    """Regression (issue 12): the shard scan ran ThreadPoolExecutor.map over every sample (a
+    future each, ~1.6 kB, all held until the end: the shards' peak memory per image) and kept
+    every sample's check, where only the bad ones are needed."""
+    from concurrent.futures import Executor
+
+    def whole_list_map(*args, **kwargs):
+        raise AssertionError("Executor.map submits every item at once")
+
+    monkeypatch.setattr(Executor, "map", whole_list_map)
+    samples = labelled(6)
+    samples[2]["png"] = b"not an image"
+    write_shard(tmp_path / "s" / "train-0.tar", samples)
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        shards = load_shards(tmp_path / "s", scan="quick", val_split=0.0)
+    assert dict(shards.skipped) == {"train-0.tar:000002": "not an image"}
+    assert shards.splits["train"] == [0, 1, 3, 4, 5]
