@@ -11,12 +11,13 @@ labels use, else ``0``, ``1``, ... Splits: the shards' own (``train-*``/``val-*`
 file names, or the sub-folders), else a seeded ``val_split`` of whole shards (a single shard is
 split by sample instead).
 
-Why a map-style index instead of webdataset's streaming pipeline: reading tar headers is cheap
-(no image is decoded; about 24 bytes per sample are kept, in typed arrays, and the tar headers are dropped as they are read), and with an index the
-project's own samplers apply unchanged: the ``DistributedSampler`` gives every DDP rank and
-loader worker disjoint samples, the seeded shuffle differs per epoch, and a mid-epoch
-``--resume`` skips the batches it trained without reading them. Streaming would need its own
-rank/worker splitting, an approximate shuffle buffer and a resume position inside a stream.
+Why a map-style index instead of webdataset's streaming pipeline: reading tar headers is cheap (no
+image is decoded; 24 bytes per sample are kept, in typed arrays, and each tar header is dropped
+once read), and with an index the project's own samplers apply unchanged: the
+``DistributedSampler`` gives every DDP rank and loader worker disjoint samples, the seeded shuffle
+differs per epoch, and a mid-epoch ``--resume`` skips the batches it trained without reading them.
+Streaming would need its own rank/worker splitting, an approximate shuffle buffer and a resume
+position inside a stream.
 Each image is read with one ``os.pread`` at its offset in the tar, so workers share nothing.
 
 Example:
