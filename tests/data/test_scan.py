@@ -173,3 +173,23 @@ def test_scans_do_not_submit_every_file_at_once(image_folder, monkeypatch):
     paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
     results, _ = check_files(paths, level="full")
     assert list(results) == paths and not any(c.problem for c in results.values())
+
+
+def test_the_scan_cache_is_a_line_per_file(image_folder):
+    """Regression (issue 12): the scan cache was written as one JSON text built from a dict of
+    every file (~1.5 kB per image at the scan's peak, the folder's largest per-image cost) and
+    read back whole. It is now a header line and one line per file, written and read in turn."""
+    import json
+
+    from finetune.data.scan import CACHE_VERSION, _cache_file
+
+    first = scan_folder(image_folder)
+    lines = _cache_file(image_folder, 89_478_485).read_text().splitlines()
+    assert json.loads(lines[0])["version"] == CACHE_VERSION and len(lines) == 1 + 12
+    name, key, check = json.loads(lines[1])
+    assert os.path.exists(image_folder / name) and len(key) == 4 and check["digest"]
+    assert scan_folder(image_folder).cache_hits == 12
+    path = _cache_file(image_folder, 89_478_485)
+    path.write_text(path.read_text()[:-40])  # a damaged cache is only a miss
+    again = scan_folder(image_folder)
+    assert again.cache_hits == 0 and again.train == first.train
