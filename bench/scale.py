@@ -7,7 +7,10 @@ the folder and for the shards, a fresh Python process runs ``finetune.adapt`` fo
 epochs of ``--backbone`` (random init) with its own empty cache folder, and reports the scan's
 seconds (until the data summary event; for shards it includes indexing them), the seconds until
 the first epoch starts (scan, model, image-cache build), the first and the last epoch's training
-images/s (metrics.jsonl), its peak RSS (``ru_maxrss``) and the bytes of the disk image cache. The table gives each per image, so that linear growth reads as a flat column.
+images/s (metrics.jsonl), its peak RSS (``ru_maxrss``: all resident pages, shared libraries and
+touched file pages included), its peak RssAnon (private memory: heap, Python objects, tensors;
+``/proc/self/status`` sampled every 50 ms, Linux only, 0 elsewhere) and the bytes of the disk image
+cache. The table gives each per image, so that linear growth reads as a flat column.
 
 Targets (issue 12): steady images/s at 200k within 10 % of 2k; peak RSS growing by at most a few
 hundred bytes per image. Heavy: 200k images take a long time to generate and train on 2 cores.
@@ -29,7 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
+def rss_anon():  # private memory (heap, Python objects, tensors); RSS adds file pages (libraries)
+    with open("/proc/self/status") as f:
+        return next((int(l.split()[1]) * 1024 for l in f if l.startswith("RssAnon:")), 0)
+peak_anon = [0]
+def sample_anon():  # the kernel keeps the peak of RSS only (ru_maxrss), not of RssAnon
+    while True:
+        peak_anon[0] = max(peak_anon[0], rss_anon())
+        time.sleep(0.05)
+threading.Thread(target=sample_anon, daemon=True).start()
 import finetune
 from finetune.events import listening
 args = json.loads(sys.argv[1])
@@ -54,6 +66,7 @@ print(json.dumps(dict(
     first_ips=lines[0]["train_images_per_s"],
     steady_ips=lines[-1]["train_images_per_s"],
     peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    peak_anon=max(peak_anon[0], rss_anon()),
 )))
 """
 
@@ -117,7 +130,8 @@ def main() -> None:
                 record = run_case(work / label, work, args, label)
                 rows.append((n, label, record))
     header = ("N", "data", "scan s", "scan us/img", "ready s", "epoch1 img/s", "steady img/s",
-              "peak RSS MB", "RSS B/img", "cache MB", "cache B/img")  # fmt: skip
+              "peak RSS MB", "RSS B/img", "peak anon MB", "anon B/img", "cache MB",
+              "cache B/img")  # fmt: skip
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for n, label, r in rows:
@@ -125,16 +139,20 @@ def main() -> None:
             f"{n:,}", label, f"{r['scan_s']:.1f}", f"{1e6 * r['scan_s'] / n:.0f}",
             f"{r['ready_s']:.1f}",
             f"{r['first_ips']:.0f}", f"{r['steady_ips']:.0f}", f"{r['peak_rss'] / 1e6:.0f}",
-            f"{r['peak_rss'] / n:,.0f}", f"{r['cache_bytes'] / 1e6:.1f}",
+            f"{r['peak_rss'] / n:,.0f}", f"{r['peak_anon'] / 1e6:.0f}",
+            f"{r['peak_anon'] / n:,.0f}", f"{r['cache_bytes'] / 1e6:.1f}",
             f"{r['cache_bytes'] / n:,.0f}",
         ]))  # fmt: skip
     first = {label: r for n, label, r in rows if n == rows[0][0]}
     for n, label, r in rows:
         if n != rows[0][0]:
             ratio = r["steady_ips"] / max(first[label]["steady_ips"], 1e-9)
-            growth = (r["peak_rss"] - first[label]["peak_rss"]) / max(n - rows[0][0], 1)
+            extra = max(n - rows[0][0], 1)
+            growth = (r["peak_rss"] - first[label]["peak_rss"]) / extra
+            anon = (r["peak_anon"] - first[label]["peak_anon"]) / extra
             print(f"{label} N={n:,}: steady img/s {ratio:.2f}x of N={rows[0][0]:,}; peak RSS "
-                  f"+{growth:,.0f} B per extra image")  # fmt: skip
+                  f"+{growth:,.0f} B, peak RssAnon (private) +{anon:,.0f} B per extra "
+                  "image")  # fmt: skip
 
 
 if __name__ == "__main__":

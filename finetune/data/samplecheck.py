@@ -48,7 +48,7 @@ def _sampled_check(dataset, info: DataInfo, *, sample: int, seed: int,
         return FileCheck(None, None, image.width, image.height, image.mode, image.format or "")
 
     t0 = time.perf_counter()
-    results = check_items(check, chosen, "Checking a sample", len(chosen))
+    results = dict(check_items(check, chosen, "Checking a sample", len(chosen)))
     namer = getattr(dataset, "item_name", lambda i: f"{type(dataset).__name__}[{i}]")
     checks = {namer(i): c for i, c in results.items()}
     bad = tuple((name, c.problem) for name, c in checks.items() if c.problem)

@@ -11,16 +11,15 @@ Example:
 from __future__ import annotations
 
 import io
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 
 from ..errors import DataError
 from ..events import track
 from .scan import DEFAULT_MAX_PIXELS, FileCheck, check_image
+from .threads import thread_map
 
 __all__ = ["check_items", "screen_samples"]
 
@@ -28,15 +27,13 @@ WARN_EACH = 10  # bad samples warned about one by one; the rest in one line
 
 
 def check_items(check: Callable[[int], FileCheck], items: Iterable[int], what: str,
-                 total: int) -> dict[int, FileCheck]:  # fmt: skip
-    """``check`` of every item, in threads, with our pixel limit instead of PIL's."""
+                total: int) -> Iterator[tuple[int, FileCheck]]:  # fmt: skip
+    """``(item, check(item))`` of every item, in order, from threads (at most a bounded number
+    in flight: ``threads.thread_map``), with our pixel limit instead of PIL's."""
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # check_image applies max_pixels, with a clearer message
     try:
-        items = list(items)
-        with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 1))) as pool:
-            results = track(pool.map(check, items, chunksize=64), what, total=total)
-            return dict(zip(items, results))
+        yield from track(thread_map(lambda i: (i, check(i)), items), what, total=total)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
@@ -71,8 +68,8 @@ def screen_samples(shards, scan: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             return check_image(io.BytesIO(data), max_pixels, decode=decode)
 
         what = "Scanning shards" + ("" if decode else " (quick)")
-        results = check_items(check, range(len(shards)), what, len(shards))
-        bad = {i: c.problem for i, c in results.items() if c.problem}
+        checks = check_items(check, range(len(shards)), what, len(shards))
+        bad = {i: c.problem for i, c in checks if c.problem}  # only the bad ones are kept
     found = list(shards.skipped) + [(shards.item_name(i), why) for i, why in sorted(bad.items())]
     if found and strict:
         raise DataError(f"{found[0][0]}: unreadable sample ({found[0][1]}); fix or remove it, "

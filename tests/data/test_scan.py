@@ -157,3 +157,39 @@ def test_scan_report_says_how_each_high_depth_format_is_scaled(tmp_path):
         "scaling: 12-bit (stated) in 16-bit -> /4095, 16-bit -> /65535, float -> as stored"
         in console.export_text()
     )
+
+
+def test_scans_do_not_submit_every_file_at_once(image_folder, monkeypatch):
+    """Regression (issue 12): the scan ran ThreadPoolExecutor.map over all files, which holds a
+    future per file (~1.6 kB) until the end: +2 kB per image of peak memory at the scan."""
+    from concurrent.futures import Executor
+
+    def whole_list_map(*args, **kwargs):
+        raise AssertionError("Executor.map submits every item at once")
+
+    monkeypatch.setattr(Executor, "map", whole_list_map)
+    from finetune.data.scan import check_files
+
+    paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
+    results, _ = check_files(paths, level="full")
+    assert list(results) == paths and not any(c.problem for c in results.values())
+
+
+def test_the_scan_cache_is_a_line_per_file(image_folder):
+    """Regression (issue 12): the scan cache was written as one JSON text built from a dict of
+    every file (~1.5 kB per image at the scan's peak, the folder's largest per-image cost) and
+    read back whole. It is now a header line and one line per file, written and read in turn."""
+    import json
+
+    from finetune.data.scan import CACHE_VERSION, _cache_file
+
+    first = scan_folder(image_folder)
+    lines = _cache_file(image_folder, 89_478_485).read_text().splitlines()
+    assert json.loads(lines[0])["version"] == CACHE_VERSION and len(lines) == 1 + 12
+    name, key, check = json.loads(lines[1])
+    assert os.path.exists(image_folder / name) and len(key) == 4 and check["digest"]
+    assert scan_folder(image_folder).cache_hits == 12
+    path = _cache_file(image_folder, 89_478_485)
+    path.write_text(path.read_text()[:-40])  # a damaged cache is only a miss
+    again = scan_folder(image_folder)
+    assert again.cache_hits == 0 and again.train == first.train

@@ -205,3 +205,55 @@ def test_missing_webdataset_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "webdataset", None)  # import webdataset -> ImportError
     with pytest.raises(DataError, match=r"pip install 'finetune\[shards\]'"):
         load_shards(tmp_path)
+
+
+def test_shard_scan_does_not_submit_every_sample_at_once(tmp_path, monkeypatch):
+    """Regression (issue 12): the shard scan ran ThreadPoolExecutor.map over every sample (a
+    future each, ~1.6 kB, all held until the end: the shards' peak memory per image) and kept
+    every sample's check, where only the bad ones are needed."""
+    from concurrent.futures import Executor
+
+    def whole_list_map(*args, **kwargs):
+        raise AssertionError("Executor.map submits every item at once")
+
+    monkeypatch.setattr(Executor, "map", whole_list_map)
+    samples = labelled(6)
+    samples[2]["png"] = b"not an image"
+    write_shard(tmp_path / "s" / "train-0.tar", samples)
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        shards = load_shards(tmp_path / "s", scan="quick", val_split=0.0)
+    assert dict(shards.skipped) == {"train-0.tar:000002": "not an image"}
+    assert shards.splits["train"] == [0, 1, 3, 4, 5]
+
+
+def test_the_shard_index_is_kept_in_arrays_and_tar_headers_are_not(tmp_path, monkeypatch):
+    """Regression (issue 12): indexing a shard kept every tar header TarFile read (TarFile's
+    ``members``, ~1 kB a member, two members a sample: 2.4 kB per sample at the peak of a
+    100 MB shard) and the index in lists of Python ints (~140 bytes a sample)."""
+    import tarfile
+
+    from finetune.data import shards as shards_module
+
+    seen = []
+    real_open = tarfile.open
+
+    def recording_open(*args, **kwargs):
+        tar = real_open(*args, **kwargs)
+        real_next = tar.next
+
+        def next_member():
+            seen.append(len(tar.members))  # headers still held when the next is read
+            return real_next()
+
+        tar.next = next_member
+        return tar
+
+    monkeypatch.setattr(tarfile, "open", recording_open)
+    write_shard(tmp_path / "s" / "train-0.tar", labelled(8))
+    index = shards_module._Index()
+    index.add_shard(0, tmp_path / "s" / "train-0.tar")
+    assert len(seen) == 17 and max(seen) <= 1  # 8 samples x 2 members, then the end
+    assert all(len(getattr(index, a)) == 8 and getattr(index, a).itemsize <= 8
+               for a in ("shard", "offset", "size", "token"))  # fmt: skip
+    shards = load_shards(tmp_path / "s", scan="off", val_split=0.0)
+    assert all(isinstance(getattr(shards, a), np.ndarray) for a in ("shard", "offset", "size"))
