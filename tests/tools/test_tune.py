@@ -11,6 +11,7 @@ import pytest
 
 from finetune.errors import ConfigError
 from finetune.tools.tune import StudyBudget, load_search_space, tune
+from finetune.tools.tune.budget import Slot
 
 TINY = dict(pretrained=False, img_size=32, batch_size=4, num_workers=0, warmup_epochs=0.0)
 SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "mixup": [0.0, 0.2]}
@@ -119,8 +120,6 @@ def simulate(seconds, *, epoch_s, setup_s, eval_s, low=3, high=15, shortest=Fals
     of E epochs costs set-up + evaluation + E epochs (all of them trained, or the ``shortest``
     the space allows), a budgeted one its set-up plus its budget. Returns the trials' slots and
     the seconds used."""
-    from finetune.tools.tune.budget import Slot
-
     clock = FakeClock()
     budget = StudyBudget(seconds, now=clock)
     slots = [budget.first_slot(None)]
@@ -156,12 +155,13 @@ def test_a_study_uses_its_budget_within_5_percent(seconds, epoch_s, setup_s, eva
     slots, used = simulate(seconds, epoch_s=epoch_s, setup_s=setup_s, eval_s=eval_s,
                            shortest=shortest)  # fmt: skip
     assert 0.95 * seconds <= used <= seconds, slots
-    assert slots[0].seconds == pytest.approx(seconds / 3)  # the default run's share
-    assert slots[-1].seconds is not None  # the last trial is budgeted with the rest
+    assert slots[0].seconds == pytest.approx(seconds / 4)  # the default run's share
+    assert slots[-1].final and slots[-1].seconds is not None  # the final one gets the rest
+    assert slots[-1].seconds >= 0.4 * seconds  # about twice the default run, less its set-up
+    assert not any(slot.final for slot in slots[:-1])
 
 
-# 1 - MARGIN of the whole budget for a one-trial study
-@pytest.mark.parametrize("trials,share", [(None, 1 / 3), (1, 0.99), (2, 0.5), (5, 1 / 3)])
+@pytest.mark.parametrize("trials,share", [(None, 1 / 4), (1, 0.99), (2, 1 / 3), (5, 1 / 4)])
 def test_the_default_trial_gets_its_share_of_the_budget(trials, share):
     assert StudyBudget(300.0, now=FakeClock()).first_slot(trials).seconds == pytest.approx(
         300.0 * share
@@ -169,32 +169,40 @@ def test_the_default_trial_gets_its_share_of_the_budget(trials, share):
     assert StudyBudget(None, now=FakeClock()).first_slot(trials).seconds is None
 
 
-def test_searched_trials_leave_room_for_a_last_one():
+def test_searched_trials_leave_the_final_half_to_the_final_trial():
     clock = FakeClock()
-    budget = StudyBudget(300.0, now=clock)
+    budget = StudyBudget(400.0, now=clock)
     clock.t = 100.0
     budget.record(wall_s=100.0, epoch_seconds=[20.0] * 4, train_s=90.0)  # 20 s overhead
-    # 200 s left: after this trial a shortest one (20 + 3 * 20 = 80 s) must still fit
-    assert budget.next_slot(3, 10).epochs == 5  # 20 + 5 * 20 = 120 <= 200 - 80
-    clock.t = 180.0  # 120 s left < 2 x 80: the last trial, budgeted with the rest
-    assert budget.next_slot(3, 10).seconds == pytest.approx((120.0 - 10.0) * 0.99)
-    clock.t = 265.0  # 35 s left < one epoch and the overhead (40 s): stop
+    # 300 s left, 200 kept for the final trial: 20 + 20 * e <= 100
+    assert budget.next_slot(3, 10) == Slot(epochs=4)
+    assert budget.next_slot(3, 10, last=True).final  # the trial limit: this one is the final
+    clock.t = 150.0  # 50 s before the final half < a shortest trial (80 s): the final trial
+    assert budget.next_slot(3, 10) == Slot(seconds=(250.0 - 10.0) * 0.99, final=True)
+    clock.t = 365.0  # 35 s left < one epoch and the overhead (40 s): stop
     assert budget.next_slot(3, 10) is None
 
 
-def test_a_study_stops_starting_trials_when_the_budget_has_no_room(image_folder, tmp_path):
+def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_folder, tmp_path):
     """A fake clock that moves 0.5 s each time it is read: trials cost a few fake seconds, so a
     6 s budget holds a few of them, and the study must stop starting them in time (the
     study's own reads of the clock count too, so its total runs past the trials' sum). The
-    budgeted trials (the default run's third, the last one's rest) train for real seconds."""
+    budgeted trials (the default run's quarter, the final one's rest) train for real seconds.
+    Regression: the last trial was a new sampled config given the rest of the budget, so the
+    time it had could not make the best config better (issue 13's 10m study on the demo data
+    ended with the default run as its best)."""
     report = quiet_tune(image_folder, tmp_path, budget=6, clock=FakeClock(0.5),
                         search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
-    assert report.stop_reason == "the budget has no room for another trial"
-    assert len(report.trials) >= 1 and all(t.state == "complete" for t in report.trials)
+    assert report.stop_reason.startswith("the final trial retrained the best config")
+    assert len(report.trials) >= 2 and all(t.state == "complete" for t in report.trials)
     # every trial started only when one of its length fitted: their fake time fits the budget
     assert sum(t.seconds for t in report.trials) <= 6.0
     assert report.usage.endswith("%)") and report.budget_s == 6.0
     assert report.trials[0].note == "the default run" and report.trials[0].params == {"mixup": 0.0}
+    *searched, final = report.trials
+    best = max(searched, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
+    assert final.note == f"trial {best.number}'s config, retrained with the rest of the budget"
+    assert final.params == {k: v for k, v in best.params.items() if k != "epochs"}
 
 
 def test_the_first_trial_is_the_default_run(image_folder, tmp_path):

@@ -7,18 +7,19 @@ its records) and the rest (model build, data, final evaluation, report). The nex
 estimate is the mean rest plus the slowest epoch seen times its epochs (freezing less makes
 epochs slower, so the slowest is the safe side).
 
-How the study's time is shared out (``next_slot``):
+How the study's time is shared out (``first_slot``, ``next_slot``):
 
-- the first trial, the default run, gets a third of the budget as its run's ``--budget`` (all of
-  it when the study runs fewer trials: a half of two, the whole of one), so it is the run that
-  ``finetune run --budget`` would make, and the bench's tune at 3x B starts from the default run
-  at B;
-- while two shortest trials still fit, a trial trains a searched number of epochs, capped so
-  that a shortest trial still fits after it;
-- then the last trial gets what is left (less the measured set-up outside a run's budget clock,
-  and ``MARGIN``) as its run's ``--budget``: a budgeted run plans its epochs and its LR schedule
-  to end within it. Regression: the study used to stop when no trial of the searched minimum
-  epochs fitted, and a 10m study on the demo data used 83 % of its budget (2 trials, 8m17s).
+- the first trial, the default run, gets a quarter of the budget as its run's ``--budget`` (all
+  of it when the study runs one trial, a third when it runs two);
+- while a shortest trial still fits before the final half, a searched trial trains a searched
+  number of epochs, capped to what fits there;
+- then the final trial retrains the best config so far with what is left (less the measured
+  set-up outside a run's budget clock, and ``MARGIN``) as its run's ``--budget``: about half the
+  study, twice the default run's time. A budgeted run plans its epochs and its LR schedule to
+  end within it. Regressions: the study used to stop when no trial of the searched minimum
+  epochs fitted, and a 10m study on the demo data used 83 % of its budget (2 trials, 8m17s);
+  and the last trial, a new sampled config given the rest, could not make the best config
+  better, so a 10m study on the demo data ended with the default run as its best.
 
 Example:
     >>> budget = StudyBudget(600.0, now=iter([0.0, 100.0, 100.0]).__next__)
@@ -34,19 +35,22 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["StudyBudget", "Slot", "DEFAULT_SHARE_TRIALS", "MARGIN"]
+__all__ = ["StudyBudget", "Slot", "DEFAULT_SHARE", "FINAL_SHARE", "MARGIN"]
 
-DEFAULT_SHARE_TRIALS = 3  # the default trial gets 1/3 of the study (1/N when N < 3 trials)
+DEFAULT_SHARE = 0.25  # of the study's seconds: the default trial's budget
+FINAL_SHARE = 0.5  # of the study's seconds, kept for the final trial (the best config, retrained)
 MARGIN = 0.01  # of a budgeted trial's seconds, kept back: a budgeted run may end a little late
 
 
 @dataclass(frozen=True)
 class Slot:
     """What the next trial may spend: at most ``epochs`` epochs (the searched epochs capped), or
-    a run budgeted to ``seconds`` (its epochs planned by the run). Neither: as configured."""
+    a run budgeted to ``seconds`` (its epochs planned by the run). Neither: as configured.
+    ``final``: the study's last trial, which retrains the best config so far."""
 
     epochs: Optional[int] = None
     seconds: Optional[float] = None
+    final: bool = False
 
 
 class StudyBudget:
@@ -83,27 +87,30 @@ class StudyBudget:
         return sum(seen) / len(seen) if seen else 0.0
 
     def first_slot(self, trials: Optional[int]) -> Slot:
-        """The default trial's share: ``1 / min(DEFAULT_SHARE_TRIALS, trials)`` of the budget as
-        its run's budget (never more than what is left); as configured without a budget."""
+        """The default trial's share: ``DEFAULT_SHARE`` of the budget as its run's budget (all of
+        it for a one-trial study, a third for two; never more than what is left); as configured
+        without a budget."""
         if self.seconds is None:
             return Slot()
-        share = self.seconds / min(DEFAULT_SHARE_TRIALS, trials or DEFAULT_SHARE_TRIALS)
-        return Slot(seconds=min(share, self.remaining() * (1 - MARGIN)))
+        share = {1: 1.0, 2: 1 / 3}.get(trials or 0, DEFAULT_SHARE)
+        return Slot(seconds=min(self.seconds * share, self.remaining() * (1 - MARGIN)))
 
-    def next_slot(self, low: int, high: int) -> Optional[Slot]:
-        """The next searched trial's share (module docstring); None when not even one epoch and
-        a trial's overhead fit: the study stops starting trials."""
+    def next_slot(self, low: int, high: int, *, last: bool = False) -> Optional[Slot]:
+        """The next trial's share (module docstring): a searched trial's capped epochs, or the
+        final trial's seconds (``last``: the study's trial limit makes this one the last); None
+        when not even one epoch and a trial's overhead fit: the study stops starting trials."""
         remaining = self.remaining()
         if remaining <= 0:
             return None
         if self.seconds is None or not self.epoch_s:
             return Slot(epochs=high)
-        shortest = self.estimate(low)
-        if remaining >= 2 * shortest:  # this trial, and a shortest one after it
-            fits = [e for e in range(low, high + 1) if self.estimate(e) <= remaining - shortest]
+        searchable = remaining - self.seconds * FINAL_SHARE  # kept for the final trial
+        if not last and searchable >= self.estimate(low):
+            fits = [e for e in range(low, high + 1) if self.estimate(e) <= searchable]
             return Slot(epochs=max(fits))
         seconds = (remaining - self.setup()) * (1 - MARGIN)
-        return Slot(seconds=seconds) if remaining >= self.estimate(1) and seconds > 0 else None
+        fits = remaining >= self.estimate(1) and seconds > 0
+        return Slot(seconds=seconds, final=True) if fits else None
 
     def estimate(self, epochs: int) -> Optional[float]:
         """Seconds a trial of ``epochs`` epochs should take; None before any trial ran."""

@@ -4,7 +4,9 @@ how it went, and the per-epoch reporter that prunes.
 
 The first trial of a new study is the default run: the base config (defaults, recipe, given
 flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
-study budget budgeted like ``finetune run --budget``. Regression: fields whose default is None
+study budget budgeted like ``finetune run --budget``. The last trial of a budgeted study is the
+final one: the best config so far (its parameters enqueued, nothing sampled, not pruned) trained
+with the rest of the budget, about twice the default run's time. Regression: fields whose default is None
 (lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
 never ran the config it replaces. Later trials train at the image size the default trial chose
 (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and trials at
@@ -30,10 +32,11 @@ from .budget import Slot, StudyBudget
 from .results import trial_rows, write_best_yaml, write_plots, write_summary, write_trials_csv
 from .space import SearchSpace
 
-__all__ = ["TrialRunner", "TrialReporter", "optuna_module", "DEFAULT_ATTR"]
+__all__ = ["TrialRunner", "TrialReporter", "optuna_module", "DEFAULT_ATTR", "FINAL_ATTR"]
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
+FINAL_ATTR = "final_of"  # user attribute of the final trial: the trial whose config it retrains
 
 
 def optuna_module():
@@ -51,9 +54,9 @@ class TrialReporter:
     the trial and stops the run when the pruner says so or the budget has no room for
     another epoch."""
 
-    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget):
+    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget, prune: bool = True):
         # epochs None: a budgeted run that plans its own length and ends within its budget
-        self.trial, self.epochs, self.budget = trial, epochs, budget
+        self.trial, self.epochs, self.budget, self.prune = trial, epochs, budget, prune
         self.epoch_seconds: list[float] = []
         self.score_name: Optional[str] = None
         self.note = ""
@@ -69,7 +72,8 @@ class TrialReporter:
         if score is None:
             raise ValueError("tune needs validation images: a val/ folder or --val-split > 0")
         self.trial.report(float(score), epoch)
-        if self.trial.should_prune():
+        # the final trial is not pruned: a longer schedule is behind shorter ones at epoch k
+        if self.prune and self.trial.should_prune():
             self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
             raise optuna.TrialPruned(self.note)
         planned = self.epochs is not None and epoch < self.epochs
@@ -146,6 +150,8 @@ class TrialRunner:
             if slot is None:
                 return "the budget has no room for another trial"
             self.run_one(study, budget, slot)
+            if slot.final:
+                return "the final trial retrained the best config with the rest of the budget"
 
     def _slot(self, study, budget: StudyBudget, trials: Optional[int]) -> Optional[Slot]:
         """The next trial's share of the budget (None: no trial fits)."""
@@ -153,16 +159,24 @@ class TrialRunner:
             return budget.first_slot(trials)
         param = self.space.get("epochs")
         low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
-        return budget.next_slot(low, high)
+        last = trials is not None and _counted(study) == trials - 1
+        return budget.next_slot(low, high, last=last)
 
     def run_one(self, study, budget: StudyBudget, slot: Slot) -> None:
         """Ask, run, tell: one trial."""
         import optuna
 
+        best = _best_trial(study) if slot.final else None
+        if best is not None:  # retrain the best config; the run plans its epochs
+            params = {k: v for k, v in best.params.items() if k != "epochs"}
+            study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
         trial = study.ask()
         default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+        final = trial.user_attrs.get(FINAL_ATTR)
         keys = set(self.default_params(slot.seconds is not None)) if default else None
-        if slot.seconds is not None and not default:  # the run plans its epochs
+        if final is not None:
+            keys = set(study.trials[final].params) - {"epochs"}  # the enqueued ones
+        elif slot.seconds is not None and not default:  # the run plans its epochs
             keys = set(self.space.keys) - {"epochs"}
         caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
         params = self.space.suggest(trial, caps, keys)
@@ -173,9 +187,13 @@ class TrialRunner:
             run["budget"] = f"{slot.seconds:.1f}s"
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
         epochs = None if slot.seconds else int(params.get("epochs", self.base.train.epochs))
-        reporter = TrialReporter(trial, epochs=epochs, budget=budget)
+        reporter = TrialReporter(trial, epochs=epochs, budget=budget, prune=final is None)
         reporter.note = "the default run" if default else ""
-        emit("info", f"trial {trial.number}: " + _params_text(run, default), tune=True)
+        text = _params_text(run, default)
+        if final is not None:
+            reporter.note = f"trial {final}'s config, retrained with the rest of the budget"
+            text = f"{reporter.note} ({text})"
+        emit("info", f"trial {trial.number}: {text}", tune=True)
         start = budget.now()
         try:
             value = self._train(run, run_dir, reporter)
@@ -260,6 +278,15 @@ class TrialRunner:
         )  # fmt: skip
         files.append(write_summary(summary, folder / "summary.json"))
         return files + write_plots(study, folder)
+
+
+def _best_trial(study):
+    """The best complete trial, or None (every trial so far pruned or failed: the final trial is
+    then a sampled one)."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
 
 
 def _counted(study) -> int:
