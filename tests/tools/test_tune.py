@@ -178,26 +178,26 @@ def test_searched_trials_leave_the_final_half_to_the_final_trial():
     assert budget.next_slot(3, 10) == Slot(epochs=4)
     assert budget.next_slot(3, 10, last=True).final  # the trial limit: this one is the final
     clock.t = 150.0  # 50 s before the final half < a shortest trial (80 s): the final trial
-    assert budget.next_slot(3, 10) == Slot(seconds=(250.0 - 10.0) * 0.99, final=True)
+    assert budget.next_slot(3, 10) == Slot(seconds=(250.0 - 10.0 - 3.0) * 0.99, final=True)
     clock.t = 365.0  # 35 s left < one epoch and the overhead (40 s): stop
     assert budget.next_slot(3, 10) is None
 
 
 def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_folder, tmp_path):
     """A fake clock that moves 0.5 s each time it is read: trials cost a few fake seconds, so a
-    6 s budget holds a few of them, and the study must stop starting them in time (the
+    12 s budget holds a few of them, and the study must stop starting them in time (the
     study's own reads of the clock count too, so its total runs past the trials' sum). The
     budgeted trials (the default run's quarter, the final one's rest) train for real seconds.
     Regression: the last trial was a new sampled config given the rest of the budget, so the
     time it had could not make the best config better (issue 13's 10m study on the demo data
     ended with the default run as its best)."""
-    report = quiet_tune(image_folder, tmp_path, budget=6, clock=FakeClock(0.5),
+    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5),
                         search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
     assert report.stop_reason.startswith("the final trial retrained the best config")
     assert len(report.trials) >= 2 and all(t.state == "complete" for t in report.trials)
     # every trial started only when one of its length fitted: their fake time fits the budget
-    assert sum(t.seconds for t in report.trials) <= 6.0
-    assert report.usage.endswith("%)") and report.budget_s == 6.0
+    assert sum(t.seconds for t in report.trials) <= 12.0
+    assert report.usage.endswith("%)") and report.budget_s == 12.0
     assert report.trials[0].note == "the default run" and report.trials[0].params == {"mixup": 0.0}
     *searched, final = report.trials
     best = max(searched, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
