@@ -118,8 +118,10 @@ def _budget_estimate(cfg, built, data, dist, budget: float, resume: bool):
     spe = _steps_per_epoch(len(data.train), cfg, dist.world)
     val_batches = math.ceil(len(data.val) / cfg.data.batch_size)
 
+    measured: dict[int, float] = {}  # px -> seconds per step
+
     def measure(size: int) -> float:
-        return estimate_step_seconds(
+        measured[size] = estimate_step_seconds(
             built.net,
             batch_size=cfg.data.batch_size,
             input_size=(cfg.data.in_chans or 3, size, size),
@@ -127,6 +129,7 @@ def _budget_estimate(cfg, built, data, dist, budget: float, resume: bool):
             memory_format=runtime.memory_format,
             dtype=PRECISIONS[runtime.precision],
         ) * LOADING_FACTOR * cfg.optim.accum_steps  # fmt: skip
+        return measured[size]
 
     def epochs_at(seconds: float) -> int:
         return int(budget // (spe * seconds + val_batches * seconds * EVAL_COST))
@@ -140,7 +143,10 @@ def _budget_estimate(cfg, built, data, dist, budget: float, resume: bool):
         )
         if choice != size:
             cfg = cfg.with_overrides(img_size=choice)
-            at_size = epochs_at(step_seconds * (size / choice) ** 2)  # by area: not measured
+            if size in measured:
+                at_size = f"{epochs_at(measured[size])}"
+            else:  # not measured: scaled by area, which underestimates large sizes on a CPU
+                at_size = f"{epochs_at(step_seconds * (size / choice) ** 2)} (by area)"
             reasons.append(
                 f"{choice} px (CPU, budget {cfg.train.budget}: ~{epochs_at(step_seconds)} "
                 f"epochs at {choice} px, ~{at_size} at the pretrained {size} px; --img-size "

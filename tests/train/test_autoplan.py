@@ -96,7 +96,7 @@ def test_the_lp_ft_feature_pass_gets_a_tenth_of_the_budget(budget, n_train, imag
     [
         (lambda s: (s / 224) ** 2 * 1.8, 96, [64, 96, 128]),  # area model exact: its guess stands
         (lambda s: (s / 224) ** 3 * 1.8, 128, [64, 160, 128]),  # dearer than by area: steps down
-        (lambda s: 0.05 + (s / 224) ** 2 * 1.8, 64, [64, 96]),  # cheaper than by area: steps up
+        (lambda s: 0.05 + (s / 224) ** 2 * 1.8, 64, [64, 96]),  # guess stands, 96 px does not fit
         (lambda s: 5.0, 64, [64]),  # nothing fits: the smallest
         (lambda s: 0.1, 224, [64, 96, 128, 160, 192, 224]),  # everything fits: the cap
     ],

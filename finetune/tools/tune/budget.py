@@ -10,7 +10,8 @@ epochs slower, so the slowest is the safe side).
 How the study's time is shared out (``first_slot``, ``next_slot``):
 
 - the first trial, the default run, gets a quarter of the budget as its run's ``--budget`` (all
-  of it when the study runs one trial, a third when it runs two);
+  of it when the study runs one trial; half when it runs two, and the second is a searched
+  config given the rest: a study of two has no final trial);
 - while a shortest trial still fits before the final half, a searched trial trains a searched
   number of epochs, capped to what fits there;
 - then the final trial retrains the best config so far with what is left (less the measured
@@ -92,29 +93,46 @@ class StudyBudget:
 
     def first_slot(self, trials: Optional[int]) -> Slot:
         """The default trial's share: ``DEFAULT_SHARE`` of the budget as its run's budget (all of
-        it for a one-trial study, a third for two; never more than what is left); as configured
+        it for a one-trial study, half for two; never more than what is left); as configured
         without a budget."""
         if self.seconds is None:
             return Slot()
-        share = {1: 1.0, 2: 1 / 3}.get(trials or 0, DEFAULT_SHARE)
+        share = {1: 1.0, 2: 0.5}.get(trials or 0, DEFAULT_SHARE)
         return Slot(seconds=min(self.seconds * share, self.remaining() * (1 - MARGIN)))
 
-    def next_slot(self, low: int, high: int, *, last: bool = False) -> Optional[Slot]:
+    def next_slot(
+        self, low: int, high: int, *, last: bool = False, retrain: bool = True
+    ) -> Optional[Slot]:
         """The next trial's share (module docstring): a searched trial's capped epochs, or the
-        final trial's seconds (``last``: the study's trial limit makes this one the last); None
-        when not even one epoch and a trial's overhead fit: the study stops starting trials."""
+        last trial's seconds (``last``: the study's trial limit makes this one the last), which
+        is the final trial when ``retrain`` (else a searched config given the rest); None when
+        not even one epoch and a trial's overhead fit: the study stops starting trials."""
         remaining = self.remaining()
         if remaining <= 0:
             return None
         if self.seconds is None or not self.epoch_s:
             return Slot(epochs=high)
-        searchable = remaining - self.seconds * FINAL_SHARE  # kept for the final trial
+        searchable = remaining - self.reserve(retrain)
         if not last and searchable >= self.estimate(low):
             fits = [e for e in range(low, high + 1) if self.estimate(e) <= searchable]
             return Slot(epochs=max(fits))
+        slot = self.final_slot()
+        return None if slot is None else Slot(seconds=slot.seconds, final=retrain)
+
+    def final_slot(self) -> Optional[Slot]:
+        """The final trial's share: what is left, less the measured set-up, the study's files
+        and ``MARGIN``; None when not even one epoch fits. Without a budget: as configured."""
+        if self.seconds is None:
+            return Slot(final=True)
+        remaining = self.remaining()
         seconds = (remaining - self.setup() - RESULTS_SECONDS) * (1 - MARGIN)
-        fits = remaining >= self.estimate(1) and seconds > 0
+        fits = remaining >= (self.estimate(1) or 0.0) and seconds > 0
         return Slot(seconds=seconds, final=True) if fits else None
+
+    def reserve(self, retrain: bool = True) -> float:
+        """Seconds a searched trial must leave for the final trial (none without a budget, or
+        when the study ends without one)."""
+        return self.seconds * FINAL_SHARE if self.seconds is not None and retrain else 0.0
 
     def estimate(self, epochs: int) -> Optional[float]:
         """Seconds a trial of ``epochs`` epochs should take; None before any trial ran."""
@@ -134,13 +152,15 @@ class StudyBudget:
         fits = [e for e in range(low, high + 1) if self.estimate(e) <= remaining]
         return max(fits) if fits else None
 
-    def room_for_epoch(self, epoch_seconds: Sequence[float]) -> bool:
+    def room_for_epoch(self, epoch_seconds: Sequence[float], reserve: float = 0.0) -> bool:
         """Inside a trial: whether one more epoch like the ones so far, and the trial's final
-        evaluation, still end within the budget."""
+        evaluation, still end within the budget, less ``reserve`` seconds (a searched trial
+        leaves the final trial's share: one slower than its estimate, or the first trial of a
+        resumed study, which has no estimate, is stopped before it)."""
         if self.seconds is None or not epoch_seconds:
             return True
         rest = sum(self.overheads) / len(self.overheads) if self.overheads else 0.0
-        return self.remaining() >= sum(epoch_seconds) / len(epoch_seconds) + rest
+        return self.remaining() - reserve >= sum(epoch_seconds) / len(epoch_seconds) + rest
 
     def usage(self) -> str:
         """``9m 41s of 10m (97 %)``, or the elapsed time alone without a budget."""

@@ -29,14 +29,20 @@ from ...config import FinetuneConfig
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget
-from .results import trial_rows, write_best_yaml, write_plots, write_summary, write_trials_csv
+from .results import (
+    FINAL_ATTR,
+    trial_rows,
+    write_best_yaml,
+    write_plots,
+    write_summary,
+    write_trials_csv,
+)
 from .space import SearchSpace
 
 __all__ = ["TrialRunner", "TrialReporter", "optuna_module", "DEFAULT_ATTR", "FINAL_ATTR"]
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
-FINAL_ATTR = "final_of"  # user attribute of the final trial: the trial whose config it retrains
 
 
 def optuna_module():
@@ -54,9 +60,12 @@ class TrialReporter:
     the trial and stops the run when the pruner says so or the budget has no room for
     another epoch."""
 
-    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget, prune: bool = True):
-        # epochs None: a budgeted run that plans its own length and ends within its budget
+    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget, prune: bool = True,
+                 reserve: float = 0.0):  # fmt: skip
+        # epochs None: a budgeted run that plans its own length and ends within its budget;
+        # reserve: seconds of the study's budget the trial must leave (the final trial's share)
         self.trial, self.epochs, self.budget, self.prune = trial, epochs, budget, prune
+        self.reserve = reserve
         self.epoch_seconds: list[float] = []
         self.score_name: Optional[str] = None
         self.note = ""
@@ -77,7 +86,7 @@ class TrialReporter:
             self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
             raise optuna.TrialPruned(self.note)
         planned = self.epochs is not None and epoch < self.epochs
-        if planned and not self.budget.room_for_epoch(self.epoch_seconds):
+        if planned and not self.budget.room_for_epoch(self.epoch_seconds, self.reserve):
             self.note = f"stopped after epoch {epoch}: the budget had no room for another"
             raise optuna.TrialPruned(self.note)
 
@@ -143,51 +152,44 @@ class TrialRunner:
 
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
+        retrain = trials is None or trials >= 3  # a study of one or two has no final trial
         while True:
             if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
-            slot = self._slot(study, budget, trials)
+            slot = self._slot(study, budget, trials, retrain)
             if slot is None:
                 return "the budget has no room for another trial"
-            self.run_one(study, budget, slot)
-            if slot.final:
+            state, final = self.run_one(study, budget, slot, reserve=budget.reserve(retrain))
+            if state == "COMPLETE" and final is not None:
                 return "the final trial retrained the best config with the rest of the budget"
+            if state == "COMPLETE" and slot.final:
+                return "the last trial (a searched config: no trial had completed) had the rest"
 
-    def _slot(self, study, budget: StudyBudget, trials: Optional[int]) -> Optional[Slot]:
-        """The next trial's share of the budget (None: no trial fits)."""
-        if any(t.state.name == "WAITING" and t.user_attrs.get(DEFAULT_ATTR) for t in study.trials):
+    def _slot(self, study, budget: StudyBudget, trials: Optional[int], retrain: bool):
+        """The next trial's share of the budget (None: no trial fits). A final trial left
+        waiting (enqueued by a worker that stopped, or by another worker) gets the final one."""
+        waiting = [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
+        if any(attrs.get(DEFAULT_ATTR) for attrs in waiting):
             return budget.first_slot(trials)
+        if any(FINAL_ATTR in attrs for attrs in waiting):
+            return budget.final_slot()
         param = self.space.get("epochs")
         low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
         last = trials is not None and _counted(study) == trials - 1
-        return budget.next_slot(low, high, last=last)
+        return budget.next_slot(low, high, last=last, retrain=retrain)
 
-    def run_one(self, study, budget: StudyBudget, slot: Slot) -> None:
-        """Ask, run, tell: one trial."""
+    def run_one(self, study, budget: StudyBudget, slot: Slot, reserve: float = 0.0):
+        """Ask, run, tell: one trial. Returns its state (``COMPLETE``, ``PRUNED``, ``FAIL``) and,
+        for a final trial, the number of the trial whose config it retrained (else None)."""
         import optuna
 
-        best = _best_trial(study) if slot.final else None
-        if best is not None:  # retrain the best config; the run plans its epochs
-            params = {k: v for k, v in best.params.items() if k != "epochs"}
-            study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
-        trial = study.ask()
-        default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-        final = trial.user_attrs.get(FINAL_ATTR)
-        keys = set(self.default_params(slot.seconds is not None)) if default else None
-        if final is not None:
-            keys = set(study.trials[final].params) - {"epochs"}  # the enqueued ones
-        elif slot.seconds is not None and not default:  # the run plans its epochs
-            keys = set(self.space.keys) - {"epochs"}
-        caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
-        params = self.space.suggest(trial, caps, keys)
+        trial, slot, run, final = self._ask(study, budget, slot)
         run_dir = self.output / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        run = dict(params, **({} if default else self._inherited(study)))
-        if slot.seconds is not None:
-            run["budget"] = f"{slot.seconds:.1f}s"
-            trial.set_user_attr("budget_s", round(slot.seconds, 1))
-        epochs = None if slot.seconds else int(params.get("epochs", self.base.train.epochs))
-        reporter = TrialReporter(trial, epochs=epochs, budget=budget, prune=final is None)
+        epochs = None if slot.seconds else int(run.get("epochs", self.base.train.epochs))
+        reporter = TrialReporter(trial, epochs=epochs, budget=budget, prune=final is None,
+                                 reserve=0.0 if slot.final else reserve)  # fmt: skip
+        default = bool(trial.user_attrs.get(DEFAULT_ATTR))
         reporter.note = "the default run" if default else ""
         text = _params_text(run, default)
         if final is not None:
@@ -200,7 +202,7 @@ class TrialRunner:
         except optuna.TrialPruned:
             self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.PRUNED)
             emit("info", f"trial {trial.number}: {reporter.note}", tune=True)
-            return
+            return "PRUNED", final
         except (KeyboardInterrupt, Exception) as e:
             note = f"{type(e).__name__}: {e}".splitlines()[0]
             reporter.note = note
@@ -210,12 +212,44 @@ class TrialRunner:
             stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
             if stopped or len(self.failures) >= MAX_FAILURES:
                 raise
-            return
+            return "FAIL", final
         self.failures.clear()
         self._tell(study, trial, budget, start, reporter, value=value)
         best = study.best_value
         emit("info", f"trial {trial.number}: {self.score_name} {value:.4f} (best {best:.4f}) "
                      f"in {budget.now() - start:.0f} s", tune=True)  # fmt: skip
+        return "COMPLETE", final
+
+    def _ask(self, study, budget: StudyBudget, slot: Slot):
+        """(trial, slot, the run's parameters, the retrained trial's number or None). A final
+        slot enqueues the best config (unless a final trial already waits; with no complete
+        trial the final slot samples); a final trial that another worker enqueued gets the
+        final slot whatever slot it came out of."""
+        waiting = any(t.state.name == "WAITING" and FINAL_ATTR in t.user_attrs
+                      for t in study.trials)  # fmt: skip
+        best = _best_trial(study) if slot.final and not waiting else None
+        if best is not None:  # retrain the best config; the run plans its epochs
+            params = {k: v for k, v in best.params.items() if k != "epochs"}
+            study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
+        trial = study.ask()
+        default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+        final = trial.user_attrs.get(FINAL_ATTR)
+        if final is not None and not slot.final:
+            slot = budget.final_slot() or slot
+        keys = set(self.default_params(slot.seconds is not None)) if default else None
+        if final is not None:
+            keys = set(study.trials[final].params) - {"epochs"}  # the enqueued ones
+        elif slot.seconds is not None and not default:  # the run plans its epochs
+            keys = set(self.space.keys) - {"epochs"}
+        caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
+        params = self.space.suggest(trial, caps, keys)
+        run = dict(params, **({} if default else self._inherited(study)))
+        if final is not None and slot.epochs is not None:  # no room for a final slot: capped
+            run["epochs"] = slot.epochs
+        if slot.seconds is not None:
+            run["budget"] = f"{slot.seconds:.1f}s"
+            trial.set_user_attr("budget_s", round(slot.seconds, 1))
+        return trial, slot, run, final
 
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
         from ...api import adapt
