@@ -380,6 +380,28 @@ def test_a_study_in_sqlite_resumes(image_folder, tmp_path):
         "trial-0000", "trial-0001", "trial-0002"]  # fmt: skip
 
 
+def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp_path):
+    """A worker that stopped between enqueueing its final trial and asking for it leaves the
+    trial waiting in the storage; the next session runs it as the final trial (budgeted, the
+    retrained config) instead of enqueueing another."""
+    import optuna
+
+    from finetune.tools.tune.results import FINAL_ATTR
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = quiet_tune(image_folder, tmp_path, trials=1, storage=storage, study="s")
+    assert first.trials[0].params == {"mixup": 0.0}
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.enqueue_trial({"mixup": 0.0}, user_attrs={FINAL_ATTR: 0})  # then the worker stopped
+    second = quiet_tune(image_folder, tmp_path, budget=8, storage=storage, study="s",
+                        epochs=None)  # fmt: skip
+    assert [t.number for t in second.trials] == [0, 1]  # no second final trial enqueued
+    final = second.trials[1]
+    assert final.state == "complete" and final.params == {"mixup": 0.0}
+    assert final.note == "trial 0's config, retrained with the rest of the budget"
+    assert second.stop_reason.startswith("the final trial retrained")
+
+
 def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path):
     quiet_tune(image_folder, tmp_path, trials=1)
     with pytest.raises(FileExistsError, match="already holds trials of a study; pass --storage"):
