@@ -168,7 +168,7 @@ class TrialRunner:
     def _slot(self, study, budget: StudyBudget, trials: Optional[int], retrain: bool):
         """The next trial's share of the budget (None: no trial fits). A final trial left
         waiting (enqueued by a worker that stopped, or by another worker) gets the final one."""
-        waiting = [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
+        waiting = _waiting(study)
         if any(attrs.get(DEFAULT_ATTR) for attrs in waiting):
             return budget.first_slot(trials)
         if any(FINAL_ATTR in attrs for attrs in waiting):
@@ -225,8 +225,7 @@ class TrialRunner:
         slot enqueues the best config (unless a final trial already waits; with no complete
         trial the final slot samples); a final trial that another worker enqueued gets the
         final slot whatever slot it came out of."""
-        waiting = any(t.state.name == "WAITING" and FINAL_ATTR in t.user_attrs
-                      for t in study.trials)  # fmt: skip
+        waiting = any(FINAL_ATTR in attrs for attrs in _waiting(study))
         best = _best_trial(study) if slot.final and not waiting else None
         if best is not None:  # retrain the best config; the run plans its epochs
             params = {k: v for k, v in best.params.items() if k != "epochs"}
@@ -312,6 +311,11 @@ class TrialRunner:
         )  # fmt: skip
         files.append(write_summary(summary, folder / "summary.json"))
         return files + write_plots(study, folder)
+
+
+def _waiting(study) -> list[dict]:
+    """The user attributes of the study's enqueued trials that no worker has asked for yet."""
+    return [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
 
 
 def _best_trial(study):
