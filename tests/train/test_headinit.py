@@ -63,6 +63,9 @@ def _built(head=None, classifier="fc"):
     [
         ({}, None, True, "LP-FT"),
         ({"head_init": "random"}, None, False, "head_init random"),
+        # under a budget the feature pass costs epochs: random (bench numbers in headinit.py)
+        ({"budget": "90s"}, None, False, "--budget"),
+        ({"budget": "90s", "head_init": "probe"}, None, True, "LP-FT"),
         ({"pretrained": False}, None, False, "not pretrained"),
         ({"linear_probe": True}, None, False, "linear probe"),
         ({"peft": "lora"}, None, False, "peft"),
