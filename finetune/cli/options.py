@@ -45,7 +45,7 @@ HELP = {
     "backbone.pretrained": "--no-pretrained trains from random init on purpose.",
     "backbone.drop_path": "Stochastic depth of timm backbones, e.g. 0.1.",
     "head.head_dropout": "Dropout before the classifier.",
-    "head.head_init": "New head: probe fits it on frozen features first (LP-FT), random; auto = probe for pretrained backbones.",
+    "head.head_init": "New head: probe fits it on frozen features first (LP-FT), random; auto = probe for pretrained backbones, random under --budget.",
     "recipe": "Recipe YAML file or name in recipes/; flags override it.",
     "policy.freeze_until": "First module that trains (layer3, blocks.4, ...); earlier ones freeze.",
     "policy.freeze_stages": "Freeze the first N stages ('finetune inspect' lists them).",
