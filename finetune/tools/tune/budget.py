@@ -25,8 +25,8 @@ How the study's time is shared out (``first_slot``, ``next_slot``):
 Example:
     >>> budget = StudyBudget(600.0, now=iter([0.0, 100.0, 100.0]).__next__)
     >>> budget.record(wall_s=100.0, epoch_seconds=[20.0] * 4)  # 20 s of build and evaluation
-    >>> budget.largest_epochs(3, 10)  # 500 s left: 20 + 20 * e <= 500
-    10
+    >>> budget.next_slot(3, 10)  # 500 s left, 300 kept for the final trial: 20 + 20 * e <= 200
+    Slot(epochs=9, seconds=None, final=False)
 """
 
 from __future__ import annotations
@@ -139,18 +139,6 @@ class StudyBudget:
         if not self.epoch_s:
             return None
         return sum(self.overheads) / len(self.overheads) + max(self.epoch_s) * epochs
-
-    def largest_epochs(self, low: int, high: int) -> Optional[int]:
-        """The most epochs in ``[low, high]`` a trial can train and still end within the budget
-        (``high`` when nothing is known yet or there is no budget); None when not even ``low``
-        fits: the study stops starting trials."""
-        remaining = self.remaining()
-        if remaining <= 0:
-            return None
-        if self.seconds is None or not self.epoch_s:
-            return high
-        fits = [e for e in range(low, high + 1) if self.estimate(e) <= remaining]
-        return max(fits) if fits else None
 
     def room_for_epoch(self, epoch_seconds: Sequence[float], reserve: float = 0.0) -> bool:
         """Inside a trial: whether one more epoch like the ones so far, and the trial's final

@@ -5,15 +5,16 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
 - Each epoch's validation score is reported to Optuna; the pruner (median or successive
   halving) stops a trial that is worse than earlier ones at the same epoch.
 - The first trial is the default run: the base config, nothing sampled (``trial.py``).
-- The budget covers the whole study: the default trial gets a third of it as its run's budget, a
-  searched trial starts only if one of its length can finish (the searched ``epochs`` are capped
-  to what fits) and is stopped when its next epoch would not, and the last trial gets what is
-  left as its run's budget (``budget.py``).
+- The budget covers the whole study: the default trial gets a quarter of it as its run's
+  budget, a searched trial starts only if one of its length can finish before the final half
+  (the searched ``epochs`` are capped to what fits) and is stopped when its next epoch would
+  not, and the final trial retrains the best config with what is left (``budget.py``).
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the
   decoded-image disk cache: only the first trial decodes the images.
 - ``storage`` (``sqlite:///study.db`` or any Optuna RDB URL) keeps the study: the same command
   resumes it, and several processes on one storage search together (one trial per process at a
-  time; ``trials`` counts the study's trials, all workers').
+  time; ``trials`` counts the study's trials, all workers'); heartbeats let a live worker fail
+  and retry a dead one's trial.
 
 Example:
     >>> report = tune("resnet50", "photos", budget="30m")  # doctest: +SKIP
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -34,12 +37,18 @@ from ...validation import parse_duration
 from .budget import StudyBudget
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
-from .trial import DEFAULT_ATTR, TrialRunner, optuna_module
+from .trial import DEFAULT_ATTR, FINAL_ATTR, TrialRunner, optuna_module
 from .view import tune_reporting
 
 __all__ = ["tune", "TuneReport"]
 
 PRUNERS = ("median", "halving", "none")
+# a running trial records a heartbeat every HEARTBEAT_S seconds (a thread of its process); one
+# silent for GRACE_S is failed by the next worker that starts a trial, and retried at most
+# MAX_RETRIES times (Optuna's recommended 60 s / 120 s, with room for a loaded machine)
+HEARTBEAT_S = 60
+GRACE_S = 180
+MAX_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
             f"{runner.output} already holds trials of a study; pass --storage to keep a study "
             "across runs, or choose another --output"
         )
-    if storage is not None and storage.startswith("sqlite:"):  # several workers: wait on locks
-        storage = _sqlite_storage(optuna, storage)
+    if storage is not None:
+        storage = _rdb_storage(optuna, storage)
     seed = None if storage is not None else runner.base.train.seed  # workers must differ
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     pruners = {
@@ -151,19 +160,45 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
     return study
 
 
-def _sqlite_storage(optuna, url: str):
-    """An sqlite storage that waits on other workers' locks. Regression: two workers starting
-    together on a new file both created its tables, and one failed with "table studies already
-    exists" (or a duplicate alembic_version row); the loser retries and finds them made."""
+def _rdb_storage(optuna, url: str):
+    """The RDB storage at ``url`` with heartbeats: a trial whose process died (killed, the
+    machine lost) is failed by the next worker once ``GRACE_S`` passed without one, and tried
+    again (its retry waits in the storage, user attributes kept: a default or final trial stays
+    one). Regression: a dead worker's trial stayed RUNNING for good and counted towards
+    ``--trials``. On sqlite it also waits on other workers' locks. Regression: two workers
+    starting together on a new file both created its tables, and one failed with "table studies
+    already exists" (or a duplicate alembic_version row); the loser retries and finds them made."""
     import sqlalchemy.exc
 
+    # newer Optuna names the stale-trial callback apart from the (deprecated) failed-trial one
+    new = hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+    with warnings.catch_warnings():  # "heartbeat is experimental": nothing a user can act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = (optuna.storages.RetryHeartbeatStaleTrialCallback if new
+                 else optuna.storages.RetryFailedTrialCallback)(max_retry=MAX_RETRIES)  # fmt: skip
+    kwargs: dict[str, Any] = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    kwargs["heartbeat_stale_trial_callback" if new else "failed_trial_callback"] = partial(
+        _retry_own, retry
+    )
+    if url.startswith("sqlite:"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # seconds waiting on a lock
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             if attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
+
+
+def _retry_own(retry, study, trial) -> None:
+    """Retry a dead worker's default or final trial (the study needs them); a searched one is
+    only failed: the sampler proposes others, and a config that kills its process (out of
+    memory) is not run again on every worker."""
+    if DEFAULT_ATTR in trial.user_attrs or FINAL_ATTR in trial.user_attrs:
+        retry(study, trial)
 
 
 def _finish(study, runner: TrialRunner, budget: StudyBudget, reason: str) -> TuneReport:

@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -51,7 +53,8 @@ def optuna_module():
         import optuna
     except ImportError:
         raise ValueError("finetune tune needs optuna: pip install 'finetune[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the study reports through events
+    # the study reports through events, failed trials included (optimize warns of them too)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
 
 
@@ -153,7 +156,9 @@ class TrialRunner:
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
         retrain = trials is None or trials >= 3  # a study of one or two has no final trial
+        _prime(study, budget)
         while True:
+            _fail_stale(study)  # a crashed worker's trial is not counted as running forever
             if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
             slot = self._slot(study, budget, trials, retrain)
@@ -179,58 +184,91 @@ class TrialRunner:
         return budget.next_slot(low, high, last=last, retrain=retrain)
 
     def run_one(self, study, budget: StudyBudget, slot: Slot, reserve: float = 0.0):
-        """Ask, run, tell: one trial. Returns its state (``COMPLETE``, ``PRUNED``, ``FAIL``) and,
-        for a final trial, the number of the trial whose config it retrained (else None)."""
-        import optuna
-
-        trial, slot, run, final = self._ask(study, budget, slot)
-        run_dir = self.output / "trials" / f"trial-{trial.number:04d}"
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
-        epochs = None if slot.seconds else int(run.get("epochs", self.base.train.epochs))
-        reporter = TrialReporter(trial, epochs=epochs, budget=budget, prune=final is None,
-                                 reserve=0.0 if slot.final else reserve)  # fmt: skip
-        default = bool(trial.user_attrs.get(DEFAULT_ATTR))
-        reporter.note = "the default run" if default else ""
-        text = _params_text(run, default)
-        if final is not None:
-            reporter.note = f"trial {final}'s config, retrained with the rest of the budget"
-            text = f"{reporter.note} ({text})"
-        emit("info", f"trial {trial.number}: {text}", tune=True)
-        start = budget.now()
+        """Ask, run, tell: one trial, through ``study.optimize`` so that an RDB storage records
+        its heartbeat (``storage``) and another worker can fail it if this process dies.
+        Returns its state (``COMPLETE``, ``PRUNED``, ``FAIL``) and, for a final trial, the
+        number of the trial whose config it retrained (else None)."""
+        seen: dict[str, Any] = {}
+        if slot.final:
+            self._enqueue_final(study)
         try:
-            value = self._train(run, run_dir, reporter)
-        except optuna.TrialPruned:
-            self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.PRUNED)
-            emit("info", f"trial {trial.number}: {reporter.note}", tune=True)
-            return "PRUNED", final
+            with _quiet_experimental():  # optimize fails stale trials, an experimental API
+                study.optimize(lambda t: self._objective(study, t, budget, slot, reserve, seen),
+                               n_trials=1, catch=())  # fmt: skip
         except (KeyboardInterrupt, Exception) as e:
-            note = f"{type(e).__name__}: {e}".splitlines()[0]
-            reporter.note = note
-            self._tell(study, trial, budget, start, reporter, optuna.trial.TrialState.FAIL)
-            emit("warning", f"trial {trial.number} failed: {note}")
+            if "number" not in seen:  # the storage failed before a trial began
+                raise
+            note = seen["note"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            emit("warning", f"trial {seen['number']} failed: {note}")
             self.failures.append(note)
             stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
             if stopped or len(self.failures) >= MAX_FAILURES:
                 raise
-            return "FAIL", final
+            return "FAIL", seen.get("final")
+        number = seen["number"]
+        state = study.trials[number].state.name
+        if state == "PRUNED":
+            emit("info", f"trial {number}: {seen['note']}", tune=True)
+            return "PRUNED", seen.get("final")
+        if state == "FAIL":  # Optuna refused the score (not a number): a failure, not a crash
+            emit("warning", f"trial {number} failed: its score was not a number")
+            self.failures.append("a score that is not a number")
+            return "FAIL", seen.get("final")
         self.failures.clear()
-        self._tell(study, trial, budget, start, reporter, value=value)
-        best = study.best_value
-        emit("info", f"trial {trial.number}: {self.score_name} {value:.4f} (best {best:.4f}) "
-                     f"in {budget.now() - start:.0f} s", tune=True)  # fmt: skip
-        return "COMPLETE", final
+        value, best = study.trials[number].value, study.best_value
+        emit("info", f"trial {number}: {self.score_name} {value:.4f} (best {best:.4f}) "
+                     f"in {seen['seconds']:.0f} s", tune=True)  # fmt: skip
+        return "COMPLETE", seen.get("final")
 
-    def _ask(self, study, budget: StudyBudget, slot: Slot):
-        """(trial, slot, the run's parameters, the retrained trial's number or None). A final
-        slot enqueues the best config (unless a final trial already waits; with no complete
-        trial the final slot samples); a final trial that another worker enqueued gets the
-        final slot whatever slot it came out of."""
-        waiting = any(FINAL_ATTR in attrs for attrs in _waiting(study))
-        best = _best_trial(study) if slot.final and not waiting else None
-        if best is not None:  # retrain the best config; the run plans its epochs
+    def _objective(self, study, trial, budget: StudyBudget, slot: Slot, reserve: float,
+                   seen: dict) -> float:  # fmt: skip
+        """One trial's run, its score returned; what ``run_one`` reports goes into ``seen``
+        (the trial's number, the retrained trial's, the note, the seconds)."""
+        seen["number"] = trial.number
+        start, value = budget.now(), None
+        reporter = TrialReporter(trial, epochs=None, budget=budget)
+        try:
+            slot, run, final = self._params(study, trial, budget, slot)
+            seen["final"] = final
+            run_dir = self.output / "trials" / f"trial-{trial.number:04d}"
+            trial.set_user_attr("run_dir", str(run_dir.resolve()))
+            reporter.epochs = (
+                None if slot.seconds else int(run.get("epochs", self.base.train.epochs))
+            )
+            reporter.prune = final is None  # a longer schedule is behind shorter ones at epoch k
+            reporter.reserve = 0.0 if slot.final else reserve
+            default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+            reporter.note = "the default run" if default else ""
+            text = _params_text(run, default)
+            if final is not None:
+                reporter.note = f"trial {final}'s config, retrained with the rest of the budget"
+                text = f"{reporter.note} ({text})"
+            emit("info", f"trial {trial.number}: {text}", tune=True)
+            value = self._train(run, run_dir, reporter)
+            return value
+        except BaseException as e:  # pruned (the reporter's note says why), failed, stopped
+            if not isinstance(e, optuna_module().TrialPruned):
+                reporter.note = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise
+        finally:
+            seen["note"], seen["seconds"] = reporter.note, budget.now() - start
+            self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
+
+    def _enqueue_final(self, study) -> None:
+        """Enqueue the final trial: the config ``_to_retrain`` picks, its epochs planned by the
+        run. Nothing when a final trial already waits, or no trial has completed (the final
+        slot then samples)."""
+        if any(FINAL_ATTR in attrs for attrs in _waiting(study)):
+            return
+        best = _to_retrain(study)
+        if best is not None:
             params = {k: v for k, v in best.params.items() if k != "epochs"}
             study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
-        trial = study.ask()
+
+    def _params(self, study, trial, budget: StudyBudget, slot: Slot):
+        """(slot, the run's parameters, the retrained trial's number or None) of an asked
+        trial; a final trial that another worker enqueued gets the final slot whatever slot it
+        came out of."""
         default = bool(trial.user_attrs.get(DEFAULT_ATTR))
         final = trial.user_attrs.get(FINAL_ATTR)
         if final is not None and not slot.final:
@@ -248,7 +286,7 @@ class TrialRunner:
         if slot.seconds is not None:
             run["budget"] = f"{slot.seconds:.1f}s"
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
-        return trial, slot, run, final
+        return slot, run, final
 
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
         from ...api import adapt
@@ -276,19 +314,19 @@ class TrialRunner:
                 self.inherited = {"img_size": size} if size else {}
         return self.inherited or {}  # not known yet: as configured
 
-    def _tell(self, study, trial, budget, start, reporter, state=None, value=None) -> None:
-        wall = budget.now() - start
-        train_s = reporter.train_s if value is not None else None
+    def _record(self, trial, budget: StudyBudget, wall: float, reporter, *, finished: bool):
+        """The trial's costs into the budget and its user attributes (Optuna tells the state):
+        ``epoch_seconds`` and ``train_s`` let a later session's budget estimate from them."""
+        train_s = reporter.train_s if finished else None
         budget.record(wall_s=wall, epoch_seconds=reporter.epoch_seconds, train_s=train_s)
         self.score_name = self.score_name or reporter.score_name
         trial.set_user_attr("seconds", round(wall, 1))
         trial.set_user_attr("epochs_trained", len(reporter.epoch_seconds))
+        trial.set_user_attr("epoch_seconds", [round(x, 4) for x in reporter.epoch_seconds])
+        if train_s is not None:
+            trial.set_user_attr("train_s", round(train_s, 1))
         if reporter.note:
             trial.set_user_attr("note", reporter.note)
-        if value is not None:
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=state)
 
     def write_results(self, study, budget: StudyBudget, reason: str) -> list[Path]:
         """``study/``: trials.csv, best.yaml, summary.json, the plots."""
@@ -318,13 +356,49 @@ def _waiting(study) -> list[dict]:
     return [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
 
 
-def _best_trial(study):
-    """The best complete trial, or None (every trial so far pruned or failed: the final trial is
-    then a sampled one)."""
-    try:
-        return study.best_trial
-    except ValueError:
+def _to_retrain(study):
+    """The trial whose config the final trial retrains: the best complete one that no other
+    worker's final trial is retraining now (several workers on one storage each end with a
+    final trial: the second retrains the next-best config, not the same one twice), the best
+    when all are; None when no trial completed (the final trial then samples)."""
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.values]
+    if not done:
         return None
+    config = lambda t: t.user_attrs.get(FINAL_ATTR, t.number)  # a final trial: its parent's
+    running = [t for t in study.trials if t.state.name == "RUNNING"]
+    busy = {t.user_attrs[FINAL_ATTR] for t in running if FINAL_ATTR in t.user_attrs}
+    free = [t for t in done if config(t) not in busy]
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    best = min(free or done, key=lambda t: (sign * t.value, t.number))
+    return study.trials[config(best)]  # a final trial's config is its parent's
+
+
+def _prime(study, budget: StudyBudget) -> None:
+    """Give the budget the costs of the storage's finished trials (an earlier session's, other
+    workers'), so a resumed session's first searched trial is capped like later ones.
+    Regression: it had no estimate, so its epochs were not capped to what fit."""
+    for t in study.trials:
+        attrs = t.user_attrs
+        if t.state.name in ("COMPLETE", "PRUNED") and attrs.get("epoch_seconds"):
+            budget.record(wall_s=attrs["seconds"], epoch_seconds=attrs["epoch_seconds"],
+                          train_s=attrs.get("train_s"))  # fmt: skip
+
+
+def _fail_stale(study) -> None:
+    """Fail the trials of workers that stopped sending heartbeats (an RDB storage made by
+    ``study.py``; nothing otherwise); the retry of a default or final one waits in the storage
+    for the next ask."""
+    with _quiet_experimental():
+        optuna_module().storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def _quiet_experimental():
+    """Optuna's heartbeat API (``fail_stale_trials``, experimental since Optuna 2.9) warns on
+    every call; a user can do nothing about it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna_module().exceptions.ExperimentalWarning)
+        yield
 
 
 def _counted(study) -> int:
