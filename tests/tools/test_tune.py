@@ -503,6 +503,26 @@ def test_a_dead_workers_trial_is_failed_and_a_final_one_retried(
         assert report.stop_reason.startswith("the final trial retrained")
 
 
+def test_the_final_trial_plans_its_own_image_size(image_folder, tmp_path):
+    """Regression: the final trial kept the image size the default trial chose for a quarter of
+    the study (elpv, 90 s x 3: 17 epochs at 64 px, where a 90 s run alone trains at 96 px).
+    Searched trials, capped in epochs, keep it; a budgeted final trial plans its own."""
+    import optuna
+
+    from finetune.tools.tune.trial import TrialRunner
+
+    fixed = {k: v for k, v in TINY.items() if k != "img_size"}
+    runner = TrialRunner.prepare("test_resnet", image_folder, recipe=None, overrides=fixed,
+                                 search=load_search_space(SPACE), study="s",
+                                 output=tmp_path / "o")  # fmt: skip
+    runner.inherited = {"img_size": 48}  # what the default trial chose
+    study = optuna.create_study(direction="maximize")
+    budget = StudyBudget(100.0, now=FakeClock())
+    _, searched, _ = runner._params(study, study.ask(), budget, Slot(epochs=2))
+    _, final, _ = runner._params(study, study.ask(), budget, Slot(seconds=50.0, final=True))
+    assert searched["img_size"] == 48 and "img_size" not in final and final["budget"] == "50.0s"
+
+
 def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path):
     quiet_tune(image_folder, tmp_path, trials=1)
     with pytest.raises(FileExistsError, match="already holds trials of a study; pass --storage"):
