@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +36,7 @@ from ...validation import parse_duration
 from .budget import StudyBudget
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
-from .trial import DEFAULT_ATTR, FINAL_ATTR, TrialRunner, optuna_module
+from .trial import DEFAULT_ATTR, FINAL_ATTR, TrialRunner, optuna_module, quiet_experimental
 from .view import tune_reporting
 
 __all__ = ["tune", "TuneReport"]
@@ -162,9 +161,9 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
 
 def _rdb_storage(optuna, url: str):
     """The RDB storage at ``url`` with heartbeats: a trial whose process died (killed, the
-    machine lost) is failed by the next worker once ``GRACE_S`` passed without one, and tried
-    again (its retry waits in the storage, user attributes kept: a default or final trial stays
-    one). Regression: a dead worker's trial stayed RUNNING for good and counted towards
+    machine lost) is failed by the next worker once ``GRACE_S`` passed without one and, if it
+    was the default run or a final trial, tried again (``_retry_own``; the retry waits in the
+    storage with its user attributes, so it keeps its role). Regression: a dead worker's trial stayed RUNNING for good and counted towards
     ``--trials``. On sqlite it also waits on other workers' locks. Regression: two workers
     starting together on a new file both created its tables, and one failed with "table studies
     already exists" (or a duplicate alembic_version row); the loser retries and finds them made."""
@@ -172,8 +171,7 @@ def _rdb_storage(optuna, url: str):
 
     # newer Optuna names the stale-trial callback apart from the (deprecated) failed-trial one
     new = hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
-    with warnings.catch_warnings():  # "heartbeat is experimental": nothing a user can act on
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with quiet_experimental():
         retry = (optuna.storages.RetryHeartbeatStaleTrialCallback if new
                  else optuna.storages.RetryFailedTrialCallback)(max_retry=MAX_RETRIES)  # fmt: skip
     kwargs: dict[str, Any] = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -184,8 +182,7 @@ def _rdb_storage(optuna, url: str):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # seconds waiting on a lock
     for attempt in range(5):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with quiet_experimental():
                 return optuna.storages.RDBStorage(url, **kwargs)
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             if attempt == 4:

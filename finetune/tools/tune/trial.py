@@ -44,7 +44,14 @@ from .results import (
 )
 from .space import SearchSpace
 
-__all__ = ["TrialRunner", "TrialReporter", "optuna_module", "DEFAULT_ATTR", "FINAL_ATTR"]
+__all__ = [
+    "TrialRunner",
+    "TrialReporter",
+    "optuna_module",
+    "quiet_experimental",
+    "DEFAULT_ATTR",
+    "FINAL_ATTR",
+]
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
@@ -195,7 +202,7 @@ class TrialRunner:
         if slot.final:
             self._enqueue_final(study)
         try:
-            with _quiet_experimental():  # optimize fails stale trials, an experimental API
+            with quiet_experimental():  # optimize fails stale trials, an experimental API
                 study.optimize(lambda t: self._objective(study, t, budget, slot, reserve, seen),
                                n_trials=1, catch=())  # fmt: skip
         except (KeyboardInterrupt, Exception) as e:
@@ -393,14 +400,15 @@ def _fail_stale(study) -> None:
     """Fail the trials of workers that stopped sending heartbeats (an RDB storage made by
     ``study.py``; nothing otherwise); the retry of a default or final one waits in the storage
     for the next ask."""
-    with _quiet_experimental():
+    with quiet_experimental():
         optuna_module().storages.fail_stale_trials(study)
 
 
 @contextlib.contextmanager
-def _quiet_experimental():
-    """Optuna's heartbeat API (``fail_stale_trials``, experimental since Optuna 2.9) warns on
-    every call; a user can do nothing about it."""
+def quiet_experimental():
+    """Optuna's heartbeat API (``fail_stale_trials``, the storage's heartbeat and its retry
+    callback; experimental since Optuna 2.8-2.9) warns on every use; a user can do nothing
+    about it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna_module().exceptions.ExperimentalWarning)
         yield
