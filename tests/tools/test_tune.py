@@ -3,7 +3,6 @@ pruning, best.yaml, resuming a study from sqlite, two workers on one storage, tr
 Trials are random-init test_resnet runs at 32 px on a 2-class folder in tmp_path."""
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -225,7 +224,7 @@ def test_a_failed_final_trial_is_tried_again(image_folder, tmp_path, monkeypatch
     train, failed = TrialRunner._train, []
 
     def fail_first_final(self, params, run_dir, reporter):
-        if "the rest of the budget" in reporter.note and not failed:
+        if "retrained" in reporter.note and not failed:
             failed.append(run_dir)
             raise RuntimeError("out of memory")
         return train(self, params, run_dir, reporter)
@@ -236,7 +235,7 @@ def test_a_failed_final_trial_is_tried_again(image_folder, tmp_path, monkeypatch
     assert failed and report.stop_reason.startswith("the final trial retrained")
     *_, failed_final, final = report.trials
     assert failed_final.state == "fail" and "out of memory" in failed_final.note
-    assert final.state == "complete" and "the rest of the budget" in final.note
+    assert final.state == "complete" and "retrained" in final.note
 
 
 def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_folder, tmp_path):
@@ -259,12 +258,8 @@ def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_fol
     *searched, final = report.trials
     done = [t for t in searched if t.state == "complete"]
     best = max(done, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
-    assert final.note == (f"trial {best.number}'s config, continued from trial {best.number}'s "
-                          "weights with the rest of the budget")  # fmt: skip
+    assert final.note == f"trial {best.number}'s config, retrained with the rest of the budget"
     assert final.params == {k: v for k, v in best.params.items() if k != "epochs"}
-    # it started from the best trial's weights: the study's time adds up
-    saved = json.loads((Path(final.run_dir) / "config.json").read_text())["finetune"]["config"]
-    assert saved["backbone"]["weights"] == str(Path(best.run_dir) / "model.safetensors")
 
 
 def test_the_first_trial_is_the_default_run(image_folder, tmp_path):
@@ -272,6 +267,8 @@ def test_the_first_trial_is_the_default_run(image_folder, tmp_path):
     strength) were sampled from the first trial on, so a study never ran the config it
     replaces. The first trial records only the base values that lie in the space (mixup 0.0),
     samples nothing, and its run makes the automatic choices."""
+    import json
+
     report = quiet_tune(image_folder, tmp_path, trials=2)
     first, second = report.trials
     assert first.params == {"mixup": 0.0} and first.note == "the default run"
@@ -349,6 +346,8 @@ def test_the_final_trial_wins_a_tie(final, best):
 
 
 def test_best_yaml_reproduces_the_best_trial(image_folder, tmp_path):
+    import json
+
     from safetensors.torch import load_file
 
     from finetune import adapt
@@ -409,7 +408,7 @@ def test_a_resumed_session_knows_the_earlier_trials_costs(image_folder, tmp_path
     searched trial trained the space's top epochs uncapped. The stored costs now prime it."""
     import optuna
 
-    from finetune.tools.tune.standing import prime as _prime
+    from finetune.tools.tune.trial import _prime
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
@@ -463,47 +462,10 @@ def _study_with(states):
 def test_a_second_worker_retrains_the_next_best_config(states, retrained):
     """Regression: two workers on one storage both ended by retraining the same best config.
     A config whose final trial another worker is running is skipped."""
-    from finetune.tools.tune.standing import to_retrain as _to_retrain
+    from finetune.tools.tune.trial import _to_retrain
 
     got = _to_retrain(_study_with(states))
     assert (got.number if got is not None else None) == retrained
-
-
-def test_the_final_trial_starts_from_the_best_trials_weights_when_they_are_here(tmp_path):
-    """The final trial continues from the weights of the trial that scored best (a final
-    trial's own, when one did), not its parent config's first run; where that run directory is
-    not on this machine (another machine's worker), it retrains the config afresh."""
-    from types import SimpleNamespace
-
-    from finetune.tools.tune.standing import best_free, to_retrain
-    from finetune.tools.tune.trial import WARM_ATTR, TrialRunner
-
-    here, there = tmp_path / "trial-0002", tmp_path / "elsewhere"
-    here.mkdir()
-    (here / "model.safetensors").write_bytes(b"")
-    study = _study_with([("COMPLETE", 0.7, {}), ("COMPLETE", 0.8, {"run_dir": str(there)}),
-                         ("COMPLETE", 0.9, {"final_of": 0, "run_dir": str(here)})])  # fmt: skip
-    assert (to_retrain(study).number, best_free(study).number) == (0, 2)
-    runner = TrialRunner.__new__(TrialRunner)  # _warm_start reads nothing of the runner
-    warm = lambda n: runner._warm_start(study, SimpleNamespace(user_attrs={WARM_ATTR: n}))
-    assert warm(2) == {"weights": str(here / "model.safetensors")}
-    assert warm(1) == {} and warm(0) == {}  # not on this machine; no run_dir recorded
-
-
-def test_best_yaml_of_a_continued_trial_starts_from_the_pretrained_weights(tmp_path):
-    from finetune.config import FinetuneConfig
-    from finetune.tools.tune.results import write_best_yaml
-
-    run = tmp_path / "trial-0002"
-    run.mkdir()
-    weights = str(tmp_path / "trial-0000" / "model.safetensors")
-    cfg = FinetuneConfig().with_overrides(weights=weights, lr=3e-3)
-    (run / "config.json").write_text(json.dumps({"finetune": {"config": cfg.to_dict()}}))
-    path = write_best_yaml(run, tmp_path / "best.yaml", study_name="s", score="val_accuracy",
-                           value=0.9, start={"weights": None})  # fmt: skip
-    best = FinetuneConfig.from_yaml(path)
-    assert (best.backbone.weights, best.optim.lr) == (None, 3e-3)
-    assert f"add: --weights {weights}\n" in path.read_text()
 
 
 @pytest.mark.parametrize("final", [True, False])

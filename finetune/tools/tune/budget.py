@@ -14,8 +14,7 @@ How the study's time is shared out (``first_slot``, ``next_slot``):
   config given the rest: a study of two has no final trial);
 - while a shortest trial still fits before the final half, a searched trial trains a searched
   number of epochs, capped to what fits there;
-- then the final trial trains the best config so far on, from its best trial's weights, with
-  what is left (less the measured
+- then the final trial retrains the best config so far with what is left (less the measured
   set-up outside a run's budget clock, ``RESULTS_SECONDS`` and ``MARGIN``) as its run's
   ``--budget``: about half the study, twice the default run's time. A budgeted run plans its epochs and its LR schedule to
   end within it. Regressions: the study used to stop when no trial of the searched minimum

@@ -105,36 +105,22 @@ def write_trials_csv(rows: list[TrialRow], path: Path) -> Path:
 
 
 def write_best_yaml(
-    run_dir: Path,
-    path: Path,
-    *,
-    study_name: str,
-    score: str,
-    value: float,
-    start: Optional[dict] = None,
+    run_dir: Path, path: Path, *, study_name: str, score: str, value: float
 ) -> Path:
     """``best.yaml``: the best trial's resolved config (every field) as a recipe, so that
     ``finetune run --recipe best.yaml --data DIR`` trains it again; its output folder is left
-    to the new run. ``start``: the study's own ``weights``, put back when the best trial
-    continued another trial's weights (a recipe must not depend on a trial folder); the header
-    says how to continue as it did."""
+    to the new run."""
     saved = read_run_config(run_dir).get("finetune", {}).get("config")
     if not isinstance(saved, dict):
         raise ValueError(f"{run_dir}/config.json has no finetune config; not a finetune run")
     cfg = FinetuneConfig.from_dict(saved, source=f"{run_dir}/config.json")
-    warm = f"--weights {cfg.backbone.weights}"
-    cfg = cfg.with_overrides(output=None, overwrite=False, **(start or {}))
+    cfg = cfg.with_overrides(output=None, overwrite=False)
     header = (
         f"# best.yaml - the best trial of study '{study_name}' as a recipe.\n"
         f"# Data: {cfg.data.path}\n"
         f"# Result: {score} {value:.4f} (trial run directory {run_dir}).\n"
         "# Reproduce: finetune run --recipe best.yaml --data DIR (flags override the file).\n"
     )
-    if start is not None:
-        header += (
-            "# The trial continued an earlier trial's weights; this recipe starts from the\n"
-            f"# pretrained ones. To continue as it did, add: {warm}\n"
-        )
     with atomic_path(path) as tmp:
         Path(tmp).write_text(header + cfg.to_yaml())
     return path

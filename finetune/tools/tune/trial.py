@@ -6,10 +6,7 @@ The first trial of a new study is the default run: the base config (defaults, re
 flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
 study budget budgeted like ``finetune run --budget``. The last trial of a budgeted study is the
 final one: the best config so far (its parameters enqueued, nothing sampled, not pruned) trained
-with the rest of the budget, about twice the default run's time, starting from the weights of the
-trial that scored it (when its run directory is on this machine), so the study's time adds up:
-on the bench every study's result was the default config trained afresh, and the default run's
-quarter of the study was thrown away. Regression: fields whose default is None
+with the rest of the budget, about twice the default run's time. Regression: fields whose default is None
 (lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
 never ran the config it replaces. Searched trials train at the image size the default trial
 chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and
@@ -32,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..._io import WEIGHTS_NAME, read_run_config
+from ..._io import read_run_config
 from ...config import FinetuneConfig
 from ...events import emit
 from ...train.loggers import tracking_group
@@ -46,7 +43,6 @@ from .results import (
     write_trials_csv,
 )
 from .space import SearchSpace
-from .standing import best_free, config_of, counted, prime, waiting
 
 __all__ = [
     "TrialRunner",
@@ -59,8 +55,6 @@ __all__ = [
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
-WARM_ATTR = "warm_from"  # user attribute of the final trial: the trial whose weights it starts from
-WARM_WEIGHTS_ATTR = "warm_weights"  # the weight file it started from (absent: retrained afresh)
 
 
 def optuna_module():
@@ -172,10 +166,10 @@ class TrialRunner:
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
         retrain = trials is None or trials >= 3  # a study of one or two has no final trial
-        prime(study, budget)
+        _prime(study, budget)
         while True:
             _fail_stale(study)  # a crashed worker's trial is not counted as running forever
-            if trials is not None and counted(study) >= trials:
+            if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
             slot = self._slot(study, budget, trials, retrain)
             if slot is None:
@@ -189,14 +183,14 @@ class TrialRunner:
     def _slot(self, study, budget: StudyBudget, trials: Optional[int], retrain: bool):
         """The next trial's share of the budget (None: no trial fits). A final trial left
         waiting (enqueued by a worker that stopped, or by another worker) gets the final one."""
-        queued = waiting(study)
-        if any(attrs.get(DEFAULT_ATTR) for attrs in queued):
+        waiting = _waiting(study)
+        if any(attrs.get(DEFAULT_ATTR) for attrs in waiting):
             return budget.first_slot(trials)
-        if any(FINAL_ATTR in attrs for attrs in queued):
+        if any(FINAL_ATTR in attrs for attrs in waiting):
             return budget.final_slot()
         param = self.space.get("epochs")
         low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
-        last = trials is not None and counted(study) == trials - 1
+        last = trials is not None and _counted(study) == trials - 1
         return budget.next_slot(low, high, last=last, retrain=retrain)
 
     def run_one(self, study, budget: StudyBudget, slot: Slot, reserve: float = 0.0):
@@ -255,9 +249,9 @@ class TrialRunner:
             reporter.reserve = 0.0 if slot.final else reserve
             default = bool(trial.user_attrs.get(DEFAULT_ATTR))
             reporter.note = "the default run" if default else ""
-            text = _params_text({k: v for k, v in run.items() if k != "weights"}, default)
+            text = _params_text(run, default)
             if final is not None:
-                reporter.note = _final_note(final, trial.user_attrs.get(WARM_ATTR), run)
+                reporter.note = f"trial {final}'s config, retrained with the rest of the budget"
                 text = f"{reporter.note} ({text})"
             emit("info", f"trial {trial.number}: {text}", tune=True)
             value = self._train(run, run_dir, reporter)
@@ -271,31 +265,15 @@ class TrialRunner:
             self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
 
     def _enqueue_final(self, study) -> None:
-        """Enqueue the final trial: the config ``to_retrain`` picks, its epochs planned by the
-        run, to start from the weights of the trial that scored it (``WARM_ATTR``). Nothing when
-        a final trial already waits, or no trial has completed (the final slot then samples)."""
-        if any(FINAL_ATTR in attrs for attrs in waiting(study)):
+        """Enqueue the final trial: the config ``_to_retrain`` picks, its epochs planned by the
+        run. Nothing when a final trial already waits, or no trial has completed (the final
+        slot then samples)."""
+        if any(FINAL_ATTR in attrs for attrs in _waiting(study)):
             return
-        best = best_free(study)
+        best = _to_retrain(study)
         if best is not None:
-            config = study.trials[config_of(best)]
-            params = {k: v for k, v in config.params.items() if k != "epochs"}
-            attrs = {FINAL_ATTR: config.number, WARM_ATTR: best.number}
-            study.enqueue_trial(params, user_attrs=attrs)
-
-    def _warm_start(self, study, trial) -> dict[str, Any]:
-        """The final trial's run continues from the best weights of the trial that scored its
-        config (``weights``; its head starts as the run's ``head_init`` says: random under a
-        budget), so the default run's quarter of the study is built on, not thrown away.
-        Nothing when that run directory is not on this machine (another machine's worker)."""
-        number = trial.user_attrs.get(WARM_ATTR)
-        if number is None:
-            return {}
-        run_dir = study.trials[number].user_attrs.get("run_dir")
-        weights = Path(run_dir) / WEIGHTS_NAME if run_dir else None
-        if weights is None or not weights.is_file():
-            return {}
-        return {"weights": str(weights)}
+            params = {k: v for k, v in best.params.items() if k != "epochs"}
+            study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
 
     def _params(self, study, trial, budget: StudyBudget, slot: Slot):
         """(slot, the run's parameters, the retrained trial's number or None) of an asked
@@ -317,10 +295,6 @@ class TrialRunner:
         run = dict(params, **({} if own_size else self._inherited(study)))
         if final is not None and slot.epochs is not None:  # no room for a final slot: capped
             run["epochs"] = slot.epochs
-        if final is not None:
-            run.update(self._warm_start(study, trial))
-            if "weights" in run:
-                trial.set_user_attr(WARM_WEIGHTS_ATTR, run["weights"])
         if slot.seconds is not None:
             run["budget"] = f"{slot.seconds:.1f}s"
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
@@ -375,11 +349,9 @@ class TrialRunner:
         best = next((r for r in rows if r.best), None)
         score = self.score_name or "val_accuracy"
         if best is not None and best.run_dir and Path(best.run_dir).is_dir():
-            warm = study.trials[best.number].user_attrs.get(WARM_WEIGHTS_ATTR)
-            start = None if warm is None else {"weights": self.base.backbone.weights}
             files.append(write_best_yaml(Path(best.run_dir), folder / "best.yaml",
                                          study_name=self.study_name, score=score,
-                                         value=best.value, start=start))  # fmt: skip
+                                         value=best.value))  # fmt: skip
         summary = dict(
             study=self.study_name, score=score, stop_reason=reason,
             best_trial=best.number if best else None, best_value=best.value if best else None,
@@ -389,6 +361,39 @@ class TrialRunner:
         )  # fmt: skip
         files.append(write_summary(summary, folder / "summary.json"))
         return files + write_plots(study, folder)
+
+
+def _waiting(study) -> list[dict]:
+    """The user attributes of the study's enqueued trials that no worker has asked for yet."""
+    return [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
+
+
+def _to_retrain(study):
+    """The trial whose config the final trial retrains: the best complete one that no other
+    worker's final trial is retraining now (several workers on one storage each end with a
+    final trial: the second retrains the next-best config, not the same one twice), the best
+    when all are; None when no trial completed (the final trial then samples)."""
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.values]
+    if not done:
+        return None
+    config = lambda t: t.user_attrs.get(FINAL_ATTR, t.number)  # a final trial: its parent's
+    running = [t for t in study.trials if t.state.name == "RUNNING"]
+    busy = {t.user_attrs[FINAL_ATTR] for t in running if FINAL_ATTR in t.user_attrs}
+    free = [t for t in done if config(t) not in busy]
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    best = min(free or done, key=lambda t: (sign * t.value, t.number))
+    return study.trials[config(best)]  # a final trial's config is its parent's
+
+
+def _prime(study, budget: StudyBudget) -> None:
+    """Give the budget the costs of the storage's finished trials (an earlier session's, other
+    workers'), so a resumed session's first searched trial is capped like later ones.
+    Regression: it had no estimate, so its epochs were not capped to what fit."""
+    for t in study.trials:
+        attrs = t.user_attrs
+        if t.state.name in ("COMPLETE", "PRUNED") and attrs.get("epoch_seconds"):
+            budget.record(wall_s=attrs["seconds"], epoch_seconds=attrs["epoch_seconds"],
+                          train_s=attrs.get("train_s"))  # fmt: skip
 
 
 def _fail_stale(study) -> None:
@@ -409,19 +414,18 @@ def quiet_experimental():
         yield
 
 
+def _counted(study) -> int:
+    """The study's trials that count towards ``trials``: finished, pruned, and running (another
+    worker's), not failed ones (a failure is retried)."""
+    return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
+
+
 def _stage_modules(base: FinetuneConfig) -> list[str]:
     """The first module of each of the backbone's stages (random weights: nothing downloaded)."""
     from ...api import inspect
 
     _, report = inspect(base.backbone.name, base, verbose=False)  # inspect: random weights
     return [stage.modules[0] for stage in report.stages]
-
-
-def _final_note(final: int, warm: Optional[int], run: dict) -> str:
-    if "weights" in run:
-        return (f"trial {final}'s config, continued from trial {warm}'s weights with the rest "
-                "of the budget")  # fmt: skip
-    return f"trial {final}'s config, retrained with the rest of the budget"
 
 
 def _params_text(params: dict, default: bool = False) -> str:
