@@ -496,6 +496,7 @@ def test_a_dead_workers_trial_is_failed_and_a_final_one_retried(
     time.sleep(2.5)  # > GRACE_S without a heartbeat: stale
     report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
     assert [t.state for t in report.trials] == ["complete", "fail", "complete"]
+    assert report.trials[1].note == "its worker stopped sending heartbeats (killed or lost)"
     retried = optuna.load_study(study_name="s", storage=storage).trials[2]
     assert (retried.system_attrs.get("failed_trial") == 1) is final
     assert (retried.params == params) is final

@@ -62,11 +62,19 @@ def trial_rows(study) -> list[TrialRow]:
                 seconds=attrs.get("seconds"),
                 epochs=attrs.get("epochs_trained"),
                 run_dir=attrs.get("run_dir"),
-                note=attrs.get("note", ""),
+                note=attrs.get("note") or _unrecorded(t),
                 best=t.number == best,
             )
         )
     return rows
+
+
+def _unrecorded(trial) -> str:
+    """The note of a trial whose process never recorded how it ended: a failed one without its
+    ``seconds`` was failed by another worker once its heartbeats stopped (Optuna refuses user
+    attributes on a finished trial, so that worker cannot write the note)."""
+    stale = trial.state.name == "FAIL" and "seconds" not in trial.user_attrs
+    return "its worker stopped sending heartbeats (killed or lost)" if stale else ""
 
 
 def _best_number(study) -> Optional[int]:
