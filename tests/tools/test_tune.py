@@ -301,6 +301,27 @@ def test_pruning_stops_a_trial_below_the_median(tmp_path):
     )  # no exception: it trains on
 
 
+def test_the_median_pruner_judges_a_trial_from_its_second_epoch():
+    """Regression: the median pruner judged epoch 1 (docs/tuning.md says from epoch 2), so the
+    two-worker test's fourth one-epoch trial was pruned now and then (3 complete of 4)."""
+    import optuna
+
+    from finetune.tools.tune.study import _pruner
+    from finetune.tools.tune.trial import TrialReporter
+
+    study = optuna.create_study(direction="maximize", pruner=_pruner(optuna, "median"))
+    for score in (0.9, 0.8, 0.85):  # three finished trials, good at epochs 1 and 2
+        trial = study.ask()
+        trial.report(score, 1)
+        trial.report(score, 2)
+        study.tell(trial, score)
+    bad = study.ask()
+    reporter = TrialReporter(bad, epochs=5, budget=StudyBudget(None))
+    reporter.log_epochs([{"epoch": 1, "val_accuracy": 0.1, "epoch_seconds": 1.0}])  # not judged
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 2"):
+        reporter.log_epochs([{"epoch": 2, "val_accuracy": 0.1, "epoch_seconds": 1.0}])
+
+
 def test_a_pruned_trial_is_told_pruned_and_keeps_its_run(image_folder, tmp_path):
     """The reporter's exception travels out of adapt (through the trainer's closing of loggers
     and the run directory's claim) and the study records the trial as pruned."""
