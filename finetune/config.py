@@ -210,7 +210,8 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_off_epochs: int = 0
-    # exponential moving average of the weights (timm ModelEmaV3), evaluated and saved apart
+    # exponential moving average of the weights (timm ModelEmaV3), evaluated and saved apart;
+    # its per-step decay warms up as 1 - (1 + step)^-3/4 to at most ema_decay
     ema: bool = False
     ema_decay: float = 0.999
     # stop when the validation score has not improved for this many epochs; 0 = off

@@ -80,7 +80,7 @@ HELP = {
     "train.cutmix": "CutMix alpha, e.g. 1.0.",
     "train.mixup_off_epochs": "No mixup/cutmix in the last N epochs.",
     "train.ema": "Keep an EMA of the weights (timm ModelEmaV3), saved as model_ema.safetensors.",
-    "train.ema_decay": "EMA decay per optimizer step.",
+    "train.ema_decay": "EMA decay per optimizer step, reached after a warmup (1 - (1 + step)^-3/4).",
     "train.patience": "Early stopping: epochs without a better validation score (0 = off).",
     "train.nan_policy": "What a non-finite loss does.",
     "train.save_every": "Write the resumable state every N epochs.",
