@@ -176,7 +176,10 @@ def _run(
         save_run_config(run_dir, built.base, **record)
         write_skipped(run_dir, data.skipped)
     plan = build_plan(built.net, built.policy, cfg.optim)  # as it starts: for the trackers
-    trainer, history = _fit(built, cfg, data, loaders, runtime, run_dir, resume, callbacks, auto)
+    extend = bool(resume) and any(k in overrides for k in ("budget", "train.budget"))
+    trainer, history = _fit(
+        built, cfg, data, loaders, runtime, run_dir, resume, callbacks, auto, replan=extend
+    )
     final, metrics = _finish(built, cfg, data, loaders, runtime, run_dir, trainer, history)
     _record_metrics(record, metrics, data.multilabel)
     if dist.is_main:
@@ -347,9 +350,11 @@ def _fit(
     resume,
     callbacks: Sequence[Any] = (),
     auto: Optional[AutoPlan] = None,
+    *,
+    replan: bool = False,
 ):
     """Fit the head first (LP-FT), build the Trainer, restore a resumed run, train; Ctrl-C
-    becomes ``Interrupted``."""
+    becomes ``Interrupted``. ``replan``: a resumed budgeted run was given a new ``--budget``."""
     auto = auto or AutoPlan()
     built.base.to(device=runtime.device, memory_format=runtime.memory_format)
     spent = start_run(auto, built, cfg, data, loaders, runtime, task_of(data, cfg, built.info))
@@ -365,8 +370,10 @@ def _fit(
         start_epoch, history = trainer.load_state(run_dir, fit_loaders["train"])
         emit("info", f"resuming {run_dir} after epoch {start_epoch} of {trainer.epochs}")
     trainer.clock_start = time.perf_counter() - history.seconds
-    if trainer.planner is not None and not resume:  # the first plan, from the estimate
-        trainer.planner.plan(trainer, in_epoch=0)
+    # the first plan, from the estimate; a resumed run keeps its saved plan, unless its budget
+    # changed (the re-plan counts the time it already trained)
+    if trainer.planner is not None and (not resume or replan):
+        trainer.planner.plan(trainer, in_epoch=trainer.skip_batches // cfg.optim.accum_steps)
     n_val = len(loaders["val"].dataset) if "val" in loaders else 0
     emit(
         "info",

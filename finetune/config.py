@@ -329,8 +329,9 @@ class FinetuneConfig:
             if recipe is not None or base is not None:
                 raise ConfigError("--resume continues a run with its own config; drop --recipe")
             # the same data at a new place (checked against the run's data fingerprint), and a
-            # longer run (the LR schedule is re-planned over the new length)
-            allowed = ("path", "data.path", "epochs", "train.epochs")
+            # longer run (the LR schedule is re-planned over the new length): more epochs, or a
+            # budgeted run's longer budget
+            allowed = ("path", "data.path", "epochs", "train.epochs", "budget", "train.budget")
             moved = {k: overrides.pop(k) for k in allowed if k in overrides}
             if overrides:
                 raise ConfigError(
@@ -344,6 +345,7 @@ class FinetuneConfig:
                     f"{resume}: config.json has no finetune config; not a finetune run"
                 )
             cfg = cls.from_dict(saved["config"], source=f"{resume}/{CONFIG_NAME}")
+            _check_extension(cfg, moved, resume)
             return cfg.with_overrides(**moved)
         if base is None:
             base = cls.from_recipe(recipe) if recipe else cls()
@@ -384,6 +386,23 @@ def _section_fields() -> dict[str, str]:
 
 
 FIELD_SECTIONS = _section_fields()
+
+
+def _check_extension(cfg: FinetuneConfig, moved: Mapping[str, Any], resume) -> None:
+    """A resumed run is extended by what set its length: ``--epochs``, or ``--budget`` for a
+    budgeted run. Regression: ``--resume RUN --epochs 20`` of a budgeted run was accepted and
+    trained nothing more (the saved plan of the budget set its length)."""
+    given = {k.split(".")[-1] for k in moved}
+    if cfg.train.budget is not None and "epochs" in given:
+        raise ConfigError(
+            f"--epochs: {resume} was planned by --budget {cfg.train.budget}, so more epochs "
+            "would not extend it; give a longer --budget to extend it"
+        )
+    if cfg.train.budget is None and "budget" in given:
+        raise ConfigError(
+            f"--budget: {resume} trains a fixed {cfg.train.epochs} epochs (no --budget); give "
+            "more --epochs to extend it"
+        )
 
 
 def _resolve_key(key: str) -> tuple[str, str]:

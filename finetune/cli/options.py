@@ -99,7 +99,7 @@ HELP = {
     "data.scan": "Bad-file scan: full decodes every image, quick reads headers (bad files are skipped when loaded), off; auto picks by size.",
     "train.budget": "Wall-clock budget for training (90s, 5m, 2h): epochs and LR schedule planned to end within it.",
     "output.keep_state": "Keep trainer_state.pt and last.safetensors (--resume) after the run.",
-    "resume": "Continue RUN_DIR from its last saved state as configured (--epochs N extends it; --data NEW_PATH if the same data moved).",
+    "resume": "Continue RUN_DIR from its last saved state as configured (--epochs N extends it, --budget D a budgeted run; --data NEW_PATH if the same data moved).",
     "dry_run": "Print the plan (stages, what trains, LRs) and exit.",
     "debug": "Show the full traceback on errors (or set FINETUNE_DEBUG=1).",
 }

@@ -67,7 +67,11 @@ def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -
     if info.weight_mapping:
         emit("info", f"  {info.weight_mapping}")
     replace_head(base, num_classes, info)
-    policy = apply_policy(base, cfg.policy, info, epochs=cfg.train.epochs)
+    # a budgeted run's length is planned as it runs, not train.epochs. Regression: its thaw
+    # plan stopped at train.epochs (a 40-epoch budget with --unfreeze-every 5 thawed one stage)
+    # and --unfreeze-at was checked against it
+    epochs = None if cfg.train.budget is not None else cfg.train.epochs
+    policy = apply_policy(base, cfg.policy, info, epochs=epochs)
     if cfg.adapter.peft == "none":
         return BuiltModel(base, base, info, policy)
     from ..models.adapters import adapter_stages, apply_adapter

@@ -104,7 +104,8 @@ def apply_policy(
     """Set ``requires_grad`` and the BatchNorm plan from ``cfg``; return the report.
 
     Args:
-        epochs: run length, to resolve ``unfreeze_every`` into epochs.
+        epochs: run length, to resolve ``unfreeze_every`` into epochs and check
+            ``unfreeze_at``; None when not known in advance (a ``--budget`` run plans it).
 
     Raises:
         ValueError: a module name, stage count or regex that matches nothing; the message lists
@@ -200,9 +201,11 @@ def _thaw_epochs(cfg: PolicyConfig, epochs: Optional[int], n_frozen: int) -> tup
                 f"{n_frozen} stages are frozen; list at most {n_frozen}"
             )
         return tuple(sorted(cfg.unfreeze_at))
-    if cfg.unfreeze_every and epochs:
+    if cfg.unfreeze_every:
         every = cfg.unfreeze_every
-        return tuple(e for e in range(every + 1, epochs + 1, every))[:n_frozen]
+        # no known length (--budget plans it as it runs): every frozen stage gets its epoch
+        last = epochs or every * n_frozen + 1
+        return tuple(range(every + 1, last + 1, every))[:n_frozen]
     return ()
 
 

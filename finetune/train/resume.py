@@ -110,7 +110,10 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
             "the resume state is damaged"
         ) from None
     done = state.get("epoch", 0) if isinstance(state, dict) else 0
-    if isinstance(done, int) and done > trainer.train.epochs:
+    budgeted = isinstance(state, dict) and bool(state.get("total_steps"))
+    # a budgeted run plans its own epochs (train.epochs is not its length): regression, a 1h
+    # run that planned 40 epochs and was stopped after 12 could not be resumed ("--epochs 10")
+    if isinstance(done, int) and done > trainer.train.epochs and not budgeted:
         raise ValueError(
             f"{run_dir} already trained {done} epochs; --epochs {trainer.train.epochs} would "
             "not extend it (give more epochs than that, or use the run as it is)"
@@ -128,7 +131,10 @@ def load_state(trainer: "Trainer", run_dir, loader) -> tuple[int, FitHistory]:
 
 
 def _restore(trainer: "Trainer", state: dict, loader) -> tuple[int, FitHistory]:
-    trainer.thaw(state["epoch"])  # the param groups the interrupted run had when it saved
+    # the param groups the interrupted run had when it saved: a mid-epoch state (batches_done)
+    # was saved after its running epoch's stages thawed. Regression: Ctrl-C in the epoch a stage
+    # thawed at gave a state whose optimizer "does not fit this run"
+    trainer.thaw(state["epoch"] + (1 if state.get("batches_done") else 0))
     trainer.inner.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     if state.get("total_steps"):  # a budgeted run: its planned length, then its schedule state

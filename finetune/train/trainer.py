@@ -27,6 +27,7 @@ from ..config import OptimConfig, TrainConfig
 from ..events import Progress, emit
 from .distributed import all_reduce_sum
 from .interrupt import StopRequested, closing, deferred_interrupt
+from .loss import build_loss, build_mixup
 from .optim import build_param_groups, peak_lr
 from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 from .resume import FitHistory, load_state, save_state, skip_batches
@@ -68,10 +69,10 @@ class Trainer:
         self.optim, self.train, self.runtime, self.task = optim, train, runtime, task
         self.device = runtime.device
         self.dtype = PRECISIONS[runtime.precision]
-        self.loss_fn = _loss_fn(task, optim.label_smoothing, runtime.device)
+        self.loss_fn = build_loss(task, label_smoothing=optim.label_smoothing, device=self.device)
         self.score_name = "val_map" if task.multilabel else "val_accuracy"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=runtime.precision == "fp16")
-        self.mixup = _mixup(train, optim, task)
+        self.mixup = build_mixup(train, optim, task)
         self.step = 0
         self.skipped_batches = 0
         self.batches_done = 0  # optimizer-step-complete batches of the running epoch
@@ -234,27 +235,26 @@ class Trainer:
             record["skipped_batches"] = self.skipped_batches
         history.epochs.append(record)
         history.seconds = time.perf_counter() - self.clock_start
-        epochs = (
-            self.epochs if self.total_steps is None or self.step < self.total_steps else epoch + 1
-        )
+        ends = self.total_steps is not None and self.step >= self.total_steps
+        epochs = epoch + 1 if ends else self.epochs
         stale = epoch + 1 - history.best_epoch
         stop = bool(self.train.patience and val_score is not None and stale >= self.train.patience)
         if stop:  # before the state is saved: a resumed run stays stopped
             history.stopped_early = epoch + 1
         if improved and save_best is not None:
             save_best(self.inner, epoch + 1)
-        if run_dir is not None:
-            append_jsonl(Path(run_dir) / METRICS_NAME, record)
-            for logger in self.loggers:
-                logger.log_epochs(history.epochs)
-            if (epoch + 1) % self.train.save_every == 0 or epoch + 1 == epochs or stop:
-                self.save_state(run_dir, epoch + 1, history, train_loader)
+        last = epoch + 1 == epochs
+        saved = run_dir is not None and ((epoch + 1) % self.train.save_every == 0 or last or stop)
+        self._write_epoch(run_dir, record, epoch + 1, history, train_loader, saved)
         if self.planner is not None and epoch + 1 < epochs:  # re-plan from measured times
             self.planner.after_epoch(
                 self, steps=self.step - step0, train_seconds=train_seconds,
                 epoch_seconds=time.perf_counter() - t0,
             )  # fmt: skip
             epochs = self.epochs
+            # regression: a re-plan that ends the run here left --save-every N's older state
+            if run_dir is not None and not saved and epoch + 1 >= epochs:
+                self.save_state(run_dir, epoch + 1, history, train_loader)
         eta = history.seconds / len(history.epochs) * (epochs - epoch - 1)  # seconds
         emit("epoch", record=record, epochs=epochs, score_name=self.score_name, eta=eta)
         if self.stop_requested:  # Ctrl-C during the epoch's last step: it is saved whole
@@ -269,6 +269,16 @@ class Trainer:
             )
             return None
         return record
+
+    def _write_epoch(self, run_dir, record, epochs_done, history, train_loader, save) -> None:
+        """The epoch's metrics line and loggers, and with ``save`` the resumable state."""
+        if run_dir is None:
+            return
+        append_jsonl(Path(run_dir) / METRICS_NAME, record)
+        for logger in self.loggers:
+            logger.log_epochs(history.epochs)
+        if save:
+            self.save_state(run_dir, epochs_done, history, train_loader)
 
     def _train_epoch(self, loader, epoch: int) -> tuple[float, float, int]:
         set_train_mode(self.inner, self.policy)
@@ -425,26 +435,3 @@ class Trainer:
         if not all_logits:
             return 0.0, torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
         return loss_sum / max(seen, 1), torch.cat(all_logits), torch.cat(all_targets)
-
-
-def _loss_fn(task: Task, label_smoothing: float, device: torch.device):
-    weight = task.class_weights.to(device) if task.class_weights is not None else None
-    if task.multilabel:  # sigmoid per label; class_weights are BCE pos_weights here
-        bce = nn.BCEWithLogitsLoss(pos_weight=weight)
-        return lambda logits, t: bce(logits, t * (1 - label_smoothing) + label_smoothing / 2)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-
-
-def _mixup(train: TrainConfig, optim: OptimConfig, task: Task):
-    """timm ``Mixup`` when mixup or cutmix is on, else None."""
-    if not (train.mixup or train.cutmix):
-        return None
-    from timm.data import Mixup
-
-    return Mixup(
-        mixup_alpha=train.mixup,
-        cutmix_alpha=train.cutmix,
-        label_smoothing=optim.label_smoothing,
-        num_classes=task.num_classes,
-        multi_label=task.multilabel,
-    )

@@ -107,7 +107,13 @@ def test_a_budgeted_run_ends_its_schedule_at_the_planned_step(image_folder, tmp_
     assert any("first estimate" in reason for reason in saved["auto"])
 
 
-def test_resuming_a_budgeted_run_keeps_its_planned_length(image_folder, tmp_path, fixed_plan):
+# step 3: epoch 2, within train.epochs (1); step 7: epoch 4, after 3 epochs, more than
+# train.epochs. Regression: that one failed with "already trained 3 epochs; --epochs 1 would not
+# extend it": a budgeted run plans its own length
+@pytest.mark.parametrize("stop_step", [3, 7])
+def test_resuming_a_budgeted_run_keeps_its_planned_length(
+    image_folder, tmp_path, fixed_plan, stop_step
+):
     from conftest import tiny_run
 
     from finetune.train.trainer import Trainer
@@ -115,13 +121,13 @@ def test_resuming_a_budgeted_run_keeps_its_planned_length(image_folder, tmp_path
     real = Trainer.optimizer_step
     calls = {"n": 0}
 
-    def stop_at_step_three(self):
+    def stop_mid_run(self):
         calls["n"] += 1
-        if calls["n"] == 3:  # a real SIGINT, mid-run
+        if calls["n"] == stop_step:  # a real SIGINT, mid-run
             os.kill(os.getpid(), signal.SIGINT)
         real(self)
 
-    Trainer.optimizer_step = stop_at_step_three
+    Trainer.optimizer_step = stop_mid_run
     try:
         with pytest.raises(finetune.Interrupted):
             tiny_run(image_folder, budget="1h", warmup_epochs=None, output=str(tmp_path / "r"))
@@ -134,3 +140,60 @@ def test_resuming_a_budgeted_run_keeps_its_planned_length(image_folder, tmp_path
     assert [x["step"] for x in records][-1] == 9
     floor = resumed.config.optim.lr * resumed.config.optim.min_lr_ratio
     assert records[-1]["lr"] == pytest.approx(floor, rel=1e-3)
+
+
+@pytest.fixture
+def plan_by_budget(monkeypatch):
+    """Budgeted runs planned to one step per 100 s of budget whatever the clock says."""
+
+    def plan(self, trainer, *, in_epoch):
+        total = max(trainer.step, int(self.seconds // 100))
+        trainer.total_steps, trainer.epochs = total, math.ceil(total / self.steps_per_epoch)
+        trainer.scheduler.replan(total, step=trainer.step)
+        return total
+
+    monkeypatch.setattr(BudgetPlanner, "plan", plan)
+
+
+def test_a_longer_budget_extends_a_finished_budgeted_run(image_folder, tmp_path, plan_by_budget):
+    """Regression: ``--resume RUN --epochs 20`` of a budgeted run was accepted and trained
+    nothing (its saved plan set the length); it is refused, and ``--budget`` extends it."""
+    from conftest import tiny_run
+
+    first = tiny_run(image_folder, budget="900s", warmup_epochs=None, output=str(tmp_path / "r"))
+    assert first.metrics["epochs"][-1]["step"] == 9
+    with pytest.raises(finetune.ConfigError, match="give a longer --budget"):
+        finetune.adapt(resume=tmp_path / "r", epochs=20, verbose=False)
+    longer = finetune.adapt(resume=tmp_path / "r", budget="1300s", verbose=False)
+    records = longer.metrics["epochs"]
+    assert [x["step"] for x in records] == [2, 4, 6, 8, 9, 11, 13]
+    floor = longer.config.optim.lr * longer.config.optim.min_lr_ratio
+    assert records[-1]["lr"] == pytest.approx(floor, rel=1e-3)  # the new schedule's end
+    assert longer.config.train.budget == "1300s"
+
+
+def test_a_budget_does_not_extend_an_epoch_run(image_folder, tmp_path):
+    from conftest import tiny_run
+
+    tiny_run(image_folder, output=str(tmp_path / "r"))
+    with pytest.raises(finetune.ConfigError, match="give more --epochs"):
+        finetune.adapt(resume=tmp_path / "r", budget="1h", verbose=False)
+
+
+def test_a_replan_that_ends_the_run_saves_its_last_epoch(
+    image_folder, tmp_path, fixed_plan, monkeypatch
+):
+    """Regression: with --save-every 2, a re-plan after epoch 3 that ended the run there left
+    the resumable state of epoch 2."""
+    from conftest import tiny_run
+
+    def out_of_time(self, trainer, **_):
+        if trainer.step >= 6:  # epoch 3 of the planned 5: the budget is spent
+            trainer.total_steps, trainer.epochs = trainer.step, 3
+        return trainer.total_steps
+
+    monkeypatch.setattr(BudgetPlanner, "after_epoch", out_of_time)
+    r = tiny_run(image_folder, budget="1h", save_every=2, output=str(tmp_path / "r"))
+    assert [x["epoch"] for x in r.metrics["epochs"]] == [1, 2, 3]
+    state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (3, 6)

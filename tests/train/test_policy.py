@@ -227,3 +227,21 @@ def test_frozen_prefix_builds_no_backward_graph():
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     assert seen == {"layer2": False, "layer3": True}  # autograd records nothing before layer3
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("layer1"))
+
+
+def test_a_budgeted_run_thaws_every_frozen_stage_in_turn():
+    """Regression: a budgeted run's thaw plan was cut at train.epochs (10), not its planned
+    length (a 40-epoch budget with --unfreeze-every 5 thawed one stage of three), and
+    --unfreeze-at 15 was refused as "after the last epoch (10)"."""
+    from finetune.config import FinetuneConfig
+    from finetune.train.build import build_model
+
+    def thaws(**overrides):
+        cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False, **overrides)
+        return build_model("test_resnet", cfg, 3).policy.thaw_epochs
+
+    assert thaws(freeze_stages=3, unfreeze_every=5) == (6,)  # 10 epochs: one thaw fits
+    assert thaws(freeze_stages=3, unfreeze_every=5, budget="1h") == (6, 11, 16)
+    assert thaws(freeze_stages=3, unfreeze_at=(15,), budget="1h") == (15,)
+    with pytest.raises(ValueError, match="after the last epoch"):
+        thaws(freeze_stages=3, unfreeze_at=(15,))

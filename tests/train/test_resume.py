@@ -38,6 +38,29 @@ def _run_unfreezing(image_folder, out, **extra):
     )
 
 
+def _interrupt_at_step(monkeypatch, step, run):
+    """``run()`` stopped by a real SIGINT during its ``step``-th optimizer step."""
+    real = Trainer.optimizer_step
+    calls = {"n": 0}
+
+    def stepping(self):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(self)
+
+    monkeypatch.setattr(Trainer, "optimizer_step", stepping)
+    with pytest.raises(finetune.Interrupted, match="--resume"):
+        run()
+    monkeypatch.setattr(Trainer, "optimizer_step", real)
+
+
+def _same_last_weights(a, b) -> bool:
+    x = load_file(str(a.run_dir / "last.safetensors"))
+    y = load_file(str(b.run_dir / "last.safetensors"))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 def test_unfreezing_adds_param_groups_at_the_scheduled_epochs(image_folder, tmp_path):
     result = _run_unfreezing(image_folder, tmp_path / "run")
     state = torch.load(result.run_dir / "trainer_state.pt", weights_only=True)
@@ -78,6 +101,20 @@ def test_resume_across_an_unfreeze_boundary_matches_an_uninterrupted_run(
     assert len(lines) == 3
 
 
+def test_ctrl_c_in_the_epoch_a_stage_thawed_resumes_to_the_same_weights(
+    image_folder, tmp_path, monkeypatch
+):
+    """Regression: a mid-epoch state was saved after its epoch's stage thawed, and the resume
+    thawed only up to the epochs finished, so the optimizer's groups "did not fit this run"."""
+    reference = _run_unfreezing(image_folder, tmp_path / "ref")
+    # step 3: epoch 2's first of 2 steps, after layer3 thawed at its start
+    _interrupt_at_step(monkeypatch, 3, lambda: _run_unfreezing(image_folder, tmp_path / "r"))
+    state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
+    assert (state["epoch"], state["batches_done"]) == (1, 1)
+    resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
+    assert _same_last_weights(resumed, reference)  # bit-identical on CPU
+
+
 def test_resume_errors(image_folder, tmp_path):
     with pytest.raises(ValueError, match="exactly as it was configured; drop --lr"):
         finetune.adapt(resume=tmp_path, lr=0.1)
@@ -88,31 +125,15 @@ def test_resume_errors(image_folder, tmp_path):
 def test_ctrl_c_mid_epoch_saves_and_resumes_to_the_same_weights(
     image_folder, tmp_path, monkeypatch, run_resnet, metrics_lines
 ):
-    from safetensors.torch import load_file
-
-    from finetune.train.trainer import Trainer
-
     reference = run_resnet(image_folder, output=str(tmp_path / "ref"), deterministic=True)
-    real = Trainer.optimizer_step
-    calls = {"n": 0}
-
-    def ctrl_c_during_step_three(self):
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 2's first of 2 steps: a real SIGINT, mid-epoch
-            os.kill(os.getpid(), signal.SIGINT)
-        real(self)
-
-    monkeypatch.setattr(Trainer, "optimizer_step", ctrl_c_during_step_three)
-    with pytest.raises(finetune.Interrupted, match="--resume"):
-        run_resnet(image_folder, output=str(tmp_path / "r"), deterministic=True)
-    monkeypatch.setattr(Trainer, "optimizer_step", real)
+    # step 3: epoch 2's first of 2 steps, mid-epoch
+    run = lambda: run_resnet(image_folder, output=str(tmp_path / "r"), deterministic=True)  # noqa
+    _interrupt_at_step(monkeypatch, 3, run)
     state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
     assert (state["epoch"], state["batches_done"], state["step"]) == (1, 1, 3)
     resumed = finetune.adapt(resume=tmp_path / "r", verbose=False)
     assert [x["epoch"] for x in metrics_lines(resumed)] == [1, 2]
-    a = load_file(str(resumed.run_dir / "last.safetensors"))
-    b = load_file(str(reference.run_dir / "last.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_last_weights(resumed, reference)
 
 
 def test_save_every_steps_writes_a_mid_epoch_state(image_folder, tmp_path, monkeypatch, run_resnet):

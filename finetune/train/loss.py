@@ -1,0 +1,43 @@
+"""What the Trainer optimises: the loss for a task, and timm ``Mixup`` when it is on.
+
+Example:
+    >>> loss = build_loss(task, label_smoothing=0.1, device=torch.device("cpu"))  # doctest: +SKIP
+    >>> build_mixup(cfg.train, cfg.optim, task) is None  # mixup and cutmix off  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig, TrainConfig
+from .runtime import Task
+
+__all__ = ["build_loss", "build_mixup"]
+
+
+def build_loss(task: Task, *, label_smoothing: float, device: torch.device):
+    """Cross-entropy (class weights, label smoothing); per-label BCE for multi-label tasks, its
+    targets smoothed towards 0.5 and ``class_weights`` as its ``pos_weight``."""
+    weight = task.class_weights.to(device) if task.class_weights is not None else None
+    if task.multilabel:
+        bce = nn.BCEWithLogitsLoss(pos_weight=weight)
+        return lambda logits, t: bce(logits, t * (1 - label_smoothing) + label_smoothing / 2)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+
+def build_mixup(train: TrainConfig, optim: OptimConfig, task: Task):
+    """timm ``Mixup`` when mixup or cutmix is on (it smooths the mixed labels itself), else
+    None."""
+    if not (train.mixup or train.cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(
+        mixup_alpha=train.mixup,
+        cutmix_alpha=train.cutmix,
+        label_smoothing=optim.label_smoothing,
+        num_classes=task.num_classes,
+        multi_label=task.multilabel,
+    )
