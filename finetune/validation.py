@@ -138,6 +138,7 @@ def check_config(cfg: "FinetuneConfig") -> None:
         ("optim.decay_rate", 0 < cfg.optim.decay_rate <= 1, "must be in (0, 1]"),
         ("optim.step_epochs", cfg.optim.step_epochs > 0, "must be > 0"),
         ("train.mixup", cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "alphas must be >= 0"),
+        ("train.mixup_off_epochs", cfg.train.mixup_off_epochs >= 0, "must be >= 0"),
         ("train.ema_decay", 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
         ("train.patience", cfg.train.patience >= 0, "must be >= 0"),
         ("train.save_every", cfg.train.save_every >= 1, "must be >= 1"),

@@ -15,6 +15,7 @@ from finetune.errors import ConfigError
         ({"epochs": 0}, "train.epochs must be >= 1"),
         ({"precision": "fp8"}, "train.precision: 'fp8' is not one of auto, fp32, bf16, fp16"),
         ({"val_split": 1.5}, "data.val_split must be in [0, 1)"),
+        ({"mixup_off_epochs": -1}, "train.mixup_off_epochs must be >= 0"),
         ({"overwrite": "yes"}, "expected bool"),
     ],
 )

@@ -27,7 +27,7 @@ from .distributed import DistInfo
 from .headinit import MAX_IMAGES, init_head, wants_probe
 from .runtime import PRECISIONS, is_cnn, resolve_runtime
 
-__all__ = ["AutoPlan", "plan_run", "start_run"]
+__all__ = ["length_warnings", "AutoPlan", "plan_run", "start_run"]
 
 # data loading and the optimizer step on top of the model's forward/backward (first estimate
 # only; the planner re-plans from measured steps)
@@ -86,7 +86,31 @@ def plan_run(
         reasons.append(why)
     for reason in reasons:
         emit("info", f"auto: {reason}")
+    for warning in length_warnings(cfg, epochs, built.policy.thaw_epochs):
+        emit("warning", warning)
     return cfg, AutoPlan(tuple(reasons), probe, probe_images, budget, step_seconds, clock_start)
+
+
+def length_warnings(cfg: FinetuneConfig, epochs: int, thaw_epochs=()) -> list[str]:
+    """Settings that the run's length (``epochs``: configured, or the budget's first estimate)
+    turns into no-ops, each as a one-line warning.
+
+    Example:
+        >>> length_warnings(FinetuneConfig().with_overrides(schedule="step"), 10)[0][:31]
+        '--schedule step: the LR decays '
+    """
+    o, t, out = cfg.optim, cfg.train, []
+    if o.schedule == "step" and o.step_epochs >= epochs:
+        out.append(f"--schedule step: the LR decays every {o.step_epochs:g} epochs and the run "
+                   f"has {epochs}, so it never decays; lower --step-epochs")  # fmt: skip
+    if (t.mixup or t.cutmix) and t.mixup_off_epochs >= epochs:
+        out.append(f"--mixup-off-epochs {t.mixup_off_epochs} covers the whole {epochs}-epoch "
+                   "run, so no batch is mixed; lower it")  # fmt: skip
+    late = [e for e in thaw_epochs if cfg.train.budget is not None and e > epochs]
+    if late:  # a budgeted run's thaw plan is fixed before its length is known (build_model)
+        out.append(f"gradual unfreezing: the budget plans about {epochs} epochs, so the stages "
+                   f"due at epoch {', '.join(map(str, late))} may stay frozen")  # fmt: skip
+    return out
 
 
 def probe_budget(

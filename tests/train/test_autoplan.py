@@ -115,3 +115,27 @@ def test_fit_size_measures_rather_than_trusts_the_area_model(cost, size, probes)
     got, seconds = autoplan._fit_size(224, measure, lambda t: t <= 0.35)
     assert got == size and seconds == cost(size)
     assert measured == probes
+
+
+# (overrides, epochs, thaw epochs) -> the warning's start, or None
+LENGTH_WARNINGS = [
+    (dict(schedule="step"), 10, (), "--schedule step: the LR decays every 30 epochs"),
+    (dict(schedule="step", step_epochs=3), 10, (), None),
+    (dict(mixup=0.2, mixup_off_epochs=5), 5, (), "--mixup-off-epochs 5 covers the whole"),
+    (dict(mixup=0.2, mixup_off_epochs=1), 5, (), None),
+    (dict(mixup_off_epochs=5), 5, (), None),  # no mixup: nothing to switch off
+    (dict(budget="90s", freeze_stages=3, unfreeze_every=2), 4, (3, 5, 7), "gradual unfreezing"),
+    (dict(budget="1h", freeze_stages=3, unfreeze_every=2), 40, (3, 5, 7), None),
+    (dict(), 10, (), None),
+]
+
+
+@pytest.mark.parametrize("overrides,epochs,thaw,start", LENGTH_WARNINGS)
+def test_length_warnings_name_what_the_run_length_switches_off(overrides, epochs, thaw, start):
+    """Regression: --schedule step (step_epochs 30) never decayed in a 10-epoch run, and
+    --mixup-off-epochs >= the run's epochs mixed nothing, both without a word."""
+    warnings = autoplan.length_warnings(FinetuneConfig().with_overrides(**overrides), epochs, thaw)
+    if start is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warnings[0].startswith(start)
