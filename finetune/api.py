@@ -132,9 +132,11 @@ def adapt(
                 auto,
             )  # fmt: skip
         if auto.budget_seconds is not None:
-            took = time.perf_counter() - auto.clock_start
+            before = metrics.get("resumed_after_seconds", 0.0)
+            took = time.perf_counter() - auto.clock_start + before
+            then = f", {_duration(before)} of them before --resume" if before else ""
             emit("info", f"budget {cfg.train.budget}: the run took {_duration(took)} after "
-                 f"the scan ({took / auto.budget_seconds:.0%} of the budget)")  # fmt: skip
+                 f"the scan{then} ({took / auto.budget_seconds:.0%} of the budget)")  # fmt: skip
         emit("info", f"run directory: {run_dir}")
         return FitResult(
             final.eval(), data.classes, metrics, run_dir, cfg, built.info, built.policy
@@ -430,6 +432,8 @@ def _finish(
     )
     if merge_diff is not None:
         metrics["adapter_merge_max_abs_diff"] = merge_diff
+    if history.resumed_at:  # the budget clock of a resumed run counts the time before it
+        metrics["resumed_after_seconds"] = history.resumed_at
     task = task_of(data, cfg, built.info)
     evaluator = Trainer(final, policy=built.policy, runtime=runtime, task=task)
     metrics.update(evaluate_splits(evaluator, loaders, data, history.best_epoch))

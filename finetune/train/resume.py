@@ -47,6 +47,7 @@ class FitHistory:
     best_val_accuracy: float = -1.0
     seconds: float = 0.0
     stopped_early: int = 0  # epoch at which early stopping ended the run (0 = it did not)
+    resumed_at: float = 0.0  # seconds trained before a --resume (not saved: from ``seconds``)
 
 
 def save_state(
@@ -161,6 +162,7 @@ def _restore(trainer: "Trainer", state: dict, loader) -> tuple[int, FitHistory]:
         h["best_val_accuracy"],
         h["seconds"],
         state.get("stopped_early", 0),
+        resumed_at=h["seconds"],
     )
     return state["epoch"], history
 

@@ -170,6 +170,8 @@ def test_a_longer_budget_extends_a_finished_budgeted_run(image_folder, tmp_path,
     floor = longer.config.optim.lr * longer.config.optim.min_lr_ratio
     assert records[-1]["lr"] == pytest.approx(floor, rel=1e-3)  # the new schedule's end
     assert longer.config.train.budget == "1300s"
+    # the budget clock counts the first session: its training seconds, kept by the state
+    assert longer.metrics["resumed_after_seconds"] == pytest.approx(first.metrics["train_seconds"])
 
 
 def test_a_budget_does_not_extend_an_epoch_run(image_folder, tmp_path):
