@@ -131,8 +131,10 @@ class PolicyConfig:
     # full; `freeze` adds frozen parameters to any of them but full. The head always trains.
     # first module that trains; everything before it in forward order is frozen
     freeze_until: Optional[str] = None
-    # freeze the first N stages (stem, stage 1, ...; `finetune inspect` lists them)
-    freeze_stages: int = 0
+    # freeze the first N stages (stem, stage 1, ...; `finetune inspect` lists them); None =
+    # auto: 0, except that a budgeted run of a pretrained CNN with no other freezing choice
+    # freezes its leading stages holding <= 2 % of the weights (finetune.train.autofreeze)
+    freeze_stages: Optional[int] = None
     # freeze everything but the head
     linear_probe: bool = False
     # regex over parameter names: only matching parameters (and the head) train

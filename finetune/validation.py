@@ -119,7 +119,7 @@ def check_config(cfg: "FinetuneConfig") -> None:
         parse_duration(cfg.train.budget)
     p = cfg.policy
     checks += [
-        ("policy.freeze_stages", p.freeze_stages >= 0, "must be >= 0"),
+        ("policy.freeze_stages", (p.freeze_stages or 0) >= 0, "must be >= 0"),
         ("policy.unfreeze_every", p.unfreeze_every >= 0, "must be >= 0"),
         (
             "policy.unfreeze_at",
@@ -158,7 +158,7 @@ def _check_combinations(cfg: "FinetuneConfig") -> None:
         name
         for name, on in (
             ("freeze_until", p.freeze_until is not None),
-            ("freeze_stages", p.freeze_stages > 0),
+            ("freeze_stages", (p.freeze_stages or 0) > 0),
             ("linear_probe", p.linear_probe),
             ("train_only", p.train_only is not None),
             ("full", p.full),

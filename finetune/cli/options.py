@@ -48,7 +48,7 @@ HELP = {
     "head.head_init": "New head: probe fits it on frozen features first (LP-FT), random; auto = probe for pretrained backbones, random under --budget.",
     "recipe": "Recipe YAML file or name in recipes/; flags override it.",
     "policy.freeze_until": "First module that trains (layer3, blocks.4, ...); earlier ones freeze.",
-    "policy.freeze_stages": "Freeze the first N stages ('finetune inspect' lists them).",
+    "policy.freeze_stages": "Freeze the first N stages ('finetune inspect' lists them); default: none, but a budgeted run of a pretrained CNN freezes the leading stages that hold <= 2% of the weights.",
     "policy.linear_probe": "Freeze everything but the head.",
     "policy.train_only": "Regex over parameter names: only these (and the head) train.",
     "policy.freeze": "Regex over parameter names: freeze these too.",

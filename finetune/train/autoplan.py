@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..autoconfig import resolve_auto
@@ -67,7 +67,8 @@ def plan_run(
 ) -> tuple[FinetuneConfig, AutoPlan]:
     """``cfg`` with its "auto" fields resolved, and the plan with the reasons (emitted)."""
     clock_start = time.perf_counter()
-    epochs, reasons, budget, step_seconds = cfg.train.epochs, [], None, None
+    cfg = replace(cfg, policy=built.policy_config)  # "auto" freezing, chosen by build_model
+    epochs, reasons, budget, step_seconds = cfg.train.epochs, list(built.reasons), None, None
     if cfg.train.budget is not None:
         budget = parse_duration(cfg.train.budget)
         cfg, step_seconds, epochs, why = _budget_estimate(cfg, built, data, dist, budget, resume)

@@ -16,7 +16,7 @@ from dataclasses import replace as dc_replace
 import torch
 from torch import nn
 
-from ..config import FinetuneConfig
+from ..config import FinetuneConfig, PolicyConfig
 from ..data.datasets import class_balance
 from ..data.folder import DataInfo
 from ..events import emit
@@ -24,6 +24,7 @@ from ..models.backbones import describe_module, load_backbone
 from ..models.heads import replace_head
 from ..models.info import BackboneInfo
 from ..models.stages import Stage
+from .autofreeze import resolve_freeze
 from .optim import LRSchedule, build_optimizer, build_param_groups
 from .policy import PolicyReport, apply_policy, refresh_report
 from .runtime import Runtime, Task
@@ -41,6 +42,8 @@ class BuiltModel:
     base: nn.Module
     info: BackboneInfo
     policy: PolicyReport
+    policy_config: PolicyConfig  # cfg.policy with its "auto" fields resolved (autofreeze)
+    reasons: tuple[str, ...] = ()  # why, for the "auto:" lines of plan_run
 
 
 def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -> BuiltModel:
@@ -72,8 +75,13 @@ def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -
     # and --unfreeze-at was checked against it
     epochs = None if cfg.train.budget is not None else cfg.train.epochs
     policy = apply_policy(base, cfg.policy, info, epochs=epochs)
+    pretrained = isinstance(model, str) and (cfg.backbone.pretrained or bool(cfg.backbone.weights))
+    resolved, why = resolve_freeze(cfg, base, list(policy.stages), pretrained=pretrained)
+    if resolved != cfg.policy and why is not None:
+        policy = apply_policy(base, resolved, info, epochs=epochs)
+    reasons = () if why is None else (why,)
     if cfg.adapter.peft == "none":
-        return BuiltModel(base, base, info, policy)
+        return BuiltModel(base, base, info, policy, resolved, reasons)
     from ..models.adapters import adapter_stages, apply_adapter
 
     net = apply_adapter(base, cfg.adapter, head=info.classifier)
@@ -82,7 +90,7 @@ def build_model(model: str | nn.Module, cfg: FinetuneConfig, num_classes: int) -
         stages=adapter_stages(policy.stages, net),
         description=f"peft {cfg.adapter.peft} (r={cfg.adapter.lora_r})",
     )
-    return BuiltModel(net, base, info, refresh_report(net, policy))
+    return BuiltModel(net, base, info, refresh_report(net, policy), resolved, reasons)
 
 
 def task_of(data: DataInfo, cfg: FinetuneConfig, info: BackboneInfo) -> Task:

@@ -65,7 +65,8 @@ def test_an_explicit_size_and_an_unbudgeted_run_keep_their_size(image_folder, fa
 
 
 def test_resumed_runs_choose_nothing_new(image_folder, fake_step):
-    cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False)
+    # a resumed run's config is the resolved one of its config.json (no "auto" freezing left)
+    cfg = FinetuneConfig().with_overrides(name="test_resnet", pretrained=False, freeze_stages=0)
     data = scan_data(image_folder, cfg)
     built = build_model("test_resnet", cfg, data.num_classes)
     planned, plan = autoplan.plan_run(cfg, built, data, DistInfo(), resume=True)
