@@ -21,7 +21,7 @@ def test_warmup_is_five_percent_at_most_one_epoch(epochs, warmup):
 def test_resolve_auto_fills_only_what_is_auto_and_says_why():
     cfg, reasons = resolve_auto(FinetuneConfig().with_overrides(color_jitter=0.0), epochs=6,
                                 n_train=1000)  # fmt: skip
-    assert (cfg.data.min_crop_scale, cfg.data.color_jitter) == (0.5, 0.0)
+    assert (cfg.data.min_crop_scale, cfg.data.color_jitter) == (0.8, 0.0)
     assert cfg.optim.warmup_epochs == 0.3
     assert any("1,000 images" in r for r in reasons)
     explicit = FinetuneConfig().with_overrides(min_crop_scale=0.2, color_jitter=0.3,
