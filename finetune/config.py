@@ -282,7 +282,10 @@ class FinetuneConfig:
             if not isinstance(values, Mapping):
                 raise ConfigError(f"{source}: section '{name}' must be a mapping of fields")
             kwargs[name] = _build_section(section_cls, values, f"{source}: {name}")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:  # a range or combination check: name the file it came from
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "FinetuneConfig":

@@ -31,6 +31,15 @@ def test_yaml_unknown_key_and_wrong_type(tmp_path):
         FinetuneConfig.from_yaml(bad)
 
 
+def test_a_recipes_range_error_names_the_recipe_file(tmp_path):
+    # regression: "data.min_crop_scale must be in (0, 1]" named the key but not the recipe file,
+    # where a type error in the same file named both
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  min_crop_scale: 1.5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.min_crop_scale must be in"):
+        FinetuneConfig.from_yaml(bad)
+
+
 def test_yaml_round_trip_and_scientific_notation(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("optim:\n  lr: 1e-4\ndata:\n  img_size: 96\n")
