@@ -384,10 +384,10 @@ def _fit(
         f"{resolve_img_size(built.info, cfg.data.img_size)} px, batch {cfg.data.batch_size} "
         f"-> {run_dir}",
     )
-    if "val" not in loaders:
-        emit(
-            "warning", "no validation images (val_split 0, no val/ folder): the last epoch is kept"
-        )
+    if "val" not in loaders:  # train_on_val is a choice (a refit); no val/ folder may not be
+        why = "train_on_val" if cfg.data.train_on_val else "val_split 0, no val/ folder"
+        emit("info" if cfg.data.train_on_val else "warning",
+             f"no validation images ({why}): the last epoch is kept")  # fmt: skip
     is_main = runtime.dist.is_main
     try:
         history = trainer.fit(

@@ -81,6 +81,9 @@ class DataConfig:
     in_chans: Optional[int] = None
     # fraction of each class held out for validation when the folder has no val/ split
     val_split: float = 0.2
+    # the validation images train too (a refit once the config is chosen: finetune tune's final
+    # trial, sklearn's refit=True); no validation score then, and the last epoch is kept
+    train_on_val: bool = False
     batch_size: int = 32
     # DataLoader worker processes; -1 = choose from the machine's cores
     num_workers: int = -1

@@ -158,8 +158,13 @@ def _scan(data: Path) -> tuple[DataInfo, list, str]:
 def _warn_if_trained_on(run: LoadedRun, data: Path, split: str) -> None:
     """Regression (review): evaluating the run's own data folder scored its training images
     without a word. The run records its data root; a test/ split of it is held out."""
-    root = run.config.get("finetune", {}).get("data", {}).get("root")
-    if split == "all" and root and Path(root).resolve() == data.resolve():
+    ft = run.config.get("finetune", {})
+    root = ft.get("data", {}).get("root")
+    # a refit (data.train_on_val, tune's final trial) trained on root/val too
+    refit = ft.get("config", {}).get("data", {}).get("train_on_val")
+    own = {Path(root).resolve()} if root and split == "all" else set()
+    own |= {(Path(root) / "val").resolve()} if root and refit else set()
+    if data.resolve() in own:
         warnings.warn(f"{data} is the data {run.run_dir} trained on: these scores include "
                       "training images and are optimistic; evaluate held-out images (a test/ "
                       "split or another folder)")  # fmt: skip

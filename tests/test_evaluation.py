@@ -3,6 +3,7 @@ unknown classes, test-time augmentation, multi-label AUC/AP."""
 
 import csv
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -198,3 +199,15 @@ def test_evaluating_the_training_folder_warns(image_folder, fast_overrides):
     run = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
     with pytest.warns(UserWarning, match="is the data .* trained on: these scores include"):
         evaluate(run.run_dir, image_folder)
+
+
+def test_evaluating_the_val_split_of_a_refit_warns(split_folder, fast_overrides):
+    # a refit (train_on_val, tune's final trial) trained on val/: scoring it there is optimistic
+    run = finetune.adapt(
+        "test_resnet", split_folder, verbose=False, train_on_val=True, **fast_overrides
+    )
+    with pytest.warns(UserWarning, match="is the data .* trained on"):
+        evaluate(run.run_dir, split_folder / "val")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # test/ was held out
+        evaluate(run.run_dir, split_folder / "test")

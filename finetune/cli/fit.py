@@ -63,6 +63,7 @@ def run(
         Optional[str], option("data.label_column", show="the first ClassLabel")
     ] = None,
     val_split: Annotated[Optional[float], option("data.val_split")] = None,
+    train_on_val: Annotated[Optional[bool], option("data.train_on_val")] = None,
     img_size: ImgSize = None,
     in_chans: Annotated[Optional[int], option("data.in_chans", show="RGB")] = None,
     batch_size: BatchSize = None,

@@ -31,6 +31,7 @@ HELP = {
     "data.image_column": "hf: data: the image column.",
     "data.label_column": "hf: data: the label column.",
     "data.val_split": "Fraction per class held out for validation when there is no val/ folder.",
+    "data.train_on_val": "Train on the validation images too (a refit of a chosen config); the last epoch is kept.",
     "data.img_size": "Input size in pixels.",
     "data.in_chans": "Bands of multi-band TIFFs (e.g. 13 for Sentinel-2); the first conv adapts.",
     "data.batch_size": "Images per batch.",

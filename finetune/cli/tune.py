@@ -31,7 +31,18 @@ from .options import (
 )
 
 STUDY = "Study"
-OWN = {"budget", "trials", "search", "storage", "study", "output", "pruner", "recipe", "debug"}
+OWN = {
+    "budget",
+    "trials",
+    "search",
+    "storage",
+    "study",
+    "output",
+    "pruner",
+    "refit",
+    "recipe",
+    "debug",
+}
 
 
 @app.command(
@@ -78,6 +89,15 @@ def tune(
         str,
         option("pruner", panel=STUDY, help="Stop weak trials early: median, halving or none."),
     ] = "median",
+    refit: Annotated[
+        bool,
+        option(
+            "refit",
+            panel=STUDY,
+            help="The final trial retrains the best config on the training and validation "
+            "images; --no-refit keeps the validation images out.",
+        ),
+    ] = True,  # fmt: skip
     output: Annotated[
         Optional[Path],
         option(
@@ -130,7 +150,7 @@ def tune(
         with tune_reporting(True):
             report = run_study(
                 None, None, budget=budget, trials=trials, search=search, storage=storage,
-                study=study, output=output, pruner=pruner, recipe=recipe, **fixed,
+                study=study, output=output, pruner=pruner, refit=refit, recipe=recipe, **fixed,
             )  # fmt: skip
         print_report(report)
 

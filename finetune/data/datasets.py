@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -182,6 +183,7 @@ def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
             max_pixels=cfg.data.max_pixels,
         )
     _check_bands(data, cfg.data.in_chans)
+    data = _fold_val(data, cfg)
     problems = [
         f"{n} {what}"
         for n, what in (
@@ -206,6 +208,7 @@ def scan_data(dataset, cfg: "FinetuneConfig") -> DataInfo:
 def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
     data = dataset_info(dataset, val_split=cfg.data.val_split, seed=cfg.train.seed)
     warn_split_problems(data)
+    data = _fold_val(data, cfg)
     emit(
         "info",
         f"data {data.root}: {data.num_classes} classes; train {len(data.train)}; val "
@@ -215,6 +218,14 @@ def _scan_dataset(dataset, cfg: "FinetuneConfig") -> DataInfo:
         warn=bool(data.skipped),
     )
     return data
+
+
+def _fold_val(data: DataInfo, cfg: "FinetuneConfig") -> DataInfo:
+    """``data.train_on_val``: the validation images join the training split (a refit of a chosen
+    config on every labelled image but the test split), which leaves no validation split."""
+    if not cfg.data.train_on_val or not data.val:
+        return data
+    return dataclasses.replace(data, train=data.train + data.val, val=())
 
 
 def dataset_info(dataset, *, val_split: float, seed: int) -> DataInfo:

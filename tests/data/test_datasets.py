@@ -1,6 +1,8 @@
 """Datasets and loaders: torch datasets checked, files broken after the scan, band counts against
 in_chans, class weights and the balanced sampler."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -161,3 +163,16 @@ def test_unaugmented_view_gives_the_evaluation_transform_of_the_same_images(imag
     assert first.shape == val[0][0].shape == (3, 32, 32)
     assert train[0][0].dtype == torch.uint8  # the training set itself is untouched
     assert unaugmented(object(), info, cfg) is None
+
+
+def test_train_on_val_trains_on_the_val_split_and_keeps_the_last_epoch(
+    split_folder, fast_overrides
+):
+    """data.train_on_val (tune's final refit): val/ joins the training split, test/ stays out."""
+    result = finetune.adapt("test_resnet", split_folder, verbose=False, train_on_val=True,
+                            **{**fast_overrides, "epochs": 2})  # fmt: skip
+    saved = json.loads((result.run_dir / "config.json").read_text())["finetune"]
+    assert saved["config"]["data"]["train_on_val"] is True
+    assert saved["data"]["counts"] == {"train": [8, 8], "test": [2, 2]}  # train/ + val/
+    assert result.metrics["best_epoch"] == 2 and "val" not in result.metrics
+    assert result.metrics["test"]["num_samples"] == 4

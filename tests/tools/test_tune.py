@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from finetune._io import read_run_config
 from finetune.errors import ConfigError
 from finetune.tools.tune import StudyBudget, load_search_space, tune
 from finetune.tools.tune.budget import Slot
@@ -201,7 +202,7 @@ def test_a_study_of_two_trials_has_no_final_trial_and_searched_trials_leave_its_
 def test_the_final_trial_is_not_pruned():
     import optuna
 
-    from finetune.tools.tune.trial import TrialReporter
+    from finetune.tools.tune.reporter import TrialReporter
 
     class Always(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -258,8 +259,29 @@ def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_fol
     *searched, final = report.trials
     done = [t for t in searched if t.state == "complete"]
     best = max(done, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
-    assert final.note == f"trial {best.number}'s config, retrained with the rest of the budget"
+    assert final.note == (f"trial {best.number}'s config, retrained with the rest of the budget"
+                          " on the training and validation images")  # fmt: skip
     assert final.params == {k: v for k, v in best.params.items() if k != "epochs"}
+    # the refit has no validation score: it stands on its config's, and wins the tie
+    assert final.value == best.value and final.best
+    saved = read_run_config(final.run_dir)["finetune"]
+    assert saved["config"]["data"]["train_on_val"] is True and "val" not in saved["data"]["counts"]
+    best_yaml = (tmp_path / "study" / "study" / "best.yaml").read_text()
+    assert "its config's: the run trained on the validation images too" in best_yaml
+
+
+def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folder, tmp_path):
+    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5), refit=False,
+                        epochs=None)  # fmt: skip
+    final = report.trials[-1]
+    assert final.note.endswith("config, retrained with the rest of the budget")
+    saved = read_run_config(final.run_dir)["finetune"]
+    assert saved["config"]["data"]["train_on_val"] is False and "val" in saved["data"]["counts"]
+
+
+def test_train_on_val_cannot_be_fixed_in_a_study(image_folder, tmp_path):
+    with pytest.raises(ConfigError, match="train_on_val cannot be fixed.*--refit"):
+        quiet_tune(image_folder, tmp_path, trials=3, train_on_val=True)
 
 
 def test_the_first_trial_is_the_default_run(image_folder, tmp_path):
@@ -283,7 +305,7 @@ def test_the_first_trial_is_the_default_run(image_folder, tmp_path):
 def test_pruning_stops_a_trial_below_the_median(tmp_path):
     import optuna
 
-    from finetune.tools.tune.trial import TrialReporter
+    from finetune.tools.tune.reporter import TrialReporter
 
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2))  # fmt: skip
@@ -306,8 +328,8 @@ def test_the_median_pruner_judges_a_trial_from_its_second_epoch():
     two-worker test's fourth one-epoch trial was pruned now and then (3 complete of 4)."""
     import optuna
 
+    from finetune.tools.tune.reporter import TrialReporter
     from finetune.tools.tune.study import _pruner
-    from finetune.tools.tune.trial import TrialReporter
 
     study = optuna.create_study(direction="maximize", pruner=_pruner(optuna, "median"))
     for score in (0.9, 0.8, 0.85):  # three finished trials, good at epochs 1 and 2
@@ -330,7 +352,7 @@ def test_a_pruned_trial_is_told_pruned_and_keeps_its_run(image_folder, tmp_path)
     assert [t.state for t in report.trials] == ["complete", "complete"]  # the median pruner
     import optuna  # waits for 3 trials; a trial pruned by hand below
 
-    from finetune.tools.tune.trial import TrialReporter
+    from finetune.tools.tune.reporter import TrialReporter
 
     class Always(optuna.pruners.BasePruner):
         def prune(self, study, trial):
@@ -420,7 +442,8 @@ def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp
     assert [t.number for t in second.trials] == [0, 1]  # no second final trial enqueued
     final = second.trials[1]
     assert final.state == "complete" and final.params == {"mixup": 0.0}
-    assert final.note == "trial 0's config, retrained with the rest of the budget"
+    assert final.note == ("trial 0's config, retrained with the rest of the budget on the "
+                          "training and validation images")  # fmt: skip
     assert second.stop_reason.startswith("the final trial retrained")
 
 

@@ -123,10 +123,11 @@ def write_best_yaml(
         raise ValueError(f"{run_dir}/config.json has no finetune config; not a finetune run")
     cfg = FinetuneConfig.from_dict(saved, source=f"{run_dir}/config.json")
     cfg = cfg.with_overrides(output=None, overwrite=False)
+    refit = ", its config's: the run trained on the validation images too" * cfg.data.train_on_val
     header = (
         f"# best.yaml - the best trial of study '{study_name}' as a recipe.\n"
         f"# Data: {cfg.data.path}\n"
-        f"# Result: {score} {value:.4f} (trial run directory {run_dir}).\n"
+        f"# Result: {score} {value:.4f} (trial run directory {run_dir}){refit}.\n"
         "# Reproduce: finetune run --recipe best.yaml --data DIR (flags override the file).\n"
     )
     with atomic_path(path) as tmp:

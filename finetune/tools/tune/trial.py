@@ -31,9 +31,11 @@ from typing import Any, Optional
 
 from ..._io import read_run_config
 from ...config import FinetuneConfig
+from ...errors import ConfigError
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget
+from .reporter import TrialReporter, optuna_module
 from .results import (
     FINAL_ATTR,
     trial_rows,
@@ -57,56 +59,6 @@ MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad 
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
 
 
-def optuna_module():
-    """``import optuna`` (quiet), or one error naming the extra to install."""
-    try:
-        import optuna
-    except ImportError:
-        raise ValueError("finetune tune needs optuna: pip install 'finetune[tune]'") from None
-    # the study reports through events, failed trials included (optimize warns of them too)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return optuna
-
-
-class TrialReporter:
-    """A run's extra logger (``adapt(callbacks=)``): reports each epoch's validation score to
-    the trial and stops the run when the pruner says so or the budget has no room for
-    another epoch."""
-
-    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget, prune: bool = True,
-                 reserve: float = 0.0):  # fmt: skip
-        # epochs None: a budgeted run that plans its own length and ends within its budget;
-        # reserve: seconds of the study's budget the trial must leave (the final trial's share)
-        self.trial, self.epochs, self.budget, self.prune = trial, epochs, budget, prune
-        self.reserve = reserve
-        self.epoch_seconds: list[float] = []
-        self.score_name: Optional[str] = None
-        self.note = ""
-        self.train_s: Optional[float] = None  # the finished run's metrics.train_seconds
-
-    def log_epochs(self, records) -> None:
-        import optuna
-
-        record = records[-1]
-        self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
-        self.score_name = "val_map" if "val_map" in record else "val_accuracy"
-        score, epoch = record.get(self.score_name), record["epoch"]
-        if score is None:
-            raise ValueError("tune needs validation images: a val/ folder or --val-split > 0")
-        self.trial.report(float(score), epoch)
-        # the final trial is not pruned: a longer schedule is behind shorter ones at epoch k
-        if self.prune and self.trial.should_prune():
-            self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
-            raise optuna.TrialPruned(self.note)
-        planned = self.epochs is not None and epoch < self.epochs
-        if planned and not self.budget.room_for_epoch(self.epoch_seconds, self.reserve):
-            self.note = f"stopped after epoch {epoch}: the budget had no room for another"
-            raise optuna.TrialPruned(self.note)
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass
 class TrialRunner:
     """What every trial shares: the model, data, recipe and fixed overrides, the space, where the
@@ -123,10 +75,11 @@ class TrialRunner:
     score_name: Optional[str] = None
     failures: list[str] = field(default_factory=list)
     inherited: Optional[dict[str, Any]] = None  # the default trial's image size, once known
+    refit: bool = True  # the final trial trains on the validation images too (module docstring)
 
     @classmethod
     def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
-                output) -> "TrialRunner":  # fmt: skip
+                output, refit: bool = True) -> "TrialRunner":  # fmt: skip
         """Check the fixed config once (errors before any trial), fix the given fields, and
         make the space concrete for the backbone."""
         fixed = {k: v for k, v in overrides.items() if k not in ("output", "output.output")}
@@ -136,6 +89,11 @@ class TrialRunner:
                                       **({"path": dataset} if dataset else {}))  # fmt: skip
         if base.data.path is None:
             raise ValueError("tune needs --data (an image folder or CSV manifest)")
+        if base.data.train_on_val:
+            raise ConfigError(
+                "tune compares trials on the validation images, so train_on_val "
+                "cannot be fixed; the final trial refits on them (--refit)"
+            )
         space = search.without(list(fixed) + (["name"] if model else []))
         if space.needs_stages:
             space = space.with_stages(_stage_modules(base))
@@ -143,7 +101,7 @@ class TrialRunner:
             fixed["cache_images"] = "disk"  # the first trial decodes; the others read the file
         name = study or f"{Path(base.data.path).name}-{base.backbone.name}"
         out = Path(output) if output is not None else Path("runs") / f"tune-{_safe(name)}"
-        return cls(model, dataset, recipe, fixed, space, base, name, out)
+        return cls(model, dataset, recipe, fixed, space, base, name, out, refit=refit)
 
     def has_trials(self) -> bool:
         trials = self.output / "trials"
@@ -226,8 +184,10 @@ class TrialRunner:
             return "FAIL", seen.get("final")
         self.failures.clear()
         value, best = study.trials[number].value, study.best_value
-        emit("info", f"trial {number}: {self.score_name} {value:.4f} (best {best:.4f}) "
-                     f"in {seen['seconds']:.0f} s", tune=True)  # fmt: skip
+        score = f"{self.score_name} {value:.4f} (best {best:.4f})"
+        if seen.get("refit"):  # trained on the validation images: no score of its own
+            score = f"trial {seen['final']}'s {self.score_name} {value:.4f} (refit)"
+        emit("info", f"trial {number}: {score} in {seen['seconds']:.0f} s", tune=True)
         return "COMPLETE", seen.get("final")
 
     def _objective(self, study, trial, budget: StudyBudget, slot: Slot, reserve: float,
@@ -251,7 +211,11 @@ class TrialRunner:
             reporter.note = "the default run" if default else ""
             text = _params_text(run, default)
             if final is not None:
-                reporter.note = f"trial {final}'s config, retrained with the rest of the budget"
+                refit = bool(run.get("train_on_val"))  # no score of its own: its config's
+                reporter.refit_score = study.trials[final].value if refit else None
+                seen["refit"] = refit
+                on = " on the training and validation images" if refit else ""
+                reporter.note = f"trial {final}'s config, retrained with the rest of the budget{on}"
                 text = f"{reporter.note} ({text})"
             emit("info", f"trial {trial.number}: {text}", tune=True)
             value = self._train(run, run_dir, reporter)
@@ -298,6 +262,8 @@ class TrialRunner:
         if slot.seconds is not None:
             run["budget"] = f"{slot.seconds:.1f}s"
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
+        if final is not None and self.refit:
+            run["train_on_val"] = True
         return slot, run, final
 
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
@@ -310,6 +276,8 @@ class TrialRunner:
         self.score_name = reporter.score_name or "val_accuracy"
         reporter.train_s = result.metrics.get("train_seconds")
         scores = [r.get(self.score_name) for r in result.metrics["epochs"]]
+        if reporter.refit_score is not None:
+            return float(reporter.refit_score)
         return max(float(s) for s in scores if s is not None)
 
     def _inherited(self, study) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""The per-epoch reporter of a trial's run: it reports each epoch's validation score to Optuna,
+prunes on the pruner's word and stops a trial the study's budget has no room for; and
+``import optuna`` with one error naming the extra.
+
+Example:
+    >>> reporter = TrialReporter(trial, epochs=5, budget=budget)  # doctest: +SKIP
+    >>> adapt(model, data, callbacks=[reporter])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .budget import StudyBudget
+
+__all__ = ["TrialReporter", "optuna_module"]
+
+
+def optuna_module():
+    """``import optuna`` (quiet), or one error naming the extra to install."""
+    try:
+        import optuna
+    except ImportError:
+        raise ValueError("finetune tune needs optuna: pip install 'finetune[tune]'") from None
+    # the study reports through events, failed trials included (optimize warns of them too)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna
+
+
+class TrialReporter:
+    """A run's extra logger (``adapt(callbacks=)``): reports each epoch's validation score to
+    the trial and stops the run when the pruner says so or the budget has no room for
+    another epoch."""
+
+    def __init__(self, trial, *, epochs: Optional[int], budget: StudyBudget, prune: bool = True,
+                 reserve: float = 0.0):  # fmt: skip
+        # epochs None: a budgeted run that plans its own length and ends within its budget;
+        # reserve: seconds of the study's budget the trial must leave (the final trial's share)
+        self.trial, self.epochs, self.budget, self.prune = trial, epochs, budget, prune
+        self.reserve = reserve
+        self.epoch_seconds: list[float] = []
+        self.score_name: Optional[str] = None
+        self.note = ""
+        self.train_s: Optional[float] = None  # the finished run's metrics.train_seconds
+        # a final refit trains on the validation images and reports nothing: its score is its
+        # config's validation score, this
+        self.refit_score: Optional[float] = None
+
+    def log_epochs(self, records) -> None:
+        import optuna
+
+        record = records[-1]
+        self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
+        self.score_name = "val_map" if "val_map" in record else "val_accuracy"
+        score, epoch = record.get(self.score_name), record["epoch"]
+        if score is None and self.refit_score is not None:
+            return
+        if score is None:
+            raise ValueError("tune needs validation images: a val/ folder or --val-split > 0")
+        self.trial.report(float(score), epoch)
+        # the final trial is not pruned: a longer schedule is behind shorter ones at epoch k
+        if self.prune and self.trial.should_prune():
+            self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
+            raise optuna.TrialPruned(self.note)
+        planned = self.epochs is not None and epoch < self.epochs
+        if planned and not self.budget.room_for_epoch(self.epoch_seconds, self.reserve):
+            self.note = f"stopped after epoch {epoch}: the budget had no room for another"
+            raise optuna.TrialPruned(self.note)
+
+    def close(self) -> None:
+        pass
