@@ -6,7 +6,8 @@ The first trial of a new study is the default run: the base config (defaults, re
 flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
 study budget budgeted like ``finetune run --budget``. The last trial of a budgeted study is the
 final one: the best config so far (its parameters enqueued, nothing sampled, not pruned) trained
-with the rest of the budget, about twice the default run's time. Regression: fields whose default is None
+with the rest of the budget, about twice the default run's time, on the training and validation
+images unless ``refit`` is off (``train_on_val``; its score is then its config's). Regression: fields whose default is None
 (lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
 never ran the config it replaces. Searched trials train at the image size the default trial
 chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and
