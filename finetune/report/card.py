@@ -185,8 +185,10 @@ def _data_section(config: dict) -> str:
     lines = ["## Data", ""]
     if data.get("root"):
         lines.append(f"- root: `{data['root']}` (layout: {data.get('layout', '?')})")
+    refit = config.get("finetune", {}).get("config", {}).get("data", {}).get("train_on_val")
     for split, per_class in counts.items():
-        lines.append(f"- {split}: {sum(per_class)} images")
+        also = " (the validation images too: train_on_val)" if refit and split == "train" else ""
+        lines.append(f"- {split}: {sum(per_class)} images{also}")
     if data.get("skipped"):
         lines.append(f"- skipped (unreadable): {len(data['skipped'])} files")
     lines.append(f"- classes: {len(labels)}")

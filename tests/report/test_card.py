@@ -101,6 +101,16 @@ def test_interrupted_run_gets_curves_and_a_card_without_results(run_dir, tmp_pat
     assert all(name in text for name in CLASSES)
 
 
+def test_the_card_of_a_refit_says_the_validation_images_trained(run_dir, tmp_path):
+    copy = tmp_path / "refit"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["finetune"]["config"]["data"]["train_on_val"] = True
+    (copy / "config.json").write_text(json.dumps(config))
+    assert "train: 8 images (the validation images too: train_on_val)" in model_card(copy)
+    assert "(the validation images too" not in model_card(run_dir)
+
+
 def test_multilabel_run_gets_per_label_bars_and_map(run_dir, tmp_path):
     copy = tmp_path / "multi"
     shutil.copytree(run_dir, copy)
