@@ -10,8 +10,8 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
   (the searched ``epochs`` are capped to what fits) and is stopped when its next epoch would
   not, and the final trial retrains the best config with what is left (``budget.py``), on
   the training and validation images (``refit``, as sklearn's search refits on all its data):
-  the study has chosen the config, and a fifth more images measured +0.5 test points on
-  average (docs/benchmarks.md). Its score is the config's validation score; it has none of its
+  the study has chosen the config, and a fifth more images measured +0.55 test points
+  on average (docs/benchmarks.md). Its score is the config's validation score; it has none of its
   own.
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the
   decoded-image disk cache: only the first trial decodes the images.
