@@ -384,7 +384,7 @@ def _fit(
         f"{resolve_img_size(built.info, cfg.data.img_size)} px, batch {cfg.data.batch_size} "
         f"-> {run_dir}",
     )
-    if "val" not in loaders:  # train_on_val is a choice (a refit); no val/ folder may not be
+    if "val" not in loaders:  # by train_on_val it is the point (a refit), else maybe a slip
         why = "train_on_val" if cfg.data.train_on_val else "val_split 0, no val/ folder"
         emit("info" if cfg.data.train_on_val else "warning",
              f"no validation images ({why}): the last epoch is kept")  # fmt: skip

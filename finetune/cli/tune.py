@@ -31,18 +31,8 @@ from .options import (
 )
 
 STUDY = "Study"
-OWN = {
-    "budget",
-    "trials",
-    "search",
-    "storage",
-    "study",
-    "output",
-    "pruner",
-    "refit",
-    "recipe",
-    "debug",
-}
+OWN = {"budget", "trials", "search", "storage", "study", "output", "pruner", "refit", "recipe",
+       "debug"}  # fmt: skip
 
 
 @app.command(
