@@ -29,7 +29,8 @@ package when the hub cache has none), split and budget B per data set, for every
 5. tune (issue 13; opt-in, `--methods ...,tune`: it costs 3x B per seed): `python -m finetune tune
    --data DIR --budget 3B --seed S --output OUT`. Its first trial is the default run at 3B/4 and
    its last refits the best config on the training and validation images with the rest (about
-   1.5B), so the study's default trial is shorter than the finetune row's run at B; the study's
+   1.5B), taught by the trial it retrains (its probabilities mixed into the targets: --teach),
+   so the study's default trial is shorter than the finetune row's run at B; the study's
    result (the refit, scored by its config's validation score) gives the test accuracy; the
    number of trials and the study's wall time over 3B (OUT/study/summary.json) are recorded.
 

@@ -32,13 +32,14 @@ from .data.augment import resolve_img_size
 from .data.datasets import build_loaders, scan_data
 from .data.fingerprint import describe_change, fingerprint
 from .data.folder import DataInfo
-from .data.hf import is_hf, load_hf
+from .data.hf import absolute_hf, is_hf, load_hf
 from .data.loaders import load_skips
 from .errors import DataError
 from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
 from .report import write_run_report
+from .teacher import attach_teacher, check_teacher
 from .train.autoplan import AutoPlan, budget_planner, plan_run, start_run
 from .train.build import BuiltModel, build_model, build_trainer, task_of
 from .train.checkpoint import save_run_config, save_weights
@@ -115,7 +116,9 @@ def adapt(
         cfg, recipe, dataset = _resolve(model, dataset, config, recipe, resume, overrides)
         dist = setup_distributed(cfg.train.device)
         seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
-        data = scan_data(dataset, cfg)  # bad data fails before a long model load
+        data = scan_data(dataset, cfg)  # bad data (or a wrong teacher) fails before the model load
+        if cfg.train.teacher:
+            check_teacher(cfg.train.teacher, classes=data.classes, multilabel=data.multilabel)
         if resume is not None:
             _check_same_data(resume, data)
         model = model if isinstance(model, nn.Module) else cfg.backbone.name
@@ -161,6 +164,8 @@ def _run(
     runtime = resolve_runtime(cfg.train, built.base, dist)
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
+    if cfg.train.teacher:  # scored within the budget: the clock started at the plan
+        attach_teacher(loaders["train"].dataset, cfg, data, runtime.device)
     record = _run_record(cfg, built, data, runtime, recipe, overrides, auto)
     if resume:  # regression (review): the original run's flags were replaced by the resume's
         first = read_run_config(run_dir)["finetune"]
@@ -206,9 +211,9 @@ def _resolve(model, dataset, config, recipe, resume, overrides):
         overrides = {"name": model, **overrides}
     if isinstance(dataset, (str, os.PathLike)):
         overrides = {**overrides, "path": str(dataset)}
-    for key in ("path", "data.path"):  # absolute (also --data from the CLI): --resume anywhere
+    for key in ("path", "data.path", "teacher", "train.teacher"):  # absolute: --resume anywhere
         if overrides.get(key) and is_hf(overrides[key]):
-            overrides[key] = _absolute_hf(overrides[key])
+            overrides[key] = absolute_hf(overrides[key])
         elif overrides.get(key):
             overrides[key] = str(Path(overrides[key]).expanduser().resolve())
     cfg = FinetuneConfig.resolve(recipe=recipe, resume=resume, base=config, **overrides)
@@ -240,16 +245,6 @@ def _user_tensor_shape(dataset, data: DataInfo) -> Optional[tuple[int, ...]]:
         return None
     image = dataset[data.train[0][0]][0]
     return tuple(int(n) for n in image.shape) if isinstance(image, torch.Tensor) else None
-
-
-def _absolute_hf(spec: str) -> str:
-    """``hf:data/beans:train`` -> ``hf:/abs/data/beans:train`` when the path is local."""
-    body = spec[len("hf:") :]
-    head, sep, tail = body.rpartition(":")
-    path, split = (head, sep + tail) if sep and head and "/" not in tail else (body, "")
-    if Path(path).expanduser().exists():
-        path = str(Path(path).expanduser().resolve())
-    return f"hf:{path}{split}"
 
 
 def _check_same_data(run_dir, data: DataInfo) -> None:

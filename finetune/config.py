@@ -236,6 +236,10 @@ class TrainConfig:
     # wall-clock budget for training ("90s", "5m", "2h"): the epochs and the LR schedule are
     # planned from the measured speed to end within it; None = train.epochs
     budget: Optional[str] = None
+    # knowledge distillation: a finished run of the same classes whose probabilities on each
+    # training image (scored once at the start) are mixed into the targets, with this weight
+    teacher: Optional[str] = None
+    distill: float = 0.5
 
 
 @dataclass(frozen=True)

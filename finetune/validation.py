@@ -140,6 +140,7 @@ def check_config(cfg: "FinetuneConfig") -> None:
         ("train.mixup", cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "alphas must be >= 0"),
         ("train.mixup_off_epochs", cfg.train.mixup_off_epochs >= 0, "must be >= 0"),
         ("train.ema_decay", 0 < cfg.train.ema_decay < 1, "must be in (0, 1)"),
+        ("train.distill", 0 <= cfg.train.distill <= 1, "must be in [0, 1]"),
         ("train.patience", cfg.train.patience >= 0, "must be >= 0"),
         ("train.save_every", cfg.train.save_every >= 1, "must be >= 1"),
         ("train.save_every_steps", cfg.train.save_every_steps >= 0, "must be >= 0"),
@@ -196,6 +197,11 @@ def _check_combinations(cfg: "FinetuneConfig") -> None:
         raise ConfigError(
             f"train.mixup/cutmix pair each batch with its reverse: data.batch_size "
             f"must be even (got {cfg.data.batch_size})"
+        )
+    if (cfg.train.mixup or cfg.train.cutmix) and cfg.train.teacher:
+        raise ConfigError(
+            "train.teacher gives soft targets, which timm's Mixup cannot mix: set train.mixup "
+            "and train.cutmix to 0, or drop the teacher"
         )
     if (cfg.train.mixup or cfg.train.cutmix) and cfg.train.cache_features:
         raise ConfigError(

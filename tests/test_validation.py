@@ -17,6 +17,7 @@ from finetune.errors import ConfigError
         ({"val_split": 1.5}, "data.val_split must be in [0, 1)"),
         ({"mixup_off_epochs": -1}, "train.mixup_off_epochs must be >= 0"),
         ({"overwrite": "yes"}, "expected bool"),
+        ({"distill": 1.5}, "train.distill must be in [0, 1]"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, message):
@@ -41,6 +42,7 @@ def test_bad_overrides_name_the_key(overrides, message):
         (dict(linear_probe=True, cache_features=True, head_dropout=0.2), "drop head_dropout"),
         (dict(peft="lora", bn="train"), "not BatchNorm statistics"),
         (dict(lora_r=4), "adapter.lora_r is set but adapter.peft is none"),
+        (dict(teacher="runs/big", cutmix=1.0), "train.teacher gives soft targets"),
     ],
 )
 def test_bad_combinations_fail_naming_the_options(overrides, message):

@@ -119,6 +119,8 @@ def run(
     ema: Annotated[Optional[bool], option("train.ema")] = None,
     ema_decay: Annotated[Optional[float], option("train.ema_decay")] = None,
     patience: Annotated[Optional[int], option("train.patience")] = None,
+    teacher: Annotated[Optional[str], option("train.teacher", show="none")] = None,
+    distill: Annotated[Optional[float], option("train.distill")] = None,
     nan_policy: Annotated[Optional[NanPolicyChoice], option("train.nan_policy")] = None,
     save_every: Annotated[Optional[int], option("train.save_every")] = None,
     save_every_steps: Annotated[Optional[int], option("train.save_every_steps")] = None,

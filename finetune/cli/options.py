@@ -99,6 +99,8 @@ HELP = {
     "output.log": "Experiment loggers besides metrics.jsonl/.csv: tensorboard, wandb, mlflow (comma-separated).",
     "data.scan": "Bad-file scan: full decodes every image, quick reads headers (bad files are skipped when loaded), off; auto picks by size.",
     "train.budget": "Wall-clock budget for training (90s, 5m, 2h): epochs and LR schedule planned to end within it.",
+    "train.teacher": "A finished run (same classes) to learn from as well as the labels: its probabilities on each training image are mixed into the targets (knowledge distillation).",
+    "train.distill": "With --teacher: weight of the teacher's probabilities against the labels (0-1).",
     "output.keep_state": "Keep trainer_state.pt and last.safetensors (--resume) after the run.",
     "resume": "Continue RUN_DIR from its last saved state as configured (--epochs N extends it, --budget D a budgeted run; --data NEW_PATH if the same data moved).",
     "dry_run": "Print the plan (stages, what trains, LRs) and exit.",

@@ -31,8 +31,8 @@ from .options import (
 )
 
 STUDY = "Study"
-OWN = {"budget", "trials", "search", "storage", "study", "output", "pruner", "refit", "recipe",
-       "debug"}  # fmt: skip
+OWN = {"budget", "trials", "search", "storage", "study", "output", "pruner", "refit", "teach",
+       "recipe", "debug"}  # fmt: skip
 
 
 @app.command(
@@ -88,6 +88,15 @@ def tune(
             "images; --no-refit keeps the validation images out.",
         ),
     ] = True,  # fmt: skip
+    teach: Annotated[
+        bool,
+        option(
+            "teach",
+            panel=STUDY,
+            help="The final trial also learns from the trial whose config it retrains (its "
+            "probabilities mixed into the targets); --no-teach: from the labels alone.",
+        ),
+    ] = True,  # fmt: skip
     output: Annotated[
         Optional[Path],
         option(
@@ -140,7 +149,8 @@ def tune(
         with tune_reporting(True):
             report = run_study(
                 None, None, budget=budget, trials=trials, search=search, storage=storage,
-                study=study, output=output, pruner=pruner, refit=refit, recipe=recipe, **fixed,
+                study=study, output=output, pruner=pruner, refit=refit, teach=teach, recipe=recipe,
+                **fixed,
             )  # fmt: skip
         print_report(report)
 

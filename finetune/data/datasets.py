@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import DataError
 from ..events import emit
+from .balance import class_balance
 from .folder import DataInfo, Sample, scan_folder, stratified_split, warn_split_problems
 from .images import load_bands, load_image, to_rgb
 from .loaders import LoadSkips, build_loader, default_num_workers
@@ -31,14 +32,23 @@ __all__ = [
     "dataset_info",
     "build_loader",
     "build_loaders",
-    "class_balance",
     "scan_data",
     "build_datasets",
     "default_num_workers",
 ]
 
 
-class ImageFileDataset:
+class _SoftTargets:
+    """``set_targets``: per-sample target vectors that replace the labels (a teacher's mix,
+    ``train.teacher``), returned by ``__getitem__`` in their place."""
+
+    soft_targets = None  # (samples, classes) float tensor, or None: the labels
+
+    def set_targets(self, targets) -> None:
+        self.soft_targets = targets
+
+
+class ImageFileDataset(_SoftTargets):
     """``(image_tensor, label)`` pairs from ``(path, label)`` samples.
 
     A file that fails to decode mid-run (a quick scan, or changed on disk after the scan) is
@@ -90,6 +100,8 @@ class ImageFileDataset:
                                     "drop --strict to skip it") from None  # fmt: skip
                 self.load_skips.record(i, path, f"{type(e).__name__}: {e}")
                 continue
+            if self.soft_targets is not None:
+                return image, self.soft_targets[i]
             if self.num_classes:
                 import torch
 
@@ -98,36 +110,6 @@ class ImageFileDataset:
                 return image, target
             return image, label
         raise DataError("no readable image left in the dataset")
-
-
-def class_balance(data: DataInfo, cfg: "FinetuneConfig"):
-    """(loss class weights or None, training sample weights or None) for the imbalance options:
-    inverse class frequency, normalised so a balanced set gets weight 1 everywhere."""
-    import torch
-
-    counts = torch.tensor(data.counts()["train"], dtype=torch.float64)
-    if data.multilabel:
-        # BCE pos_weight: negatives per positive of each label; a sample weighs as its rarest label
-        n = len(data.train)
-        loss_weights = (
-            ((n - counts) / counts.clamp(min=1)).float()
-            if cfg.data.class_weights == "auto"
-            else None
-        )
-        inverse = n / counts.clamp(min=1)
-        # images without any label are a group of their own, weighted like a label
-        empty = sum(1 for _, y in data.train if not y)
-        per_sample = [
-            max((float(inverse[c]) for c in y), default=n / max(empty, 1)) for _, y in data.train
-        ]
-    else:
-        inverse = counts.sum() / (len(counts) * counts.clamp(min=1))
-        loss_weights = inverse.float() if cfg.data.class_weights == "auto" else None
-        per_sample = [float(inverse[y]) for _, y in data.train]
-    sample_weights = None
-    if cfg.data.sampler == "balanced":
-        sample_weights = torch.tensor(per_sample, dtype=torch.float64)
-    return loss_weights, sample_weights
 
 
 # bands of a PIL mode as the model sees it (palette and CMYK images are converted to RGB)
@@ -368,7 +350,7 @@ def unaugmented(dataset, info: "BackboneInfo", cfg: "FinetuneConfig"):
     return view
 
 
-class _IndexedDataset:
+class _IndexedDataset(_SoftTargets):
     """A subset of a user's dataset with our transform applied to PIL images. An item that fails
     to load (a shard's damaged image, a Hugging Face row that does not decode) is replaced by the
     next one and reported, as ``ImageFileDataset`` does; ``strict`` raises instead."""
@@ -391,6 +373,8 @@ class _IndexedDataset:
                 image, label = self.dataset[self.indices[i]]
                 if not isinstance(image, torch.Tensor):
                     image = self.transform(to_rgb(image))
+                if self.soft_targets is not None:
+                    return image, self.soft_targets[i]
                 return image, int(label)
             except Exception as e:  # the user's or the data set's own loader: any type
                 name = _item_name(self.dataset, self.indices[i])

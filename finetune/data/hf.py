@@ -24,7 +24,7 @@ import torch
 
 from ..errors import DataError, did_you_mean
 
-__all__ = ["HF_PREFIX", "HfImages", "is_hf", "load_hf"]
+__all__ = ["HF_PREFIX", "HfImages", "absolute_hf", "is_hf", "load_hf"]
 
 HF_PREFIX = "hf:"
 SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"}
@@ -33,6 +33,17 @@ SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "va
 def is_hf(data: Any) -> bool:
     """True for a ``hf:`` data spec."""
     return isinstance(data, str) and data.startswith(HF_PREFIX)
+
+
+def absolute_hf(spec: str) -> str:
+    """``hf:data/beans:train`` -> ``hf:/abs/data/beans:train`` when the path is local, so that
+    ``--resume`` finds it from anywhere."""
+    body = spec[len(HF_PREFIX) :]
+    head, sep, tail = body.rpartition(":")
+    path, split = (head, sep + tail) if sep and head and "/" not in tail else (body, "")
+    if Path(path).expanduser().exists():
+        path = str(Path(path).expanduser().resolve())
+    return f"{HF_PREFIX}{path}{split}"
 
 
 class HfImages(torch.utils.data.Dataset):

@@ -245,6 +245,7 @@ def _training_section(config: dict) -> str:
         ("schedule", optim.get("schedule")),
         ("weight decay", optim.get("weight_decay")),
         ("label smoothing", optim.get("label_smoothing")),
+        ("teacher (distillation)", _teacher(train)),
         ("batch size", data.get("batch_size")),
         ("image size", data.get("img_size") or (size[-1] if size else None)),
         ("precision", ft.get("precision") or train.get("precision")),
@@ -258,6 +259,13 @@ def _training_section(config: dict) -> str:
     if "best_epoch" in metrics:
         lines += ["", f"Best epoch: {metrics['best_epoch']} (its weights are the model)."]
     return "\n".join(lines)
+
+
+def _teacher(train: dict):
+    """``runs/big``, weight 0.5: the run it learned from (``train.teacher``), or None."""
+    if not train.get("teacher"):
+        return None
+    return f"`{train['teacher']}`, weight {train.get('distill')} against the labels"
 
 
 def _results_section(run_dir: Path, config: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import FinetuneConfig, PolicyConfig
-from ..data.datasets import class_balance
+from ..data.balance import class_balance
 from ..data.folder import DataInfo
 from ..events import emit
 from ..models.backbones import describe_module, load_backbone

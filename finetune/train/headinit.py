@@ -141,7 +141,7 @@ def fit_linear(
         if multilabel:
             acc = float(((logits > 0) == targets.bool()).float().mean())
         else:
-            acc = float((logits.argmax(1) == targets).float().mean())
+            acc = float((logits.argmax(1) == _classes(targets)).float().mean())
     return weight.detach(), bias.detach(), acc
 
 
@@ -185,7 +185,13 @@ def _holdout(logits, targets, fit: dict) -> tuple[float, float]:
         )
         return float(loss), float(((logits > 0) == targets.bool()).float().mean())
     loss = nn.functional.cross_entropy(logits, targets, weight=weights)
-    return float(loss), float((logits.argmax(1) == targets).float().mean())
+    return float(loss), float((logits.argmax(1) == _classes(targets)).float().mean())
+
+
+def _classes(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of single-label targets: a teacher's soft targets (train.teacher) give
+    their most likely class."""
+    return targets.argmax(1) if targets.ndim == 2 else targets
 
 
 def init_head(

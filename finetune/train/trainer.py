@@ -151,7 +151,7 @@ class Trainer:
             self.ema.update(self.inner, step=self.step)
 
     def loss(self, logits, targets):
-        if targets.ndim == 2 and not self.task.multilabel:  # mixed (soft) targets
+        if targets.ndim == 2 and not self.task.multilabel:  # mixed or a teacher's soft targets
             return torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         return self.loss_fn(logits, targets)
 
@@ -313,7 +313,8 @@ class Trainer:
                 if self.task.multilabel:  # label-wise accuracy at probability 0.5
                     correct += ((logits.detach() > 0) == labels.bool()).float().mean(1).sum()
                 else:
-                    correct += (logits.detach().argmax(1) == labels).sum()
+                    hard = labels.argmax(1) if labels.ndim == 2 else labels  # a teacher's mix
+                    correct += (logits.detach().argmax(1) == hard).sum()
                 seen += len(labels)
                 if bar.due(i + 1):  # the only host-device syncs in the loop
                     self._check_finite(float(loss_sum) / max(seen, 1))

@@ -9,9 +9,8 @@ from PIL import Image
 
 import finetune
 from finetune.config import FinetuneConfig
-from finetune.data.datasets import ImageFileDataset, build_loader, class_balance
+from finetune.data.datasets import ImageFileDataset
 from finetune.data.folder import scan_folder
-from finetune.data.manifest import scan_csv
 from finetune.errors import DataError
 from tests.conftest import make_folder
 
@@ -54,6 +53,19 @@ def test_dataset_survives_a_file_broken_after_the_scan(image_folder):
         ImageFileDataset(info.train, transform=lambda img: img, strict=True)[0]
 
 
+def test_set_targets_replaces_the_labels_with_vectors(image_folder):
+    """A teacher's mixed targets (train.teacher) come out per sample, in sample order; a
+    broken file's stand-in carries its own row, not the broken one's."""
+    info = scan_folder(image_folder, val_split=0.0)
+    dataset = ImageFileDataset(info.train, transform=lambda img: img.size)
+    targets = torch.arange(len(info.train) * 2, dtype=torch.float32).view(-1, 2)
+    dataset.set_targets(targets)
+    assert torch.equal(dataset[3][1], targets[3])
+    open(info.train[0][0], "wb").close()
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        assert torch.equal(dataset[0][1], targets[1])
+
+
 def test_multiband_tiffs_without_in_chans_are_an_error(tmp_path, fast_overrides, make_tiles):
     root = make_tiles(tmp_path / "s2")
     with pytest.raises(finetune.DataError, match="13-band image.*--in-chans 13"):
@@ -66,47 +78,6 @@ def test_band_count_must_match_in_chans(tmp_path, fast_overrides, make_tiles):
         finetune.adapt("test_resnet", root, verbose=False, **fast_overrides)
     with pytest.raises(finetune.DataError, match="4 bands, but --in-chans is 13"):
         finetune.adapt("test_resnet", root, verbose=False, in_chans=13, **fast_overrides)
-
-
-def test_balanced_sampler_gives_unlabelled_images_their_share(multi_csv):
-    from finetune.config import FinetuneConfig
-    from finetune.data.datasets import class_balance
-
-    info = scan_csv(multi_csv, val_split=0.0)
-    _, weights = class_balance(info, FinetuneConfig().with_overrides(sampler="balanced"))
-    empty = [w for (_, y), w in zip(info.train, weights.tolist()) if not y]
-    assert empty and min(empty) > 1.0  # a group of its own, not the minimum weight of 1
-
-
-def _imbalanced(tmp_path):
-    root = tmp_path / "imb"
-    make_folder(root, classes=("cat",), n=16)
-    make_folder(root, classes=("dog",), n=4)
-    return scan_folder(root, val_split=0.0)
-
-
-def test_class_weights_are_inverse_frequency(tmp_path):
-    info = _imbalanced(tmp_path)
-    cfg = FinetuneConfig().with_overrides(class_weights="auto", sampler="balanced")
-    loss_weights, sample_weights = class_balance(info, cfg)
-    assert loss_weights.tolist() == pytest.approx([20 / (2 * 16), 20 / (2 * 4)])
-    assert len(sample_weights) == 20
-
-
-def test_balanced_sampler_draws_classes_evenly(tmp_path):
-    info = _imbalanced(tmp_path)
-    _, weights = class_balance(info, FinetuneConfig().with_overrides(sampler="balanced"))
-    labels = torch.tensor([y for _, y in info.train])
-    loader = build_loader(
-        torch.utils.data.TensorDataset(labels),
-        batch_size=20,
-        training=True,
-        num_workers=0,
-        seed=0,
-        sample_weights=weights,
-    )
-    drawn = torch.cat([torch.cat([b[0] for b in loader]) for _ in range(20)])
-    assert 0.4 < drawn.float().mean() < 0.6  # dogs are 20 % of the data, ~50 % of the draws
 
 
 def test_imbalance_options_run_end_to_end(tmp_path, fast_overrides):

@@ -111,6 +111,18 @@ def test_the_card_of_a_refit_says_the_validation_images_trained(run_dir, tmp_pat
     assert "(the validation images too" not in model_card(run_dir)
 
 
+def test_the_card_of_a_distilled_run_names_its_teacher(run_dir, tmp_path):
+    copy = tmp_path / "taught"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["finetune"]["config"]["train"].update(teacher="/runs/big", distill=0.5)
+    (copy / "config.json").write_text(json.dumps(config))
+    assert "| teacher (distillation) | `/runs/big`, weight 0.5 against the labels |" in (
+        model_card(copy)
+    )
+    assert "teacher (distillation)" not in model_card(run_dir)
+
+
 def test_multilabel_run_gets_per_label_bars_and_map(run_dir, tmp_path):
     copy = tmp_path / "multi"
     shutil.copytree(run_dir, copy)

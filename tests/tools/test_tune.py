@@ -259,13 +259,16 @@ def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_fol
     *searched, final = report.trials
     done = [t for t in searched if t.state == "complete"]
     best = max(done, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
+    # it learns from the trial it retrains (a teacher), unless that config mixes images
+    taught = f", taught by trial {best.number}" if best.params["mixup"] == 0.0 else ""
     assert final.note == (f"trial {best.number}'s config, retrained with the rest of the budget"
-                          " on the training and validation images")  # fmt: skip
+                          f" on the training and validation images{taught}")  # fmt: skip
     assert final.params == {k: v for k, v in best.params.items() if k != "epochs"}
     # the refit has no validation score: it stands on its config's, and wins the tie
     assert final.value == best.value and final.best
     saved = read_run_config(final.run_dir)["finetune"]
     assert saved["config"]["data"]["train_on_val"] is True and "val" not in saved["data"]["counts"]
+    assert saved["config"]["train"]["teacher"] == (best.run_dir if taught else None)
     best_yaml = (tmp_path / "study" / "study" / "best.yaml").read_text()
     assert "its config's: the run trained on the validation images too" in best_yaml
 
@@ -274,9 +277,33 @@ def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folde
     report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5), refit=False,
                         epochs=None)  # fmt: skip
     final = report.trials[-1]
-    assert final.note.endswith("config, retrained with the rest of the budget")
+    assert "config, retrained with the rest of the budget" in final.note
+    assert "validation images" not in final.note
     saved = read_run_config(final.run_dir)["finetune"]
     assert saved["config"]["data"]["train_on_val"] is False and "val" in saved["data"]["counts"]
+
+
+def test_no_teach_trains_the_final_trial_on_the_labels_alone(image_folder, tmp_path):
+    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5), teach=False,
+                        epochs=None)  # fmt: skip
+    final = report.trials[-1]
+    assert final.note.endswith("on the training and validation images")
+    assert read_run_config(final.run_dir)["finetune"]["config"]["train"]["teacher"] is None
+
+
+def test_a_final_trial_that_mixes_images_is_not_taught(image_folder, tmp_path):
+    """A teacher's soft targets cannot go through timm's Mixup: the final trial of a config
+    with mixup learns from the labels alone, and says so, instead of failing."""
+    from finetune.events import listening
+
+    seen = []
+    with listening(seen.append):
+        report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5),
+                            search={"lr": SPACE["lr"]}, mixup=0.2, epochs=None)  # fmt: skip
+    final = report.trials[-1]
+    assert final.state == "complete" and "taught" not in final.note
+    assert read_run_config(final.run_dir)["finetune"]["config"]["train"]["teacher"] is None
+    assert any("learns from the labels alone: its config mixes images" in e.message for e in seen)
 
 
 def test_train_on_val_cannot_be_fixed_in_a_study(image_folder, tmp_path):
@@ -443,7 +470,7 @@ def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp
     final = second.trials[1]
     assert final.state == "complete" and final.params == {"mixup": 0.0}
     assert final.note == ("trial 0's config, retrained with the rest of the budget on the "
-                          "training and validation images")  # fmt: skip
+                          "training and validation images, taught by trial 0")  # fmt: skip
     assert second.stop_reason.startswith("the final trial retrained")
 
 

@@ -84,6 +84,7 @@ def tune(
     output: Optional[str | os.PathLike] = None,
     pruner: str = "median",
     refit: bool = True,
+    teach: bool = True,
     recipe: Optional[str] = None,
     verbose: bool = True,
     clock: Callable[[], float] = time.monotonic,
@@ -104,6 +105,9 @@ def tune(
         pruner: median, halving (successive halving) or none.
         refit: the final trial retrains the best config on the training and validation images
             (sklearn's ``refit``); its score is then that config's validation score.
+        teach: the final trial also learns from the trial whose config it retrains: that
+            run's probabilities on the training images are mixed into its targets
+            (``train.teacher``, knowledge distillation).
         clock: a monotonic clock in seconds (tests give a fake one).
 
     Returns:
@@ -116,7 +120,7 @@ def tune(
         optuna = optuna_module()
         runner = TrialRunner.prepare(
             model, dataset, recipe=recipe, search=_space(search), overrides=overrides,
-            study=study, output=output, refit=refit,
+            study=study, output=output, refit=refit, teach=teach,
         )  # fmt: skip
         seconds = None if budget is None else parse_duration(budget, "--budget")
         if seconds is None and trials is None:

@@ -77,10 +77,11 @@ class TrialRunner:
     failures: list[str] = field(default_factory=list)
     inherited: Optional[dict[str, Any]] = None  # the default trial's image size, once known
     refit: bool = True  # the final trial trains on the validation images too (module docstring)
+    teach: bool = True  # the final trial learns from the trial it retrains (train.teacher)
 
     @classmethod
     def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
-                output, refit: bool = True) -> "TrialRunner":  # fmt: skip
+                output, refit: bool = True, teach: bool = True) -> "TrialRunner":  # fmt: skip
         """Check the fixed config once (errors before any trial), fix the given fields, and
         make the space concrete for the backbone."""
         fixed = {k: v for k, v in overrides.items() if k not in ("output", "output.output")}
@@ -102,7 +103,7 @@ class TrialRunner:
             fixed["cache_images"] = "disk"  # the first trial decodes; the others read the file
         name = study or f"{Path(base.data.path).name}-{base.backbone.name}"
         out = Path(output) if output is not None else Path("runs") / f"tune-{_safe(name)}"
-        return cls(model, dataset, recipe, fixed, space, base, name, out, refit=refit)
+        return cls(model, dataset, recipe, fixed, space, base, name, out, refit=refit, teach=teach)
 
     def has_trials(self) -> bool:
         trials = self.output / "trials"
@@ -216,7 +217,9 @@ class TrialRunner:
                 reporter.refit_score = study.trials[final].value if refit else None
                 seen["refit"] = refit
                 on = " on the training and validation images" if refit else ""
-                reporter.note = f"trial {final}'s config, retrained with the rest of the budget{on}"
+                taught = f", taught by trial {final}" if run.get("teacher") else ""
+                reporter.note = (f"trial {final}'s config, retrained with the rest of the budget"
+                                 f"{on}{taught}")  # fmt: skip
                 text = f"{reporter.note} ({text})"
             emit("info", f"trial {trial.number}: {text}", tune=True)
             value = self._train(run, run_dir, reporter)
@@ -265,7 +268,22 @@ class TrialRunner:
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
         if final is not None and self.refit:
             run["train_on_val"] = True
+        if final is not None and self.teach:
+            run.update(self._teacher(study.trials[final], run))
         return slot, run, final
+
+    def _teacher(self, parent, run: dict) -> dict[str, Any]:
+        """``{"teacher": run_dir}`` of the trial a final trial retrains, unless the config mixes
+        images (soft targets cannot be mixed) or that run is not on this machine's disk (another
+        worker's); else nothing, said why."""
+        train = FinetuneConfig.resolve(base=self.base, **run).train
+        mixing = train.mixup or train.cutmix
+        run_dir = Path(parent.user_attrs.get("run_dir", ""))
+        if mixing or not (run_dir / "config.json").is_file():
+            why = "its config mixes images" if mixing else f"{run_dir} is not on this machine"
+            emit("info", f"the final trial learns from the labels alone: {why}", tune=True)
+            return {}
+        return {"teacher": str(run_dir)}
 
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
         from ...api import adapt
@@ -398,8 +416,9 @@ def _stage_modules(base: FinetuneConfig) -> list[str]:
 
 
 def _params_text(params: dict, default: bool = False) -> str:
+    shown = {k: v for k, v in params.items() if k != "teacher"}  # the note names the trial
     text = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in params.items())  # fmt: skip
+                     for k, v in shown.items())  # fmt: skip
     return f"the default run ({text or 'the config as it is'})" if default else text
 
 

@@ -1,0 +1,132 @@
+"""Knowledge distillation from a finished run (``train.teacher``; Hinton et al. 2015).
+
+The teacher scores every training image once, before the first step, with its own
+preprocessing (its image size, its crop); each image's target becomes
+``distill * teacher probabilities + (1 - distill) * label`` (the label smoothed as the loss
+would smooth it), and the run trains on those soft targets. Scoring once instead of at every
+step costs one inference pass (seconds on a CPU for a few thousand images) rather than a
+teacher forward per step; the crops of a short fine-tune keep most of the image (80 %), so
+the teacher's view of the whole image stays a fair target for them.
+
+``finetune tune``'s final trial uses it: the trial whose config it retrains teaches it.
+
+Example:
+    >>> targets = teacher_targets("runs/big", ["a.png", "b.png"], [0, 1], classes=("a", "b"),
+    ...                           weight=0.5, smoothing=0.1)  # doctest: +SKIP
+    >>> targets.shape  # doctest: +SKIP
+    torch.Size([2, 2])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ._io import read_run_config
+from .errors import ConfigError
+from .events import emit
+from .inference import image_logits, load_for_inference
+
+__all__ = ["check_teacher", "teacher_targets", "attach_teacher"]
+
+CHUNK = 512  # images held at once while a user Dataset's PIL images are scored
+
+
+def check_teacher(teacher: str | os.PathLike, *, classes: Sequence[str], multilabel: bool) -> None:
+    """Fail before training when ``teacher`` is no finished run of the same classes.
+
+    Example:
+        >>> check_teacher("runs/big", classes=("cat", "dog"), multilabel=False)  # doctest: +SKIP
+    """
+    path = Path(teacher)
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"train.teacher {teacher}: no finished run there (config.json missing); give the "
+            "run directory of a finished finetune run"
+        )
+    config = read_run_config(path)
+    labels = tuple(config.get("label_names") or ())
+    if labels != tuple(classes):
+        raise ConfigError(
+            f"train.teacher {teacher}: it was trained on the classes {list(labels)}, this data "
+            f"has {list(classes)}; a teacher needs the same classes in the same order"
+        )
+    if bool(config.get("finetune", {}).get("multi_label")) != multilabel:
+        kind = "multi-label" if multilabel else "single-label"
+        raise ConfigError(f"train.teacher {teacher}: this data is {kind} and the teacher is not")
+
+
+def teacher_targets(
+    teacher: str | os.PathLike,
+    images: Sequence[Any],
+    labels: Sequence[Any],
+    *,
+    classes: Sequence[str],
+    weight: float,
+    smoothing: float,
+    multilabel: bool = False,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """(images, classes) float targets: the teacher's probabilities mixed with the labels.
+
+    ``images`` are file paths, PIL images, or callables returning one (a user Dataset's item,
+    read when its chunk is scored); ``labels`` class indices (multi-label: tuples of them). An
+    image the teacher cannot read keeps its label alone (the run skips it anyway).
+    """
+    run = load_for_inference(teacher, device=device)
+    n, c = len(images), len(classes)
+    hard = torch.zeros(n, c)
+    for row, label in enumerate(labels):
+        hard[row, list(label) if multilabel else int(label)] = 1.0
+    if not multilabel:  # the soft-target loss does not smooth: smooth the label's part here
+        hard = hard * (1 - smoothing) + smoothing / c
+    probs = hard.clone()
+    for start in range(0, n, CHUNK):
+        rows, chunk = [], []
+        for row in range(start, min(start + CHUNK, n)):
+            image = images[row]() if callable(images[row]) else images[row]
+            if image is not None:
+                rows.append(row)
+                chunk.append(image)
+        kept, logits = image_logits(run, chunk, title="Teacher")
+        scored = logits.sigmoid() if multilabel else logits.softmax(-1)
+        probs[[rows[k] for k in kept]] = scored
+    return weight * probs + (1 - weight) * hard
+
+
+def attach_teacher(train_set, cfg, data, device) -> None:
+    """Give the training split's dataset (``ImageFileDataset``, or the subset of a user's
+    Dataset) its teacher targets, saying what that cost."""
+    start = time.perf_counter()
+    if hasattr(train_set, "indices"):  # a user Dataset: its images, read chunk by chunk
+        images = [partial(_user_image, train_set.dataset, i) for i in train_set.indices]
+    else:
+        images = [path for path, _ in train_set.samples]
+    targets = teacher_targets(
+        cfg.train.teacher, images, [label for _, label in data.train], classes=data.classes,
+        weight=cfg.train.distill, smoothing=cfg.optim.label_smoothing,
+        multilabel=data.multilabel, device=str(device),
+    )  # fmt: skip
+    train_set.set_targets(targets)
+    emit("info", f"teacher {cfg.train.teacher}: its probabilities on {len(images):,} training "
+         f"images ({time.perf_counter() - start:.0f} s), weight {cfg.train.distill:g} against "
+         "the labels")  # fmt: skip
+
+
+def _user_image(dataset, index: int):
+    """Item ``index`` of a user's Dataset as the teacher takes it (None: it does not load)."""
+    try:
+        image = dataset[index][0]
+    except Exception:  # the run's own loader reports the item when it fails there too
+        return None
+    if isinstance(image, torch.Tensor):
+        raise ConfigError(
+            "train.teacher: this Dataset gives tensors, which the teacher cannot preprocess "
+            "as it was trained; give PIL images or image files"
+        )
+    return image

@@ -1,0 +1,144 @@
+"""train.teacher: a finished run's probabilities mixed into the training targets."""
+
+import json
+
+import pytest
+import torch
+from conftest import COLOURS, make_image, tiny_run
+from PIL import Image
+
+from finetune.errors import ConfigError
+from finetune.events import listening
+from finetune.inference import image_logits, load_for_inference
+from finetune.teacher import check_teacher, teacher_targets
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """(data folder, finished run of test_resnet on it)."""
+    from conftest import make_folder
+
+    root = tmp_path_factory.mktemp("teach")
+    data = make_folder(root / "data")
+    return data, tiny_run(data, output=str(root / "teacher")).run_dir
+
+
+@pytest.mark.parametrize(
+    "classes, multilabel, message",
+    [
+        (("cat", "dog"), False, None),
+        (("dog", "cat"), False, "trained on the classes ['cat', 'dog'], this data has ['dog'"),
+        (("cat", "dog", "eel"), False, "a teacher needs the same classes in the same order"),
+        (("cat", "dog"), True, "this data is multi-label and the teacher is not"),
+    ],
+)
+def test_check_teacher_wants_the_same_classes(teacher, classes, multilabel, message):
+    _, run_dir = teacher
+    if message is None:
+        check_teacher(run_dir, classes=classes, multilabel=multilabel)
+        return
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        check_teacher(run_dir, classes=classes, multilabel=multilabel)
+
+
+def test_check_teacher_names_a_folder_with_no_run(tmp_path):
+    with pytest.raises(ConfigError, match=rf"train.teacher {tmp_path}: no finished run there"):
+        check_teacher(tmp_path, classes=("a", "b"), multilabel=False)
+
+
+def test_teacher_targets_mix_its_probabilities_with_the_smoothed_labels(teacher, tmp_path):
+    data, run_dir = teacher
+    files = sorted(str(p) for p in data.rglob("*.png"))[:3]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    labels = [0, 1, 0, 1]
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        targets = teacher_targets(run_dir, [*files, str(broken)], labels, classes=("cat", "dog"),
+                                  weight=0.75, smoothing=0.1)  # fmt: skip
+    _, logits = image_logits(load_for_inference(run_dir), files)
+    smoothed = torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.05, 0.95]])
+    expected = 0.75 * logits.softmax(-1) + 0.25 * smoothed[:3]
+    assert torch.allclose(targets[:3], expected, atol=1e-6)
+    assert torch.allclose(targets[3], smoothed[3])  # unreadable: the label alone
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+
+
+def test_a_run_with_a_teacher_trains_on_its_targets_and_records_it(teacher, tmp_path):
+    data, run_dir = teacher
+    seen = []
+    with listening(seen.append):
+        result = tiny_run(data, output=str(tmp_path / "student"), teacher=str(run_dir),
+                          distill=0.7, epochs=2)  # fmt: skip
+    saved = json.loads((result.run_dir / "config.json").read_text())["finetune"]["config"]
+    assert saved["train"]["teacher"] == str(run_dir) and saved["train"]["distill"] == 0.7
+    epochs = result.metrics["epochs"]
+    assert len(epochs) == 2 and all(0 <= e["train_accuracy"] <= 1 for e in epochs)
+    said = [e.message for e in seen if e.message.startswith("teacher ")]
+    assert said and "probabilities on 10 training images" in said[0] and "weight 0.7" in said[0]
+
+
+def test_a_relative_teacher_is_recorded_absolute(teacher, tmp_path, monkeypatch):
+    """--resume from another directory must still find the teacher."""
+    data, run_dir = teacher
+    monkeypatch.chdir(run_dir.parent)
+    result = tiny_run(data, output=str(tmp_path / "student"), teacher=run_dir.name)
+    saved = json.loads((result.run_dir / "config.json").read_text())["finetune"]["config"]
+    assert saved["train"]["teacher"] == str(run_dir.resolve())
+
+
+def test_a_taught_run_can_start_from_an_lp_ft_head(teacher, tmp_path):
+    """head_init probe reads the training split through its loaders while the teacher's
+    targets are attached. The backbone's "pretrained" weights are the teacher's own file."""
+    data, run_dir = teacher
+    seen = []
+    with listening(seen.append):
+        result = tiny_run(data, output=str(tmp_path / "student"), teacher=str(run_dir),
+                          pretrained=True, weights=str(run_dir / "model.safetensors"),
+                          head_init="probe")  # fmt: skip
+    assert result.metrics["epochs"]
+    assert any(e.message.startswith("head fitted on frozen features") for e in seen)
+
+
+def test_a_user_dataset_of_pil_images_can_be_taught(teacher, tmp_path):
+    data, run_dir = teacher
+    items = [(Image.open(p).convert("RGB"), int(p.parent.name == "dog"))
+             for p in sorted(data.rglob("*.png"))]  # fmt: skip
+
+    class Pil(torch.utils.data.Dataset):
+        classes = ["cat", "dog"]
+
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return items[i]
+
+    result = tiny_run(Pil(), output=str(tmp_path / "student"), teacher=str(run_dir))
+    assert result.metrics["epochs"]
+
+
+def test_a_user_dataset_of_tensors_cannot_be_taught(teacher, tmp_path):
+    _, run_dir = teacher
+
+    class Tensors(torch.utils.data.Dataset):
+        classes = ["cat", "dog"]
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 32, 32), i % 2
+
+    with pytest.raises(ConfigError, match="this Dataset gives tensors"):
+        tiny_run(Tensors(), output=str(tmp_path / "student"), teacher=str(run_dir))
+
+
+def test_a_teacher_of_other_classes_fails_before_training(teacher, tmp_path):
+    _, run_dir = teacher
+    other = tmp_path / "other"
+    for name in ("ant", "bee"):
+        for i in range(4):
+            make_image(other / name / f"{i}.png", COLOURS["cat"], seed=i + 10 * len(name))
+    with pytest.raises(ConfigError, match="trained on the classes"):
+        tiny_run(other, output=str(tmp_path / "student"), teacher=str(run_dir))
+    assert not (tmp_path / "student").exists()
