@@ -142,3 +142,21 @@ def test_a_teacher_of_other_classes_fails_before_training(teacher, tmp_path):
     with pytest.raises(ConfigError, match="trained on the classes"):
         tiny_run(other, output=str(tmp_path / "student"), teacher=str(run_dir))
     assert not (tmp_path / "student").exists()
+
+
+def test_a_multilabel_run_can_be_taught(multi_csv, tmp_path):
+    """Per-label probabilities (sigmoid) mixed with the multi-hot labels; the running accuracy
+    reads a soft target as on above 0.5 (a bug counted every soft target as on)."""
+    teacher = tiny_run(multi_csv, output=str(tmp_path / "teacher")).run_dir
+    from finetune.data.manifest import scan_csv
+
+    info = scan_csv(multi_csv, val_split=0.0)
+    paths, labels = [p for p, _ in info.train], [y for _, y in info.train]
+    targets = teacher_targets(teacher, paths, labels, classes=info.classes, weight=0.5,
+                              smoothing=0.1, multilabel=True)  # fmt: skip
+    on = torch.zeros_like(targets, dtype=torch.bool)
+    for row, y in enumerate(labels):
+        on[row, list(y)] = True
+    assert bool((targets[on] >= 0.5).all()) and bool((targets[~on] <= 0.5).all())
+    result = tiny_run(multi_csv, output=str(tmp_path / "student"), teacher=str(teacher))
+    assert 0 <= result.metrics["epochs"][0]["train_accuracy"] <= 1

@@ -139,7 +139,7 @@ def fit_linear(
     with torch.no_grad():
         logits = x @ weight.T + bias
         if multilabel:
-            acc = float(((logits > 0) == targets.bool()).float().mean())
+            acc = float(((logits > 0) == (targets > 0.5)).float().mean())
         else:
             acc = float((logits.argmax(1) == _classes(targets)).float().mean())
     return weight.detach(), bias.detach(), acc
@@ -183,7 +183,7 @@ def _holdout(logits, targets, fit: dict) -> tuple[float, float]:
         loss = nn.functional.binary_cross_entropy_with_logits(
             logits, targets.float(), pos_weight=weights
         )
-        return float(loss), float(((logits > 0) == targets.bool()).float().mean())
+        return float(loss), float(((logits > 0) == (targets > 0.5)).float().mean())
     loss = nn.functional.cross_entropy(logits, targets, weight=weights)
     return float(loss), float((logits.argmax(1) == _classes(targets)).float().mean())
 

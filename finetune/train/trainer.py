@@ -311,7 +311,7 @@ class Trainer:
                 loss, logits = out
                 loss_sum += loss.detach() * len(labels)
                 if self.task.multilabel:  # label-wise accuracy at probability 0.5
-                    correct += ((logits.detach() > 0) == labels.bool()).float().mean(1).sum()
+                    correct += ((logits.detach() > 0) == (labels > 0.5)).float().mean(1).sum()
                 else:
                     hard = labels.argmax(1) if labels.ndim == 2 else labels  # a teacher's mix
                     correct += (logits.detach().argmax(1) == hard).sum()

@@ -595,6 +595,39 @@ def test_the_final_trial_plans_its_own_image_size(image_folder, tmp_path):
     assert searched["img_size"] == 48 and "img_size" not in final and final["budget"] == "50.0s"
 
 
+@pytest.mark.parametrize(
+    "run_dir, run, why",
+    [
+        ("gone", {}, "gone is not on this machine"),  # another worker's trial, shared storage
+        (None, {}, "None is not on this machine"),
+        ("here", {"mixup": 0.2}, "its config mixes images"),
+        ("here", {}, None),
+    ],
+)
+def test_the_final_trial_is_taught_only_by_a_run_it_can_read(
+    image_folder, tmp_path, run_dir, run, why
+):
+    from types import SimpleNamespace
+
+    from finetune.events import listening
+    from finetune.tools.tune.trial import TrialRunner
+
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "config.json").write_text("{}")
+    runner = TrialRunner.prepare("test_resnet", image_folder, recipe=None, overrides=TINY,
+                                 search=load_search_space(SPACE), study="s",
+                                 output=tmp_path / "o")  # fmt: skip
+    path = str(tmp_path / run_dir) if run_dir else None
+    seen = []
+    with listening(seen.append):
+        got = runner._teacher(SimpleNamespace(user_attrs={"run_dir": path}), run)
+    if why is None:
+        assert got == {"teacher": path} and not seen
+    else:
+        assert got == {} and seen[0].message.startswith("the final trial learns from the labels")
+        assert seen[0].message.endswith(why)
+
+
 def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path):
     quiet_tune(image_folder, tmp_path, trials=1)
     with pytest.raises(FileExistsError, match="already holds trials of a study; pass --storage"):

@@ -278,8 +278,9 @@ class TrialRunner:
         worker's); else nothing, said why."""
         train = FinetuneConfig.resolve(base=self.base, **run).train
         mixing = train.mixup or train.cutmix
-        run_dir = Path(parent.user_attrs.get("run_dir", ""))
-        if mixing or not (run_dir / "config.json").is_file():
+        run_dir = parent.user_attrs.get("run_dir")
+        here = bool(run_dir) and (Path(run_dir) / "config.json").is_file()
+        if mixing or not here:
             why = "its config mixes images" if mixing else f"{run_dir} is not on this machine"
             emit("info", f"the final trial learns from the labels alone: {why}", tune=True)
             return {}
