@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ._io import read_run_config
+from ._io import WEIGHTS_NAME, read_run_config
 from .errors import ConfigError
 from .events import emit
 from .inference import image_logits, load_for_inference
@@ -48,6 +48,11 @@ def check_teacher(teacher: str | os.PathLike, *, classes: Sequence[str], multila
         raise ConfigError(
             f"train.teacher {teacher}: no finished run there (config.json missing); give the "
             "run directory of a finished finetune run"
+        )
+    if not (path / WEIGHTS_NAME).is_file():  # found here, before the student's run directory
+        raise ConfigError(
+            f"train.teacher {teacher}: no {WEIGHTS_NAME} (the run has no saved weights yet); "
+            "give a finished run"
         )
     config = read_run_config(path)
     labels = tuple(config.get("label_names") or ())

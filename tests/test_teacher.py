@@ -46,6 +46,20 @@ def test_check_teacher_names_a_folder_with_no_run(tmp_path):
         check_teacher(tmp_path, classes=("a", "b"), multilabel=False)
 
 
+def test_a_teacher_without_weights_fails_before_the_students_run_directory(teacher, tmp_path):
+    """Regression: the weights were looked for after the student's run directory was made,
+    which the error left behind empty."""
+    import shutil
+
+    data, run_dir = teacher
+    broken = tmp_path / "no-weights"
+    shutil.copytree(run_dir, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="no model.safetensors .*give a finished run"):
+        tiny_run(data, output=str(tmp_path / "student"), teacher=str(broken))
+    assert not (tmp_path / "student").exists()
+
+
 def test_teacher_targets_mix_its_probabilities_with_the_smoothed_labels(teacher, tmp_path):
     data, run_dir = teacher
     files = sorted(str(p) for p in data.rglob("*.png"))[:3]
