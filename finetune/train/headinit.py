@@ -38,6 +38,7 @@ from ..config import FinetuneConfig
 from ..data.datasets import unaugmented
 from ..data.loaders import build_loader
 from .features import extract_features
+from .loss import target_classes
 from .policy import set_train_mode
 from .runtime import Runtime, Task
 
@@ -141,7 +142,7 @@ def fit_linear(
         if multilabel:
             acc = float(((logits > 0) == (targets > 0.5)).float().mean())
         else:
-            acc = float((logits.argmax(1) == _classes(targets)).float().mean())
+            acc = float((logits.argmax(1) == target_classes(targets)).float().mean())
     return weight.detach(), bias.detach(), acc
 
 
@@ -185,13 +186,7 @@ def _holdout(logits, targets, fit: dict) -> tuple[float, float]:
         )
         return float(loss), float(((logits > 0) == (targets > 0.5)).float().mean())
     loss = nn.functional.cross_entropy(logits, targets, weight=weights)
-    return float(loss), float((logits.argmax(1) == _classes(targets)).float().mean())
-
-
-def _classes(targets: torch.Tensor) -> torch.Tensor:
-    """Class indices of single-label targets: a teacher's soft targets (train.teacher) give
-    their most likely class."""
-    return targets.argmax(1) if targets.ndim == 2 else targets
+    return float(loss), float((logits.argmax(1) == target_classes(targets)).float().mean())
 
 
 def init_head(

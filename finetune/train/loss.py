@@ -14,7 +14,7 @@ from torch import nn
 from ..config import OptimConfig, TrainConfig
 from .runtime import Task
 
-__all__ = ["build_loss", "build_mixup"]
+__all__ = ["build_loss", "build_mixup", "target_classes"]
 
 
 def build_loss(task: Task, *, label_smoothing: float, device: torch.device):
@@ -41,3 +41,9 @@ def build_mixup(train: TrainConfig, optim: OptimConfig, task: Task):
         num_classes=task.num_classes,
         multi_label=task.multilabel,
     )
+
+
+def target_classes(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of single-label targets: soft targets (a teacher's mix, ``train.teacher``)
+    give their most likely class."""
+    return targets.argmax(1) if targets.ndim == 2 else targets

@@ -27,7 +27,7 @@ from ..config import OptimConfig, TrainConfig
 from ..events import Progress, emit
 from .distributed import all_reduce_sum
 from .interrupt import StopRequested, closing, deferred_interrupt
-from .loss import build_loss, build_mixup
+from .loss import build_loss, build_mixup, target_classes
 from .optim import build_param_groups, peak_lr
 from .policy import PolicyReport, refresh_report, set_train_mode, thaw_for_epoch
 from .resume import FitHistory, load_state, save_state, skip_batches
@@ -313,8 +313,7 @@ class Trainer:
                 if self.task.multilabel:  # label-wise accuracy at probability 0.5
                     correct += ((logits.detach() > 0) == (labels > 0.5)).float().mean(1).sum()
                 else:
-                    hard = labels.argmax(1) if labels.ndim == 2 else labels  # a teacher's mix
-                    correct += (logits.detach().argmax(1) == hard).sum()
+                    correct += (logits.detach().argmax(1) == target_classes(labels)).sum()
                 seen += len(labels)
                 if bar.due(i + 1):  # the only host-device syncs in the loop
                     self._check_finite(float(loss_sum) / max(seen, 1))
