@@ -14,17 +14,44 @@ from torch import nn
 from ..config import OptimConfig, TrainConfig
 from .runtime import Task
 
-__all__ = ["build_loss", "build_mixup", "target_classes"]
+__all__ = ["build_loss", "build_mixup", "soft_cross_entropy", "target_classes"]
 
 
 def build_loss(task: Task, *, label_smoothing: float, device: torch.device):
     """Cross-entropy (class weights, label smoothing); per-label BCE for multi-label tasks, its
-    targets smoothed towards 0.5 and ``class_weights`` as its ``pos_weight``."""
+    targets smoothed towards 0.5 and ``class_weights`` as its ``pos_weight``. Single-label
+    targets may be class indices or rows of class probabilities (mixup, a teacher's mix: already
+    smoothed, so only the class weights apply)."""
     weight = task.class_weights.to(device) if task.class_weights is not None else None
     if task.multilabel:
         bce = nn.BCEWithLogitsLoss(pos_weight=weight)
         return lambda logits, t: bce(logits, t * (1 - label_smoothing) + label_smoothing / 2)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+    hard = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == 2:
+            return soft_cross_entropy(logits, targets, weight=weight)
+        return hard(logits, targets)
+
+    return loss
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, *, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy against rows of class probabilities, weighted as ``nn.CrossEntropyLoss``
+    weighs class indices: each class's term times its weight, over the summed weights of the
+    targets, so a one-hot row gives exactly the index loss. (torch's own probability-target
+    loss divides by the batch size instead, which changes the loss scale with the weights.)
+
+    Example:
+        >>> soft_cross_entropy(torch.zeros(1, 2), torch.tensor([[0.5, 0.5]])).item()  # log 2
+        0.6931...
+    """
+    nll = -targets * torch.log_softmax(logits.float(), dim=-1)
+    if weight is None:
+        return nll.sum(-1).mean()
+    return (nll * weight).sum() / (targets * weight).sum()
 
 
 def build_mixup(train: TrainConfig, optim: OptimConfig, task: Task):

@@ -128,7 +128,7 @@ class Trainer:
             images, targets = self.mixup(images, targets)
         with self.autocast():
             logits = self.model(images)
-            loss = self.loss(logits, targets)
+            loss = self.loss_fn(logits, targets)
         if self.train.nan_policy == "skip-batch" and not bool(torch.isfinite(loss)):
             self.skipped_batches += 1
             return None
@@ -149,11 +149,6 @@ class Trainer:
         self.scheduler.step_update(self.step)
         if self.ema is not None:
             self.ema.update(self.inner, step=self.step)
-
-    def loss(self, logits, targets):
-        if targets.ndim == 2 and not self.task.multilabel:  # mixed or a teacher's soft targets
-            return torch.sum(-targets * torch.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        return self.loss_fn(logits, targets)
 
     # -- epochs ----------------------------------------------------------------------------
 

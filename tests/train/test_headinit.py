@@ -25,6 +25,17 @@ def test_fit_linear_multilabel():
     assert acc > 0.9
 
 
+def test_fit_linear_on_one_hot_soft_targets_matches_class_indices():
+    # regression: a teacher's soft targets went through CrossEntropyLoss, which smoothed them a
+    # second time and dropped the class weights' normalisation
+    x = torch.cat([torch.randn(20, 4) + 1, torch.randn(20, 4) - 1])
+    y = torch.tensor([0] * 20 + [1] * 20)
+    fit = dict(num_classes=2, class_weights=torch.tensor([1.0, 2.0]), l2=0.1)
+    w_hard, b_hard, _ = fit_linear(x, y, **fit)
+    w_soft, b_soft, _ = fit_linear(x, torch.nn.functional.one_hot(y, 2).float(), **fit)
+    assert torch.allclose(w_soft, w_hard, atol=1e-4) and torch.allclose(b_soft, b_hard, atol=1e-4)
+
+
 def _shifted(n: int, generator):
     """400 noisy features whose class means differ along one spread-out direction (Bayes
     accuracy 0.93), as pooled CNN features differ: no single feature separates the classes."""

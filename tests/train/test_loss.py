@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from finetune.config import OptimConfig, TrainConfig
-from finetune.train.loss import build_loss, build_mixup
+from finetune.train.loss import build_loss, build_mixup, soft_cross_entropy
 from finetune.train.runtime import Task
 
 CPU = torch.device("cpu")
@@ -53,3 +53,36 @@ def test_build_mixup_only_when_on(mixup, cutmix, built):
     assert (result is not None) == built
     if built:
         assert result.label_smoothing == 0.1 and result.num_classes == 3
+
+
+# (class weights, logits, class index) -> the same row as probabilities gives the index loss
+ONE_HOT = [
+    (None, [[2.0, 0.0], [0.0, 1.0]], [1, 1]),
+    ([1.0, 3.0], [[2.0, 0.0], [0.0, 1.0]], [0, 1]),
+    ([0.2, 1.0, 5.0], [[1.0, 0.5, -1.0], [0.0, 0.0, 3.0]], [2, 0]),
+]
+
+
+@pytest.mark.parametrize("weights,logits,classes", ONE_HOT)
+def test_soft_targets_one_hot_give_the_index_loss(weights, logits, classes):
+    logits = torch.tensor(logits)
+    task = _task(n=logits.shape[1], weights=weights)
+    loss = build_loss(task, label_smoothing=0.0, device=CPU)
+    one_hot = torch.nn.functional.one_hot(torch.tensor(classes), logits.shape[1]).float()
+    assert float(loss(logits, one_hot)) == pytest.approx(float(loss(logits, torch.tensor(classes))))
+
+
+def test_class_weights_apply_to_soft_targets():
+    # regression: mixed and teacher targets took a separate unweighted path, so
+    # --class-weights auto was silently ignored under --mixup or --teacher
+    logits, soft = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([[0.9, 0.1], [0.3, 0.7]])
+    plain = build_loss(_task(), label_smoothing=0.0, device=CPU)(logits, soft)
+    weighted = build_loss(_task(weights=[1.0, 4.0]), label_smoothing=0.0, device=CPU)(logits, soft)
+    assert float(weighted) != pytest.approx(float(plain))
+
+
+def test_soft_targets_are_not_smoothed_again():
+    # mixup and the teacher's mix smooth their targets themselves
+    logits, soft = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.95, 0.05]])
+    smooth = build_loss(_task(), label_smoothing=0.2, device=CPU)(logits, soft)
+    assert float(smooth) == pytest.approx(float(soft_cross_entropy(logits, soft)))
