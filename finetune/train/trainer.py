@@ -128,7 +128,7 @@ class Trainer:
             images, targets = self.mixup(images, targets)
         with self.autocast():
             logits = self.model(images)
-            loss = self.loss_fn(logits, targets)
+            loss = self.loss(logits, targets)
         if self.train.nan_policy == "skip-batch" and not bool(torch.isfinite(loss)):
             self.skipped_batches += 1
             return None
@@ -149,6 +149,10 @@ class Trainer:
         self.scheduler.step_update(self.step)
         if self.ema is not None:
             self.ema.update(self.inner, step=self.step)
+
+    def loss(self, logits, targets):
+        """The training loss of a batch (class indices, or soft targets: mixup, a teacher)."""
+        return self.loss_fn(logits, targets)
 
     # -- epochs ----------------------------------------------------------------------------
 
