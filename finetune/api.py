@@ -165,7 +165,7 @@ def _run(
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
     if cfg.train.teacher:  # scored within the budget: the clock started at the plan
-        attach_teacher(loaders["train"].dataset, cfg, data, runtime.device)
+        attach_teacher(loaders["train"].dataset, cfg, data, runtime.device, dist)
     record = _run_record(cfg, built, data, runtime, recipe, overrides, auto)
     if resume:  # regression (review): the original run's flags were replaced by the resume's
         first = read_run_config(run_dir)["finetune"]

@@ -31,6 +31,7 @@ from ._io import WEIGHTS_NAME, read_run_config
 from .errors import ConfigError
 from .events import emit
 from .inference import image_logits, load_for_inference
+from .train.distributed import DistInfo, all_reduce_tensor
 
 __all__ = ["check_teacher", "teacher_targets", "attach_teacher"]
 
@@ -76,12 +77,15 @@ def teacher_targets(
     smoothing: float,
     multilabel: bool = False,
     device: str = "cpu",
+    dist: DistInfo = DistInfo(),
 ) -> torch.Tensor:
     """(images, classes) float targets: the teacher's probabilities mixed with the labels.
 
     ``images`` are file paths, PIL images, or callables returning one (a user Dataset's item,
     read when its chunk is scored); ``labels`` class indices (multi-label: tuples of them). An
-    image the teacher cannot read keeps its label alone (the run skips it anyway).
+    image the teacher cannot read keeps its label alone (the run skips it anyway). Under
+    torchrun (``dist``) each process scores every world-th image and the rows are summed over
+    the processes, so the pass takes 1/world of the time and every process gets all targets.
     """
     run = load_for_inference(teacher, device=device)
     n, c = len(images), len(classes)
@@ -90,23 +94,28 @@ def teacher_targets(
         hard[row, list(label) if multilabel else int(label)] = 1.0
     if not multilabel:  # the soft-target loss does not smooth: smooth the label's part here
         hard = hard * (1 - smoothing) + smoothing / c
-    probs = hard.clone()
-    for start in range(0, n, CHUNK):
+    scored = torch.zeros(n, c + 1)  # this process's rows: probabilities, then 1 where scored
+    mine = range(dist.rank, n, dist.world)
+    for start in range(0, len(mine), CHUNK):
         rows, chunk = [], []
-        for row in range(start, min(start + CHUNK, n)):
+        for row in mine[start : start + CHUNK]:
             image = images[row]() if callable(images[row]) else images[row]
             if image is not None:
                 rows.append(row)
                 chunk.append(image)
         kept, logits = image_logits(run, chunk, title="Teacher")
-        scored = logits.sigmoid() if multilabel else logits.softmax(-1)
-        probs[[rows[k] for k in kept]] = scored
+        rows = [rows[k] for k in kept]
+        scored[rows, :c] = logits.sigmoid() if multilabel else logits.softmax(-1)
+        scored[rows, c] = 1.0
+    scored = all_reduce_tensor(scored, dist, device)
+    probs = torch.where(scored[:, c:] > 0, scored[:, :c], hard)
     return weight * probs + (1 - weight) * hard
 
 
-def attach_teacher(train_set, cfg, data, device) -> None:
+def attach_teacher(train_set, cfg, data, device, dist: DistInfo = DistInfo()) -> None:
     """Give the training split's dataset (``ImageFileDataset``, or the subset of a user's
-    Dataset) its teacher targets, saying what that cost."""
+    Dataset) its teacher targets, saying what that cost (under torchrun: the processes share
+    the pass)."""
     start = time.perf_counter()
     if hasattr(train_set, "indices"):  # a user Dataset: its images, read chunk by chunk
         images = [partial(_user_image, train_set.dataset, i) for i in train_set.indices]
@@ -115,7 +124,7 @@ def attach_teacher(train_set, cfg, data, device) -> None:
     targets = teacher_targets(
         cfg.train.teacher, images, [label for _, label in data.train], classes=data.classes,
         weight=cfg.train.distill, smoothing=cfg.optim.label_smoothing,
-        multilabel=data.multilabel, device=str(device),
+        multilabel=data.multilabel, device=str(device), dist=dist,
     )  # fmt: skip
     train_set.set_targets(targets)
     emit("info", f"teacher {cfg.train.teacher}: its probabilities on {len(images):,} training "

@@ -77,6 +77,39 @@ def test_teacher_targets_mix_its_probabilities_with_the_smoothed_labels(teacher,
     assert torch.allclose(targets.sum(1), torch.ones(4))
 
 
+def _score_shard(rank, world, init, run_dir, files, labels, out):
+    """One torchrun-like process: join a gloo group, score its share, save targets and reads."""
+    import torch.distributed as td
+
+    from finetune.train.distributed import DistInfo
+
+    td.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    read = []
+    images = [lambda f=f: (read.append(f), Image.open(f))[1] for f in files]
+    targets = teacher_targets(run_dir, images, labels, classes=("cat", "dog"), weight=0.5,
+                              smoothing=0.1, dist=DistInfo(world, rank, rank))  # fmt: skip
+    torch.save((targets, read), f"{out}-{rank}.pt")
+    td.destroy_process_group()
+
+
+def test_torchrun_processes_share_the_teacher_pass(teacher, tmp_path):
+    # regression: every process scored every training image (world times the work)
+    data, run_dir = teacher
+    files = sorted(str(p) for p in data.rglob("*.png"))
+    labels = [int("dog" in f) for f in files]
+    alone = teacher_targets(run_dir, files, labels, classes=("cat", "dog"), weight=0.5,
+                            smoothing=0.1)  # fmt: skip
+    out = tmp_path / "targets"
+    args = (2, f"file://{tmp_path / 'init'}", str(run_dir), files, labels, str(out))
+    torch.multiprocessing.spawn(_score_shard, args=args, nprocs=2)
+    reads = []
+    for rank in (0, 1):
+        targets, read = torch.load(f"{out}-{rank}.pt")
+        assert torch.allclose(targets, alone, atol=1e-5)  # every process gets all the targets
+        reads.append(sorted(read))
+    assert reads == [files[0::2], files[1::2]]
+
+
 def test_a_run_with_a_teacher_trains_on_its_targets_and_records_it(teacher, tmp_path):
     data, run_dir = teacher
     seen = []

@@ -74,3 +74,12 @@ def all_reduce_sum(values: list[float], info: DistInfo, device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_tensor(t: torch.Tensor, info: DistInfo, device) -> torch.Tensor:
+    """Sum a CPU tensor over ranks, each having filled its own rows (a no-op in one process)."""
+    if not info.enabled:
+        return t
+    on_device = t.to(device)
+    torch.distributed.all_reduce(on_device)
+    return on_device.cpu()
