@@ -3,7 +3,12 @@
 The teacher scores every training image once, before the first step, with its own
 preprocessing (its image size, its crop); each image's target becomes
 ``distill * teacher probabilities + (1 - distill) * label`` (the label smoothed as the loss
-would smooth it), and the run trains on those soft targets. Scoring once instead of at every
+would smooth it), and the run trains on those soft targets. Where the teacher's top class is
+not the label, its probabilities of the two swap first (knowledge adjustment, Wen et al.
+2019): the student learns how sure the teacher was and which classes it found alike, not the
+teacher's mistakes. (Measured: on elpv, where a short teacher misses a quarter of the
+defective cells it trained on, ahead of the plain mix in 6 of 6 pairs, +1.1 points; on
+Fashion-MNIST, 5 % wrong, level, -0.2; docs/benchmarks.md.) Scoring once instead of at every
 step costs one inference pass (seconds on a CPU for a few thousand images) rather than a
 teacher forward per step; the crops of a short fine-tune keep most of the image (80 %), so
 the teacher's view of the whole image stays a fair target for them.
@@ -33,7 +38,7 @@ from .events import emit
 from .inference import image_logits, load_for_inference
 from .train.distributed import DistInfo, all_reduce_tensor
 
-__all__ = ["check_teacher", "teacher_targets", "attach_teacher"]
+__all__ = ["check_teacher", "teacher_targets", "adjust_to_labels", "attach_teacher"]
 
 CHUNK = 512  # images held at once while a user Dataset's PIL images are scored
 
@@ -109,7 +114,27 @@ def teacher_targets(
         scored[rows, c] = 1.0
     scored = all_reduce_tensor(scored, dist, device)
     probs = torch.where(scored[:, c:] > 0, scored[:, :c], hard)
+    if not multilabel:
+        probs = adjust_to_labels(probs, hard.argmax(1))
     return weight * probs + (1 - weight) * hard
+
+
+def adjust_to_labels(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows of ``probs`` whose top class is not ``labels`` get the two probabilities swapped, so
+    the label is the top class and the rest of the row is kept (Wen et al. 2019, "Preparing
+    lessons: improve knowledge distillation with better supervision").
+
+    Example:
+        >>> adjust_to_labels(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([1]))
+        tensor([[0.2000, 0.7000, 0.1000]])
+    """
+    probs = probs.clone()
+    rows = torch.arange(len(probs))
+    top = probs.argmax(1)
+    p_label, p_top = probs[rows, labels], probs[rows, top]
+    probs[rows, top] = p_label
+    probs[rows, labels] = p_top  # where top == label this writes the same value back
+    return probs
 
 
 def attach_teacher(train_set, cfg, data, device, dist: DistInfo = DistInfo()) -> None:

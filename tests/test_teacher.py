@@ -10,7 +10,7 @@ from PIL import Image
 from finetune.errors import ConfigError
 from finetune.events import listening
 from finetune.inference import image_logits, load_for_inference
-from finetune.teacher import check_teacher, teacher_targets
+from finetune.teacher import adjust_to_labels, check_teacher, teacher_targets
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,26 @@ def test_teacher_targets_mix_its_probabilities_with_the_smoothed_labels(teacher,
                                   weight=0.75, smoothing=0.1)  # fmt: skip
     _, logits = image_logits(load_for_inference(run_dir), files)
     smoothed = torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.05, 0.95]])
-    expected = 0.75 * logits.softmax(-1) + 0.25 * smoothed[:3]
+    adjusted = adjust_to_labels(logits.softmax(-1), torch.tensor(labels[:3]))
+    expected = 0.75 * adjusted + 0.25 * smoothed[:3]
     assert torch.allclose(targets[:3], expected, atol=1e-6)
     assert torch.allclose(targets[3], smoothed[3])  # unreadable: the label alone
     assert torch.allclose(targets.sum(1), torch.ones(4))
+
+
+# (teacher probabilities, labels) -> adjusted: the label's class is always the top one
+ADJUST = [
+    ([[0.7, 0.2, 0.1]], [1], [[0.2, 0.7, 0.1]]),  # wrong: top and label swap
+    ([[0.1, 0.8, 0.1]], [1], [[0.1, 0.8, 0.1]]),  # right: unchanged
+    ([[0.3, 0.3, 0.4]], [0], [[0.4, 0.3, 0.3]]),
+    ([[0.9, 0.1], [0.4, 0.6]], [1, 1], [[0.1, 0.9], [0.4, 0.6]]),  # rows independent
+]
+
+
+@pytest.mark.parametrize("probs, labels, expected", ADJUST)
+def test_adjust_to_labels_swaps_a_wrong_top_class_with_the_label(probs, labels, expected):
+    adjusted = adjust_to_labels(torch.tensor(probs), torch.tensor(labels))
+    assert torch.allclose(adjusted, torch.tensor(expected))
 
 
 def _score_shard(rank, world, init, run_dir, files, labels, out):
