@@ -115,7 +115,13 @@ def teacher_targets(
     scored = all_reduce_tensor(scored, dist, device)
     probs = torch.where(scored[:, c:] > 0, scored[:, :c], hard)
     if not multilabel:
-        probs = adjust_to_labels(probs, hard.argmax(1))
+        labels_ = hard.argmax(1)
+        wrong = int((probs.argmax(1) != labels_).sum())
+        if wrong:
+            emit("info", f"teacher {teacher}: its top class is not the label on {wrong:,} of "
+                 f"{n:,} training images; there the two probabilities swap (knowledge "
+                 "adjustment)")  # fmt: skip
+        probs = adjust_to_labels(probs, labels_)
     return weight * probs + (1 - weight) * hard
 
 

@@ -66,10 +66,16 @@ def test_teacher_targets_mix_its_probabilities_with_the_smoothed_labels(teacher,
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     labels = [0, 1, 0, 1]
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
+    seen = []
+    with pytest.warns(UserWarning, match="skipping unreadable image"), listening(seen.append):
         targets = teacher_targets(run_dir, [*files, str(broken)], labels, classes=("cat", "dog"),
                                   weight=0.75, smoothing=0.1)  # fmt: skip
     _, logits = image_logits(load_for_inference(run_dir), files)
+    wrong = int((logits.argmax(1) != torch.tensor(labels[:3])).sum())
+    said = [e.message for e in seen if "top class is not the label" in e.message]
+    assert said == ([f"teacher {run_dir}: its top class is not the label on {wrong} of 4 "
+                     "training images; there the two probabilities swap (knowledge "
+                     "adjustment)"] if wrong else [])  # fmt: skip
     smoothed = torch.tensor([[0.95, 0.05], [0.05, 0.95], [0.95, 0.05], [0.05, 0.95]])
     adjusted = adjust_to_labels(logits.softmax(-1), torch.tensor(labels[:3]))
     expected = 0.75 * adjusted + 0.25 * smoothed[:3]
@@ -136,7 +142,7 @@ def test_a_run_with_a_teacher_trains_on_its_targets_and_records_it(teacher, tmp_
     assert saved["train"]["teacher"] == str(run_dir) and saved["train"]["distill"] == 0.7
     epochs = result.metrics["epochs"]
     assert len(epochs) == 2 and all(0 <= e["train_accuracy"] <= 1 for e in epochs)
-    said = [e.message for e in seen if e.message.startswith("teacher ")]
+    said = [e.message for e in seen if "probabilities on" in e.message]
     assert said and "probabilities on 10 training images" in said[0] and "weight 0.7" in said[0]
 
 
