@@ -39,7 +39,7 @@ from ..config import FinetuneConfig
 from ..data.datasets import unaugmented
 from ..data.loaders import build_loader
 from .features import extract_features
-from .loss import soft_cross_entropy, target_classes
+from .loss import cross_entropy, target_classes
 from .policy import set_train_mode
 from .runtime import Runtime, Task
 
@@ -124,9 +124,7 @@ def fit_linear(
         soft = targets.float() * (1 - label_smoothing) + label_smoothing / 2
         loss_fn = lambda logits: bce(logits, soft)
     else:
-        ce = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
-        if targets.ndim == 2:  # a teacher's mix, already smoothed
-            ce = partial(soft_cross_entropy, weight=class_weights)
+        ce = partial(cross_entropy, weight=class_weights, label_smoothing=label_smoothing)
         loss_fn = lambda logits: ce(logits, targets)
     opt = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
@@ -188,10 +186,7 @@ def _holdout(logits, targets, fit: dict) -> tuple[float, float]:
             logits, targets.float(), pos_weight=weights
         )
         return float(loss), float(((logits > 0) == (targets > 0.5)).float().mean())
-    if targets.ndim == 2:
-        loss = soft_cross_entropy(logits, targets, weight=weights)
-    else:
-        loss = nn.functional.cross_entropy(logits, targets, weight=weights)
+    loss = cross_entropy(logits, targets, weight=weights)
     return float(loss), float((logits.argmax(1) == target_classes(targets)).float().mean())
 
 

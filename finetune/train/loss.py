@@ -8,13 +8,15 @@ Example:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
 from ..config import OptimConfig, TrainConfig
 from .runtime import Task
 
-__all__ = ["build_loss", "build_mixup", "soft_cross_entropy", "target_classes"]
+__all__ = ["build_loss", "build_mixup", "cross_entropy", "soft_cross_entropy", "target_classes"]
 
 
 def build_loss(task: Task, *, label_smoothing: float, device: torch.device):
@@ -26,14 +28,27 @@ def build_loss(task: Task, *, label_smoothing: float, device: torch.device):
     if task.multilabel:
         bce = nn.BCEWithLogitsLoss(pos_weight=weight)
         return lambda logits, t: bce(logits, t * (1 - label_smoothing) + label_smoothing / 2)
-    hard = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+    return partial(cross_entropy, weight=weight, label_smoothing=label_smoothing)
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if targets.ndim == 2:
-            return soft_cross_entropy(logits, targets, weight=weight)
-        return hard(logits, targets)
 
-    return loss
+def cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Single-label cross-entropy of class indices (smoothed, weighted) or of rows of class
+    probabilities (mixup, a teacher's mix: already smoothed, so only ``weight`` applies).
+
+    Example:
+        >>> round(cross_entropy(torch.zeros(1, 2), torch.tensor([0])).item(), 4)  # log 2
+        0.6931
+    """
+    if targets.ndim == 2:
+        return soft_cross_entropy(logits, targets, weight=weight)
+    return nn.functional.cross_entropy(logits, targets, weight=weight,
+                                       label_smoothing=label_smoothing)  # fmt: skip
 
 
 def soft_cross_entropy(
