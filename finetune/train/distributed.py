@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistInfo", "setup_distributed", "barrier", "all_reduce_sum"]
+__all__ = ["DistInfo", "setup_distributed", "barrier", "all_reduce_sum", "all_reduce_tensor"]
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,7 @@ def all_reduce_sum(values: list[float], info: DistInfo, device) -> list[float]:
     """Sum numbers over ranks (train loss/accuracy bookkeeping)."""
     if not info.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return t.tolist()
+    return all_reduce_tensor(torch.tensor(values, dtype=torch.float64), info, device).tolist()
 
 
 def all_reduce_tensor(t: torch.Tensor, info: DistInfo, device) -> torch.Tensor:
