@@ -44,6 +44,7 @@ __all__ = [
     "SKIPPED_NAME",
     "LAST_WEIGHTS_NAME",
     "STATE_NAME",
+    "TARGETS_NAME",
     "EMA_WEIGHTS_NAME",
     "ADAPTER_DIR",
     "LOCK_NAME",
@@ -67,6 +68,8 @@ EXPORT_DIR = "export"  # finetune export's default folder
 SKIPPED_NAME = "skipped_files.txt"  # unreadable images the scan left out
 LAST_WEIGHTS_NAME = "last.safetensors"  # the latest epoch's weights (for people and tools)
 STATE_NAME = "trainer_state.pt"  # what --resume needs; tensors only (weights_only=True)
+# a taught run's training targets (train.teacher), scored once: --resume reads them back
+TARGETS_NAME = "teacher_targets.safetensors"
 EMA_WEIGHTS_NAME = "model_ema.safetensors"
 ADAPTER_DIR = "adapter"  # peft adapter and head of the best epoch
 LOCK_NAME = ".finetune.lock"  # held by the process writing the run (pid, host)
@@ -91,6 +94,7 @@ RUN_FILES = (
     SKIPPED_NAME,
     LAST_WEIGHTS_NAME,
     STATE_NAME,
+    TARGETS_NAME,
     ADAPTER_DIR,
     EMA_WEIGHTS_NAME,
     METRICS_CSV_NAME,

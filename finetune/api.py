@@ -23,6 +23,7 @@ from ._io import (
     EMA_WEIGHTS_NAME,
     LAST_WEIGHTS_NAME,
     STATE_NAME,
+    TARGETS_NAME,
     USER_TENSORS,
     read_run_config,
 )
@@ -39,7 +40,7 @@ from .events import emit
 from .models.info import BackboneInfo
 from .render import reporting
 from .report import write_run_report
-from .teacher import attach_teacher, check_teacher
+from .teacher import attach_teacher, check_teacher, saved_targets
 from .train.autoplan import AutoPlan, budget_planner, plan_run, start_run
 from .train.build import BuiltModel, build_model, build_trainer, task_of
 from .train.checkpoint import save_run_config, save_weights
@@ -117,7 +118,7 @@ def adapt(
         dist = setup_distributed(cfg.train.device)
         seed_everything(cfg.train.seed, deterministic=cfg.train.deterministic)
         data = scan_data(dataset, cfg)  # bad data (or a wrong teacher) fails before the model load
-        if cfg.train.teacher:
+        if cfg.train.teacher and not saved_targets(resume):  # a resume reads its own
             check_teacher(cfg.train.teacher, classes=data.classes, multilabel=data.multilabel)
         if resume is not None:
             _check_same_data(resume, data)
@@ -165,7 +166,8 @@ def _run(
     pin = runtime.device.type == "cuda"
     loaders = build_loaders(dataset, data, cfg, built.info, pin_memory=pin, **dist.shard)
     if cfg.train.teacher:  # scored within the budget: the clock started at the plan
-        attach_teacher(loaders["train"].dataset, cfg, data, runtime.device, dist)
+        attach_teacher(loaders["train"].dataset, cfg, data, runtime.device, dist,
+                       run_dir=run_dir, resume=bool(resume))  # fmt: skip
     record = _run_record(cfg, built, data, runtime, recipe, overrides, auto)
     if resume:  # regression (review): the original run's flags were replaced by the resume's
         first = read_run_config(run_dir)["finetune"]
@@ -196,7 +198,7 @@ def _run(
             record["extra"]["data"]["skipped"] += [p for p, _ in late]
         save_run_config(run_dir, final, **record)
         if not cfg.output.keep_state:  # --no-keep-state: the run can no longer be resumed
-            for name in (STATE_NAME, LAST_WEIGHTS_NAME):
+            for name in (STATE_NAME, LAST_WEIGHTS_NAME, TARGETS_NAME):
                 (run_dir / name).unlink(missing_ok=True)
         written = write_run_report(run_dir)  # plots/ and the README.md model card
         emit("info", f"plots and model card: {', '.join(str(p) for p in written)}")

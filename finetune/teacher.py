@@ -28,17 +28,24 @@ import os
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from ._io import WEIGHTS_NAME, read_run_config
+from ._io import TARGETS_NAME, WEIGHTS_NAME, atomic_path, read_run_config
 from .errors import ConfigError
 from .events import emit
 from .inference import image_logits, load_for_inference
 from .train.distributed import DistInfo, all_reduce_tensor
 
-__all__ = ["check_teacher", "teacher_targets", "adjust_to_labels", "attach_teacher"]
+__all__ = [
+    "check_teacher",
+    "teacher_targets",
+    "adjust_to_labels",
+    "attach_teacher",
+    "saved_targets",
+]
 
 CHUNK = 512  # images held at once while a user Dataset's PIL images are scored
 
@@ -143,24 +150,61 @@ def adjust_to_labels(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return probs
 
 
-def attach_teacher(train_set, cfg, data, device, dist: DistInfo = DistInfo()) -> None:
+def attach_teacher(
+    train_set, cfg, data, device, dist: DistInfo = DistInfo(), *, run_dir=None, resume=False
+) -> None:
     """Give the training split's dataset (``ImageFileDataset``, or the subset of a user's
     Dataset) its teacher targets, saying what that cost (under torchrun: the processes share
-    the pass)."""
+    the pass). The targets are kept in ``run_dir`` (``TARGETS_NAME``); a resumed run reads them
+    back instead of scoring again, so it trains on the targets it started with even if the
+    teacher's run changed or was deleted since. Regression: a resume scored the teacher again,
+    and a teacher retrained in between silently changed the targets half-way through a run."""
     start = time.perf_counter()
+    n, teacher = len(data.train), cfg.train.teacher
+    saved = saved_targets(run_dir) if resume else None
+    if saved is not None:
+        train_set.set_targets(_read_targets(saved, n, len(data.classes)))
+        emit("info", f"teacher {teacher}: its probabilities on {n:,} training images read back "
+             f"from {saved} (scored when the run started)")  # fmt: skip
+        return
     if hasattr(train_set, "indices"):  # a user Dataset: its images, read chunk by chunk
         images = [partial(_user_image, train_set.dataset, i) for i in train_set.indices]
     else:
         images = [path for path, _ in train_set.samples]
     targets = teacher_targets(
-        cfg.train.teacher, images, [label for _, label in data.train], classes=data.classes,
+        teacher, images, [label for _, label in data.train], classes=data.classes,
         weight=cfg.train.distill, smoothing=cfg.optim.label_smoothing,
         multilabel=data.multilabel, device=str(device), dist=dist,
     )  # fmt: skip
     train_set.set_targets(targets)
-    emit("info", f"teacher {cfg.train.teacher}: its probabilities on {len(images):,} training "
+    if run_dir is not None and dist.is_main:
+        with atomic_path(Path(run_dir) / TARGETS_NAME) as tmp:
+            save_file({"targets": targets.contiguous()}, tmp, metadata={"teacher": str(teacher)})
+    emit("info", f"teacher {teacher}: its probabilities on {len(images):,} training "
          f"images ({time.perf_counter() - start:.0f} s), weight {cfg.train.distill:g} against "
          "the labels")  # fmt: skip
+
+
+def saved_targets(run_dir) -> Optional[Path]:
+    """The teacher targets a run kept (``TARGETS_NAME``), or None (none kept, or no run)."""
+    path = None if run_dir is None else Path(run_dir) / TARGETS_NAME
+    return path if path is not None and path.is_file() else None
+
+
+def _read_targets(path: Path, n: int, c: int) -> torch.Tensor:
+    """The kept targets, checked against the training split they were scored for."""
+    try:
+        targets = load_file(str(path)).get("targets")
+    except Exception as e:  # safetensors raises its own error types on a damaged header
+        targets, why = None, f"unreadable ({type(e).__name__})"
+    else:
+        why = "no 'targets' tensor" if targets is None else f"shape {tuple(targets.shape)}"
+    if targets is None or tuple(targets.shape) != (n, c):
+        raise ConfigError(
+            f"{path}: {why}, expected ({n}, {c}) for {n:,} training images and {c} classes; "
+            "delete the file to score the teacher again, or start a new run"
+        )
+    return targets
 
 
 def _user_image(dataset, index: int):

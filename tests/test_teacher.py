@@ -7,6 +7,7 @@ import torch
 from conftest import COLOURS, make_image, tiny_run
 from PIL import Image
 
+import finetune
 from finetune.errors import ConfigError
 from finetune.events import listening
 from finetune.inference import image_logits, load_for_inference
@@ -144,6 +145,61 @@ def test_a_run_with_a_teacher_trains_on_its_targets_and_records_it(teacher, tmp_
     assert len(epochs) == 2 and all(0 <= e["train_accuracy"] <= 1 for e in epochs)
     said = [e.message for e in seen if "probabilities on" in e.message]
     assert said and "probabilities on 10 training images" in said[0] and "weight 0.7" in said[0]
+
+
+def test_a_resumed_run_reads_the_targets_it_started_with(teacher, tmp_path):
+    """Regression: --resume scored the teacher again, so a teacher retrained (or deleted) in
+    between silently changed a run's targets half-way through."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    data, run_dir = teacher
+    mine = tmp_path / "teacher"
+    shutil.copytree(run_dir, mine)
+    first = tiny_run(data, output=str(tmp_path / "student"), teacher=str(mine))
+    kept = load_file(str(first.run_dir / "teacher_targets.safetensors"))["targets"]
+    assert kept.shape == (10, 2)  # the 10 training images of 12, two classes
+    assert torch.allclose(kept.sum(1), torch.ones(10))
+    shutil.rmtree(mine)  # the teacher is gone: a resume must not need it
+    seen = []
+    with listening(seen.append):
+        resumed = finetune.adapt(resume=first.run_dir, epochs=2, verbose=False)
+    assert [e["epoch"] for e in resumed.metrics["epochs"]] == [1, 2]
+    said = [e.message for e in seen if "probabilities on" in e.message]
+    assert said and "read back from" in said[0]
+    again = load_file(str(first.run_dir / "teacher_targets.safetensors"))["targets"]
+    assert torch.equal(again, kept)
+
+
+@pytest.mark.parametrize(
+    "tensors, message",
+    [
+        ({"targets": torch.ones(3, 2)}, r"shape \(3, 2\), expected \(10, 2\)"),
+        ({"other": torch.ones(10, 2)}, "no 'targets' tensor"),
+        (None, r"unreadable \("),
+    ],
+)
+def test_resume_refuses_kept_targets_that_do_not_fit(teacher, tmp_path, tensors, message):
+    from safetensors.torch import save_file
+
+    data, run_dir = teacher
+    first = tiny_run(data, output=str(tmp_path / "student"), teacher=str(run_dir))
+    kept = first.run_dir / "teacher_targets.safetensors"
+    if tensors is None:
+        kept.write_bytes(b"not a safetensors file")
+    else:
+        save_file(tensors, str(kept))
+    with pytest.raises(ConfigError, match=message) as caught:
+        finetune.adapt(resume=first.run_dir, epochs=2, verbose=False)
+    assert "delete the file to score the teacher again" in str(caught.value)
+
+
+def test_no_keep_state_drops_the_kept_targets(teacher, tmp_path):
+    data, run_dir = teacher
+    result = tiny_run(data, output=str(tmp_path / "student"), teacher=str(run_dir),
+                      keep_state=False)  # fmt: skip
+    assert not (result.run_dir / "teacher_targets.safetensors").exists()
 
 
 def test_a_relative_teacher_is_recorded_absolute(teacher, tmp_path, monkeypatch):
