@@ -193,16 +193,23 @@ def saved_targets(run_dir) -> Optional[Path]:
 
 def _read_targets(path: Path, n: int, c: int) -> torch.Tensor:
     """The kept targets, checked against the training split they were scored for."""
+    why, targets = None, None
     try:
         targets = load_file(str(path)).get("targets")
     except Exception as e:  # safetensors raises its own error types on a damaged header
-        targets, why = None, f"unreadable ({type(e).__name__})"
-    else:
-        why = "no 'targets' tensor" if targets is None else f"shape {tuple(targets.shape)}"
-    if targets is None or tuple(targets.shape) != (n, c):
+        why = f"unreadable ({type(e).__name__})"
+    if why is None and targets is None:
+        why = "no 'targets' tensor"
+    elif why is None and tuple(targets.shape) != (n, c):
+        why = (f"shape {tuple(targets.shape)} where {n:,} training images and {c} classes "
+               f"need ({n}, {c})")  # fmt: skip
+    elif why is None and not (
+        targets.dtype.is_floating_point and bool(((targets >= 0) & (targets <= 1)).all())
+    ):  # NaN fails both comparisons
+        why = "values that are not probabilities (0-1)"
+    if why is not None:
         raise ConfigError(
-            f"{path}: {why}, expected ({n}, {c}) for {n:,} training images and {c} classes; "
-            "delete the file to score the teacher again, or start a new run"
+            f"{path}: {why}; delete the file to score the teacher again, or start a new run"
         )
     return targets
 

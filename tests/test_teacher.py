@@ -175,8 +175,14 @@ def test_a_resumed_run_reads_the_targets_it_started_with(teacher, tmp_path):
 @pytest.mark.parametrize(
     "tensors, message",
     [
-        ({"targets": torch.ones(3, 2)}, r"shape \(3, 2\), expected \(10, 2\)"),
+        (
+            {"targets": torch.ones(3, 2)},
+            r"shape \(3, 2\) where 10 training images and 2 classes need \(10, 2\)",
+        ),
         ({"other": torch.ones(10, 2)}, "no 'targets' tensor"),
+        ({"targets": torch.full((10, 2), float("nan"))}, "values that are not probabilities"),
+        ({"targets": torch.full((10, 2), 2.0)}, "values that are not probabilities"),
+        ({"targets": torch.ones(10, 2, dtype=torch.int64)}, "values that are not probabilities"),
         (None, r"unreadable \("),
     ],
 )
