@@ -92,7 +92,10 @@ def resolve_auto(
     run of ``epochs`` epochs (default ``train.epochs``) over ``n_train`` images of a CNN (or a
     transformer), and the reasons."""
     epochs = epochs or cfg.train.epochs
-    over = f"a {epochs}-epoch run" + (f" over {n_train:,} images" if n_train else "")
+    # "8 epochs", not "a 8-epoch run": no article to get wrong for 8, 11, 18, 80...
+    over = f"{epochs} epoch{'s' if epochs != 1 else ''}" + (
+        f" over {n_train:,} images" if n_train else ""
+    )
     reasons = []
     data = cfg.data
     if data.min_crop_scale is None or data.color_jitter is None:

@@ -37,3 +37,12 @@ def test_the_lr_follows_optimizer_and_architecture(optimizer, cnn, lr):
     cfg, reasons = resolve_auto(FinetuneConfig().with_overrides(optimizer=optimizer), cnn=cnn)
     assert cfg.optim.lr == pytest.approx(lr)
     assert any(r.startswith(f"lr {lr:g}") for r in reasons)
+
+
+@pytest.mark.parametrize("epochs,length", [(1, "1 epoch over"), (8, "8 epochs over")])
+def test_reasons_name_the_run_length_without_an_article(epochs, length):
+    """Regression: the demo printed "a 8-epoch run over 1,838 images"."""
+    _, reasons = resolve_auto(FinetuneConfig(), epochs=epochs, n_train=1838)
+    augment, warmup = (next(r for r in reasons if r.startswith(k)) for k in ("augment", "warmup"))
+    assert augment.endswith(f"{length} 1,838 images") and f"5 % of {length} 1,838" in warmup
+    assert not any("-epoch run" in r for r in reasons)
