@@ -26,6 +26,7 @@ from ._io import USER_TENSORS
 from .config import DataConfig, FinetuneConfig
 from .data.augment import build_eval_transform
 from .data.images import load_bands, load_image, to_rgb, walk_images
+from .data.threads import thread_map
 from .errors import ConfigError
 from .events import Progress
 from .models.info import BackboneInfo
@@ -118,11 +119,14 @@ def image_logits(
         raise ValueError(f"--batch-size {batch_size}: must be at least 1")
     kept: list[int] = []
     out: list[torch.Tensor] = []
+    # decoding and resizing run in threads (PIL releases the GIL), a few batches ahead of the
+    # model, so the next batch is ready when the forward pass ends
+    prepared = thread_map(partial(_preprocess, run), images, window=4 * batch_size)
     with Progress(title, total=len(images)) as bar:
         for start in range(0, len(images), batch_size):
             index, tensors = [], []
             for i in range(start, min(start + batch_size, len(images))):
-                tensor = _preprocess(run, images[i])
+                tensor = next(prepared)
                 if tensor is not None:
                     index.append(i)
                     tensors.append(tensor)

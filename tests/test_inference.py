@@ -111,3 +111,24 @@ def test_predict_with_tta_on_a_multilabel_run_gives_probabilities(multi_csv, fas
     for r in records:
         probs = [r[f"prob_{n}"] for n in ("bright", "cool", "warm")]
         assert all(0 <= p <= 1 for p in probs)
+
+
+def test_image_logits_keep_the_order_across_batches_with_unreadable_files(
+    image_folder, fast_overrides, tmp_path
+):
+    """Images are decoded in threads ahead of the model: each logit row must still belong to
+    its image, with unreadable files (skipped) anywhere, batch boundaries included."""
+    from finetune.inference import image_logits, load_for_inference
+
+    result = finetune.adapt("test_resnet", image_folder, verbose=False, **fast_overrides)
+    run = load_for_inference(result.run_dir)
+    good = sorted((image_folder / "cat").iterdir()) + sorted((image_folder / "dog").iterdir())
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG broken")
+    images = [broken, *good[:5], broken, *good[5:], broken]  # 0, 6 and the last are unreadable
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        kept, logits = image_logits(run, images, batch_size=3)
+    assert kept == [i for i, path in enumerate(images) if path != broken]
+    for row, i in enumerate(kept):
+        _, alone = image_logits(run, [images[i]], batch_size=1)
+        assert torch.allclose(logits[row], alone[0], atol=1e-5), images[i]
