@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))  # measure this checkout's finetune, installed or 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network here; set before huggingface_hub loads
 
 from transfer_methods import epochs_trained, finetune_cli  # noqa: E402
+from transfer_report import write  # noqa: E402
 
 TARGET_ACCURACY, TARGET_RECALL = 0.87, 0.75
 POSITIVE = "defective"
@@ -155,17 +156,6 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def write(results: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in (
-        (out, json.dumps(results, indent=1)),
-        (out.with_suffix(".md"), markdown(results)),
-    ):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="tf_efficientnet_lite0,tf_efficientnet_lite2")
@@ -197,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = dict(backbone=backbone, seed=seed, error=f"{type(e).__name__}: {e}")
             results["runs"].append(row)
             results["summary"] = summarise(results["runs"])
-            write(results, opts.out)
+            write(results, opts.out, render=markdown)
             log(json.dumps({k: row[k] for k in row if k not in ("command", "weights_source")}))
     print(markdown(results))
     return 0

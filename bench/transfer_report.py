@@ -176,11 +176,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict, out: Path) -> None:
+def write(results: dict, out: Path, render=markdown) -> None:
+    """``out`` (JSON) and its ``.md`` twin (``render(results)``), each replaced atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in (
         (out, json.dumps(results, indent=1)),
-        (out.with_suffix(".md"), markdown(results)),
+        (out.with_suffix(".md"), render(results)),
     ):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
