@@ -24,7 +24,7 @@ from .._io import cache_dir
 
 __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 
-# Lite2, not the default Lite0: in the demo's 3 minutes at 128 px on 2 cores it trains 9-10
+# Lite2, not the default Lite0: in the demo's 3 minutes at 128 px on 2 cores it trains 9-11
 # epochs to Lite0's 12-15, and its better ImageNet features more than pay for that: seeds 0-2,
 # test accuracy 0.869 against 0.856, defective recall 0.696 against 0.675 (bench/demo_target.py,
 # bench/results/demo_target.md).
