@@ -1,6 +1,6 @@
 """The per-epoch reporter of a trial's run: it reports each epoch's validation score to Optuna,
-prunes on the pruner's word and stops a trial the study's budget has no room for; and
-``import optuna`` with one error naming the extra.
+prunes on the pruner's word and stops a trial the study's budget has no room for; ``import
+optuna`` with one error naming the extra, and its experimental-API warnings silenced.
 
 Example:
     >>> reporter = TrialReporter(trial, epochs=5, budget=budget)  # doctest: +SKIP
@@ -9,11 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Optional
 
 from .budget import StudyBudget
 
-__all__ = ["TrialReporter", "optuna_module"]
+__all__ = ["TrialReporter", "optuna_module", "quiet_experimental"]
 
 
 def optuna_module():
@@ -25,6 +27,16 @@ def optuna_module():
     # the study reports through events, failed trials included (optimize warns of them too)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna
+
+
+@contextlib.contextmanager
+def quiet_experimental():
+    """Optuna's heartbeat API (``fail_stale_trials``, the storage's heartbeat and its retry
+    callback; experimental since Optuna 2.8-2.9) warns on every use; a user can do nothing
+    about it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna_module().exceptions.ExperimentalWarning)
+        yield
 
 
 class TrialReporter:

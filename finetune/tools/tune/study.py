@@ -4,7 +4,9 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
 - Fields given by the caller are fixed; the space searches the rest (``space.py``).
 - Each epoch's validation score is reported to Optuna; the pruner (median or successive
   halving) stops a trial that is worse than earlier ones at the same epoch.
-- The first trial is the default run: the base config, nothing sampled (``trial.py``).
+- The first trial is the default run: the base config, nothing sampled (``trial.py``). The
+  next ones, until TPE has its ``STARTUP_TRIALS``, are neighbours of the best config so far
+  (``neighbour.py``), not random points of the whole space.
 - The budget covers the whole study: the default trial gets a quarter of it as its run's
   budget, a searched trial starts only if one of its length can finish before the final half
   (the searched ``epochs`` are capped to what fits) and is stopped when its next epoch would
@@ -39,6 +41,7 @@ from ...errors import ConfigError
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
+from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
 from .trial import DEFAULT_ATTR, FINAL_ATTR, TrialRunner, optuna_module, quiet_experimental
@@ -151,7 +154,7 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
     if storage is not None:
         storage = _rdb_storage(optuna, storage)
     seed = None if storage is not None else runner.base.train.seed  # workers must differ
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
     study = optuna.create_study(
         study_name=runner.study_name,
         storage=storage,

@@ -4,10 +4,11 @@ how it went, and the per-epoch reporter that prunes.
 
 The first trial of a new study is the default run: the base config (defaults, recipe, given
 flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
-study budget budgeted like ``finetune run --budget``. The last trial of a budgeted study is the
-final one: the best config so far (its parameters enqueued, nothing sampled, not pruned) trained
-with the rest of the budget, about twice the default run's time, on the training and validation
-images unless ``refit`` is off (``train_on_val``; its score is then its config's). Regression: fields whose default is None
+study budget budgeted like ``finetune run --budget``; the next ones start near the best config
+(``neighbour.py``). The last trial of a budgeted study is the final one: the best config so far
+(its parameters enqueued, nothing sampled, not pruned) trained with the rest of the budget, about
+twice the default run's time, on the training and validation images unless ``refit`` is off
+(``train_on_val``; its score is then its config's). Regression: fields whose default is None
 (lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
 never ran the config it replaces. Searched trials train at the image size the default trial
 chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and
@@ -24,8 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +35,8 @@ from ...errors import ConfigError
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget
-from .reporter import TrialReporter, optuna_module
+from .neighbour import STARTUP_TRIALS, propose
+from .reporter import TrialReporter, optuna_module, quiet_experimental
 from .results import (
     FINAL_ATTR,
     trial_rows,
@@ -58,6 +58,8 @@ __all__ = [
 
 MAX_FAILURES = 3  # trials failing in a row: a bug or a broken setup, not a bad config
 DEFAULT_ATTR = "default_run"  # user attribute of the enqueued first trial
+# a neighbour's (neighbour.py): the trial it moves, the fields it sets (the rest as configured)
+NEAR_ATTR, NEAR_KEYS_ATTR, MOVED_ATTR = "neighbour_of", "neighbour_keys", "moved"
 
 
 @dataclass
@@ -161,6 +163,8 @@ class TrialRunner:
         seen: dict[str, Any] = {}
         if slot.final:
             self._enqueue_final(study)
+        elif not _waiting(study):
+            self._enqueue_neighbour(study, slot)
         try:
             with quiet_experimental():  # optimize fails stale trials, an experimental API
                 study.optimize(lambda t: self._objective(study, t, budget, slot, reserve, seen),
@@ -212,6 +216,10 @@ class TrialRunner:
             default = bool(trial.user_attrs.get(DEFAULT_ATTR))
             reporter.note = "the default run" if default else ""
             text = _params_text(run, default)
+            if NEAR_ATTR in trial.user_attrs:
+                moved = ", ".join(trial.user_attrs[MOVED_ATTR])
+                reporter.note = f"near trial {trial.user_attrs[NEAR_ATTR]}'s config ({moved} moved)"
+                text = f"{reporter.note}: {text}"
             if final is not None:
                 refit = bool(run.get("train_on_val"))  # no score of its own: its config's
                 reporter.refit_score = study.trials[final].value if refit else None
@@ -243,6 +251,19 @@ class TrialRunner:
             params = {k: v for k, v in best.params.items() if k != "epochs"}
             study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
 
+    def _enqueue_neighbour(self, study, slot: Slot) -> None:
+        """Enqueue a neighbour of the best config so far (``neighbour.py``) while the study has
+        fewer than ``STARTUP_TRIALS`` trials (and one has completed); the budget caps epochs."""
+        best = _to_retrain(study)
+        if best is None or _counted(study) >= STARTUP_TRIALS:
+            return
+        caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
+        seed = f"{self.base.train.seed}-{len(study.trials)}"  # reproducible
+        params, moved = propose(self.space, best, seed=seed, caps=caps)
+        attrs = {NEAR_ATTR: best.number, NEAR_KEYS_ATTR: sorted(params), MOVED_ATTR: moved}
+        if params:
+            study.enqueue_trial(params, user_attrs=attrs)
+
     def _params(self, study, trial, budget: StudyBudget, slot: Slot):
         """(slot, the run's parameters, the retrained trial's number or None) of an asked
         trial; a final trial that another worker enqueued gets the final slot whatever slot it
@@ -254,6 +275,8 @@ class TrialRunner:
         keys = set(self.default_params(slot.seconds is not None)) if default else None
         if final is not None:
             keys = set(study.trials[final].params) - {"epochs"}  # the enqueued ones
+        elif NEAR_ATTR in trial.user_attrs:  # the values it moved or kept; the rest as configured
+            keys = set(trial.user_attrs[NEAR_KEYS_ATTR]) - ({"epochs"} if slot.seconds else set())
         elif slot.seconds is not None and not default:  # the run plans its epochs
             keys = set(self.space.keys) - {"epochs"}
         caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
@@ -390,16 +413,6 @@ def _fail_stale(study) -> None:
     for the next ask."""
     with quiet_experimental():
         optuna_module().storages.fail_stale_trials(study)
-
-
-@contextlib.contextmanager
-def quiet_experimental():
-    """Optuna's heartbeat API (``fail_stale_trials``, the storage's heartbeat and its retry
-    callback; experimental since Optuna 2.8-2.9) warns on every use; a user can do nothing
-    about it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna_module().exceptions.ExperimentalWarning)
-        yield
 
 
 def _counted(study) -> int:
