@@ -1,7 +1,7 @@
 """finetune.tools.tune.neighbour: the first searched trials of a study move the best config so far
-instead of sampling the whole space. Regression: in the 36 studies of the bench every searched
-trial was a random point of the space (an LR of 1e-4 with 4 stages frozen, where the default run
-had chosen 2e-3) and scored 1 to 22 points below the default run on validation."""
+instead of sampling the whole space. Regression: the 62 searched trials of the bench's 36
+studies were random points of the space (an LR of 1e-4 with 4 stages frozen, where the default
+run had chosen 2e-3) and all scored below the default run on validation, by 0.5 to 25 points."""
 
 import math
 import random
