@@ -19,7 +19,7 @@ measures its own checkout's finetune:
     python bench/tune_search.py --datasets digits --seeds 0 --epochs 1 --out /tmp/s.json  # smoke
 
 Writes JSON and Markdown (rewritten after every study); studies and logs stay in
-CACHE/runs/search-{set}-seed{S}.
+CACHE/runs/search-{set}-seed{S} (`--reuse` reads the finished ones again instead of rerunning).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def run_study(name: str, seed: int, opts) -> dict:
     cmd = ["tune", "--data", str(prepare(name)), "--trials", str(opts.trials)]
     cmd += ["--epochs", str(opts.epochs), "--img-size", str(IMG_SIZE[name])]
     cmd += ["--seed", str(seed), "--output", str(out)]
-    wall = finetune_cli(cmd, out)
+    done = (out / "study" / "summary.json").is_file()
+    wall = None if opts.reuse and done else finetune_cli(cmd, out)
     trials = []
     for run_dir in sorted((out / "trials").iterdir()):
         saved = json.loads((run_dir / "config.json").read_text())["finetune"]
@@ -65,7 +66,8 @@ def run_study(name: str, seed: int, opts) -> dict:
             dict(
                 trial=run_dir.name,
                 val_accuracy=max(val) if val else None,
-                test_accuracy=saved["metrics"].get("test", {}).get("accuracy"),
+                # a pruned trial stopped before its final evaluation: no test score
+                test_accuracy=saved.get("metrics", {}).get("test", {}).get("accuracy"),
                 epochs=len(val),
             )
         )
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--cache", type=Path, default=default_cache())
+    parser.add_argument("--reuse", action="store_true",
+                        help="read a study that an earlier run finished instead of running it")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tune_search.json")
     opts = parser.parse_args(argv)
     import subprocess
