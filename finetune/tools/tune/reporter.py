@@ -59,8 +59,6 @@ class TrialReporter:
         self.refit_score: Optional[float] = None
 
     def log_epochs(self, records) -> None:
-        import optuna
-
         record = records[-1]
         self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
         self.score_name = "val_map" if "val_map" in record else "val_accuracy"
@@ -72,12 +70,18 @@ class TrialReporter:
         self.trial.report(float(score), epoch)
         # the final trial is not pruned: a longer schedule is behind shorter ones at epoch k
         if self.prune and self.trial.should_prune():
-            self.note = f"pruned after epoch {epoch} ({self.score_name} {score:.4f})"
-            raise optuna.TrialPruned(self.note)
+            self._stop(f"pruned after epoch {epoch} ({self.score_name} {score:.4f})")
         planned = self.epochs is not None and epoch < self.epochs
         if planned and not self.budget.room_for_epoch(self.epoch_seconds, self.reserve):
-            self.note = f"stopped after epoch {epoch}: the budget had no room for another"
-            raise optuna.TrialPruned(self.note)
+            self._stop(f"stopped after epoch {epoch}: the budget had no room for another")
+
+    def _stop(self, why: str) -> None:
+        """Stop the trial, its note saying why after what it was (``near trial 0's config``).
+        Regression: the reason replaced the note, so a pruned neighbour did not say it was one."""
+        import optuna
+
+        self.note = "; ".join(filter(None, (self.note, why)))
+        raise optuna.TrialPruned(self.note)
 
     def close(self) -> None:
         pass
