@@ -10,7 +10,7 @@ import pytest
 
 from finetune._io import read_run_config
 from finetune.tools.tune import load_search_space, tune
-from finetune.tools.tune.neighbour import STARTUP_TRIALS, neighbour, resolved_values
+from finetune.tools.tune.neighbour import STARTUP_TRIALS, neighbour, propose, resolved_values
 
 SPACE = load_search_space(
     {
@@ -73,6 +73,21 @@ def test_edges_caps_and_choices(values, caps, check):
 def test_resolved_values_read_a_saved_config_and_leave_out_none():
     saved = {"optim": {"lr": 2e-3, "label_smoothing": 0.1}, "policy": {"freeze_stages": None}}
     assert resolved_values(SPACE, saved) == {"lr": 2e-3, "label_smoothing": 0.1}
+
+
+@pytest.mark.parametrize(
+    "text", ['{"finetune": {"config": {"optim": {"lr": 0.002}}}}', "{not json", "[]", ""]
+)
+def test_a_damaged_config_json_falls_back_to_the_trials_parameters(tmp_path, text):
+    """Regression: a corrupt config.json in the best trial's run stopped a resumed study
+    ("not valid JSON; the run directory is damaged") before its next trial."""
+    from types import SimpleNamespace
+
+    (tmp_path / "config.json").write_text(text)
+    best = SimpleNamespace(params={"mixup": 0.0}, user_attrs={"run_dir": str(tmp_path)})
+    space = load_search_space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "mixup": [0.0, 0.2]})
+    params, moved = propose(space, best, seed="0", caps={})
+    assert set(params) == ({"lr", "mixup"} if "optim" in text else {"mixup"}) and moved
 
 
 def test_a_study_starts_near_the_default_run_and_hands_over_to_tpe(image_folder, tmp_path):

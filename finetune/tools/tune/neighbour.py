@@ -42,11 +42,16 @@ MOVE_P = 0.5  # each value moves with this probability; at least one always does
 def propose(space: SearchSpace, best, *, seed: str, caps: Mapping[str, int]):
     """``(params, moved)``: a neighbour of the finished Optuna trial ``best`` and the fields it
     moved. It starts from the values its run resolved (``config.json``, the automatic choices
-    included) where its run directory is on this machine, else from its parameters."""
+    included) where its run directory is on this machine and readable, else from its
+    parameters. Regression: a damaged ``config.json`` stopped a resumed study."""
     values = dict(best.params)
     run_dir = best.user_attrs.get("run_dir")
     if run_dir and (Path(run_dir) / "config.json").is_file():
-        values.update(resolved_values(space, read_run_config(run_dir)["finetune"]["config"]))
+        try:
+            saved = read_run_config(run_dir)["finetune"]["config"]
+        except (ValueError, KeyError, TypeError):  # damaged: its parameters are enough
+            saved = {}
+        values.update(resolved_values(space, saved))
     params = neighbour(space, values, rng=random.Random(seed), caps=caps)
     return params, [k for k in params if params[k] != values.get(k)]
 
