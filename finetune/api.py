@@ -105,7 +105,8 @@ def adapt(
         resume: a run directory to continue from its last saved state, exactly as it was
             configured (no overrides).
         callbacks: extra loggers (``finetune.train.loggers.Logger``: ``log_epochs(records)``
-            after every epoch, ``close()``), e.g. a tuner that prunes a trial by raising.
+            after every epoch, ``close()``), e.g. a tuner that prunes a trial by raising, or
+            ends it after this epoch by setting the logger's ``halt`` to a reason.
 
     Returns:
         FitResult with the best epoch's weights loaded, metrics and the run directory.

@@ -1,9 +1,10 @@
 """Experiment loggers: every finished epoch's record goes to ``metrics.csv`` and to the loggers the
 config asks for (``output.log``: ``tensorboard``, ``wandb``, ``mlflow``). One small interface:
 ``log_epochs(records)`` gets the whole history (so a resumed run rewrites what the interrupted one
-left) and ``close()``. The trackers (``finetune.train.tracking``) also have ``finish(plan=,
-files=)``, called once the run's plots exist (``finish_loggers``). A tuner groups its trials'
-tracked runs with ``tracking_group``.
+left) and ``close()``; one that sets its ``halt`` attribute (a reason) in ``log_epochs`` ends the
+run after that epoch, as if it had ended on time (a tuner's budget). The trackers
+(``finetune.train.tracking``) also have ``finish(plan=, files=)``, called once the run's plots
+exist (``finish_loggers``). A tuner groups its trials' tracked runs with ``tracking_group``.
 
 Example:
     >>> loggers = build_loggers(("tensorboard",), run_dir)  # doctest: +SKIP

@@ -244,7 +244,8 @@ class Trainer:
             save_best(self.inner, epoch + 1)
         last = epoch + 1 == epochs
         saved = run_dir is not None and ((epoch + 1) % self.train.save_every == 0 or last or stop)
-        self._write_epoch(run_dir, record, epoch + 1, history, train_loader, saved)
+        halt = self._write_epoch(run_dir, record, epoch + 1, history, train_loader, saved)
+        epochs = epoch + 1 if halt else epochs  # a logger ends the run here (a tuner's budget)
         if self.planner is not None and epoch + 1 < epochs:  # re-plan from measured times
             self.planner.after_epoch(
                 self, steps=self.step - step0, train_seconds=train_seconds,
@@ -261,23 +262,29 @@ class Trainer:
                 self.save_state(run_dir, epoch + 1, history, train_loader)
             raise StopRequested
         if stop:
-            emit(
-                "info",
-                f"early stop: no better {self.score_name} for {self.train.patience} "
-                f"epochs (best epoch {history.best_epoch})",
-            )
-            return None
-        return record
+            emit("info", f"early stop: no better {self.score_name} for {self.train.patience} "
+                         f"epochs (best epoch {history.best_epoch})")  # fmt: skip
+        elif halt:
+            emit("info", f"stopped after epoch {epoch + 1}: {halt}")
+        return None if stop or halt else record
 
-    def _write_epoch(self, run_dir, record, epochs_done, history, train_loader, save) -> None:
-        """The epoch's metrics line and loggers, and with ``save`` the resumable state."""
+    def _write_epoch(
+        self, run_dir, record, epochs_done, history, train_loader, save
+    ) -> Optional[str]:
+        """The epoch's metrics line and loggers, and with ``save`` the resumable state; returns
+        why a logger asked the run to end after this epoch (its ``halt``, read after
+        ``log_epochs``), else None. The run then finishes as if it ended on time (best
+        checkpoint, final evaluation), where raising from ``log_epochs`` abandons it; its state
+        is saved, not marked stopped like an early stop's, so a resume goes on."""
         if run_dir is None:
-            return
+            return None
         append_jsonl(Path(run_dir) / METRICS_NAME, record)
         for logger in self.loggers:
             logger.log_epochs(history.epochs)
-        if save:
+        halt = next((lg.halt for lg in self.loggers if getattr(lg, "halt", None)), None)
+        if save or halt:
             self.save_state(run_dir, epochs_done, history, train_loader)
+        return halt
 
     def _train_epoch(self, loader, epoch: int) -> tuple[float, float, int]:
         set_train_mode(self.inner, self.policy)

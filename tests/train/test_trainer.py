@@ -102,6 +102,35 @@ def test_early_stopping_ends_the_run_when_validation_stalls(
     assert result.metrics["stopped_early"] == 2 and len(metrics_lines(result)) == 2
 
 
+class HaltAfter:
+    """A logger that asks the run to end after epoch ``epoch`` (as tune's reporter does)."""
+
+    def __init__(self, epoch):
+        self.epoch, self.halt = epoch, None
+
+    def log_epochs(self, records):
+        if records[-1]["epoch"] >= self.epoch:
+            self.halt = "the test says so"
+
+    def close(self):
+        pass
+
+
+def test_a_logger_that_halts_ends_the_run_as_if_on_time(
+    image_folder, tmp_path, run_resnet, metrics_lines
+):
+    """Raising from log_epochs abandons a run; ``halt`` ends it after the epoch with its best
+    checkpoint evaluated and the run's files written (tune's budget stop needs a finished run)."""
+    result = run_resnet(image_folder, output=str(tmp_path / "r"), epochs=4,
+                        callbacks=[HaltAfter(2)])  # fmt: skip
+    assert len(metrics_lines(result)) == 2 and result.metrics["epochs"][-1]["epoch"] == 2
+    assert not result.metrics.get("stopped_early")  # early stopping's, which a resume keeps
+    assert (result.run_dir / "model.safetensors").exists()
+    assert (result.run_dir / "README.md").exists()  # the model card, written after training
+    resumed = finetune.adapt(resume=result.run_dir, verbose=False)  # not stopped for good
+    assert [r["epoch"] for r in resumed.metrics["epochs"]] == [1, 2, 3, 4]
+
+
 def test_mixup_trains_on_soft_targets_until_switched_off(
     image_folder, tmp_path, monkeypatch, run_resnet
 ):

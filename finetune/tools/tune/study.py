@@ -9,11 +9,11 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
   (``neighbour.py``), not random points of the whole space.
 - The budget covers the whole study: the default trial gets a quarter of it as its run's
   budget, a searched trial starts only if one of its length can finish before the final half
-  (the searched ``epochs`` are capped to what fits) and is stopped when its next epoch would
-  not, and the final trial retrains the best config with what is left (``budget.py``), on
-  the training and validation images (``refit``, as sklearn's search refits on all its data):
-  the study has chosen the config, and a fifth more images measured +0.55 test points
-  on average (docs/benchmarks.md). Its score is the config's validation score; it has none of its
+  (the searched ``epochs`` are capped to what fits) and ends, complete with its best score so
+  far, when its next epoch would not, and the final trial retrains the best config with what
+  is left (``budget.py``), on the training and validation images (``refit``, as sklearn's
+  search refits on all its data): the study has chosen the config, and a fifth more images
+  measured +0.55 test points on average (docs/benchmarks.md). Its score is the config's validation score; it has none of its
   own. It is also taught (``teach``): the trial whose config it retrains scores its training
   images, and those probabilities are mixed into its targets (``train.teacher``).
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the

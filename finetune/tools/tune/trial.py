@@ -193,7 +193,8 @@ class TrialRunner:
         score = f"{self.score_name} {value:.4f} (best {best:.4f})"
         if seen.get("refit"):  # trained on the validation images: no score of its own
             score = f"trial {seen['final']}'s {self.score_name} {value:.4f} (refit)"
-        emit("info", f"trial {number}: {score} in {seen['seconds']:.0f} s", tune=True)
+        stopped = f"; {seen['stopped']}" if seen.get("stopped") else ""  # by the budget
+        emit("info", f"trial {number}: {score} in {seen['seconds']:.0f} s{stopped}", tune=True)
         return "COMPLETE", seen.get("final")
 
     def _objective(self, study, trial, budget: StudyBudget, slot: Slot, reserve: float,
@@ -238,6 +239,7 @@ class TrialRunner:
             raise
         finally:
             seen["note"], seen["seconds"] = reporter.note, budget.now() - start
+            seen["stopped"] = reporter.stopped()
             self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
 
     def _enqueue_final(self, study) -> None:
