@@ -3,7 +3,8 @@ augmentation, no BatchNorm), so that N processes with batch b and one process wi
 the same global batches. SGD, not AdamW: a ViT's key bias has an exactly-zero true gradient
 (softmax is shift-invariant), and Adam turns the rounding noise of that zero into LR-sized steps
 whose sign differs between the two runs; SGD keeps rounding noise at rounding size.
-Usage: python _ddp_train.py OUTPUT BATCH_SIZE"""
+Usage: python _ddp_train.py OUTPUT BATCH_SIZE [halt]; ``halt``: a logger asks the run to end
+after its first epoch (as tune's budget stop does)."""
 
 import sys
 
@@ -28,7 +29,18 @@ class Fixed(torch.utils.data.Dataset):
         return self.x[i], int(self.y[i])
 
 
+class HaltAfterFirst:
+    halt = None
+
+    def log_epochs(self, records):
+        self.halt = "the test says so"
+
+    def close(self):
+        pass
+
+
 if __name__ == "__main__":
+    halt = sys.argv[3:] == ["halt"]
     finetune.adapt(
         "test_vit",
         Fixed(),
@@ -45,4 +57,5 @@ if __name__ == "__main__":
         optimizer="sgd",
         lr=0.05,
         momentum=0.9,
+        callbacks=[HaltAfterFirst()] if halt else [],
     )

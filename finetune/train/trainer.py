@@ -275,16 +275,20 @@ class Trainer:
         why a logger asked the run to end after this epoch (its ``halt``, read after
         ``log_epochs``), else None. The run then finishes as if it ended on time (best
         checkpoint, final evaluation), where raising from ``log_epochs`` abandons it; its state
-        is saved, not marked stopped like an early stop's, so a resume goes on."""
-        if run_dir is None:
-            return None
-        append_jsonl(Path(run_dir) / METRICS_NAME, record)
-        for logger in self.loggers:
-            logger.log_epochs(history.epochs)
-        halt = next((lg.halt for lg in self.loggers if getattr(lg, "halt", None)), None)
-        if save or halt:
-            self.save_state(run_dir, epochs_done, history, train_loader)
-        return halt
+        is saved, not marked stopped like an early stop's, so a resume goes on. A collective:
+        every rank calls it once per epoch (the loggers run on rank 0 only)."""
+        halt = None
+        if run_dir is not None:
+            append_jsonl(Path(run_dir) / METRICS_NAME, record)
+            for logger in self.loggers:
+                logger.log_epochs(history.epochs)
+            asked = (getattr(lg, "halt", None) for lg in self.loggers)
+            halt = next((h for h in asked if isinstance(h, str) and h), None)
+            if save or halt:
+                self.save_state(run_dir, epochs_done, history, train_loader)
+        # every rank ends with rank 0, or the others wait at their next all-reduce for good
+        (halted,) = all_reduce_sum([float(halt is not None)], self.runtime.dist, self.device)
+        return halt or ("rank 0's loggers asked the run to end" if halted else None)
 
     def _train_epoch(self, loader, epoch: int) -> tuple[float, float, int]:
         set_train_mode(self.inner, self.policy)

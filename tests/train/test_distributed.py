@@ -51,6 +51,19 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, on
     _same_weights(one_process, tmp_path / "two")
 
 
+def test_a_halt_from_rank_0s_logger_ends_every_rank(tmp_path):
+    """Loggers run on rank 0 only; its ``halt`` (tune's budget stop) ends the other ranks too.
+    Without the all-reduce of the halt, rank 1 goes on to its next step and waits there for
+    good (checked: the run below hung past 90 s)."""
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+         str(SCRIPT), str(tmp_path / "two"), "4", "halt"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    assert len((tmp_path / "two" / "metrics.jsonl").read_text().splitlines()) == 1  # of 2
+
+
 def test_two_nodes_on_localhost_match_one_process(tmp_path, one_process):
     # what a Slurm job does across machines: torchrun per node, c10d rendezvous at one address
     with socket.socket() as s:

@@ -121,13 +121,14 @@ def test_a_logger_that_halts_ends_the_run_as_if_on_time(
 ):
     """Raising from log_epochs abandons a run; ``halt`` ends it after the epoch with its best
     checkpoint evaluated and the run's files written (tune's budget stop needs a finished run)."""
-    result = run_resnet(image_folder, output=str(tmp_path / "r"), epochs=4,
+    result = run_resnet(image_folder, output=str(tmp_path / "r"), epochs=4, save_every=3,
                         callbacks=[HaltAfter(2)])  # fmt: skip
     assert len(metrics_lines(result)) == 2 and result.metrics["epochs"][-1]["epoch"] == 2
     assert not result.metrics.get("stopped_early")  # early stopping's, which a resume keeps
     assert (result.run_dir / "model.safetensors").exists()
     assert (result.run_dir / "README.md").exists()  # the model card, written after training
-    resumed = finetune.adapt(resume=result.run_dir, verbose=False)  # not stopped for good
+    # its state is saved at the halt (not at --save-every's epoch 3), not marked stopped
+    resumed = finetune.adapt(resume=result.run_dir, verbose=False)
     assert [r["epoch"] for r in resumed.metrics["epochs"]] == [1, 2, 3, 4]
 
 

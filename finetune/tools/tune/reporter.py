@@ -54,6 +54,7 @@ class TrialReporter:
         self.score_name: Optional[str] = None
         self.note = ""
         self.halt: Optional[str] = None  # set: the trainer ends the run after this epoch
+        self.halted_after = 0  # the epoch it ended after (from 1)
         self.train_s: Optional[float] = None  # the finished run's metrics.train_seconds
         # a final refit trains on the validation images and reports nothing: its score is its
         # config's validation score, this
@@ -78,7 +79,7 @@ class TrialReporter:
             # with its best score so far and can be the one the final trial retrains.
             # Regression: it was pruned, so a trial ahead of the default run when the budget
             # stopped it could not be chosen (elpv seed 13: 0.873 against 0.860 after 4 epochs)
-            self.halt = "the budget had no room for another"
+            self.halt, self.halted_after = "the budget had no room for another", epoch
             self._add_note(self.stopped())
 
     def _stop(self, why: str) -> None:
@@ -92,7 +93,7 @@ class TrialReporter:
     def stopped(self) -> str:
         """``stopped after epoch 4: the budget had no room for another`` (the trainer's words
         too), or "" when the run was not ended early."""
-        return f"stopped after epoch {len(self.epoch_seconds)}: {self.halt}" if self.halt else ""
+        return f"stopped after epoch {self.halted_after}: {self.halt}" if self.halt else ""
 
     def _add_note(self, why: str) -> None:
         self.note = "; ".join(filter(None, (self.note, why)))
