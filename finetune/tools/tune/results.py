@@ -42,7 +42,7 @@ class TrialRow:
     seconds: Optional[float]
     epochs: Optional[int]  # epochs it trained
     run_dir: Optional[str]
-    note: str = ""  # why it was pruned or failed
+    note: str = ""  # what it was, why it was pruned, stopped by the budget or failed
     best: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
