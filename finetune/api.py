@@ -430,6 +430,8 @@ def _finish(
     )
     if merge_diff is not None:
         metrics["adapter_merge_max_abs_diff"] = merge_diff
+    if history.halted:  # a logger (a tuner's budget) ended it before its last epoch
+        metrics["halted"] = history.halted
     if history.resumed_at:  # the budget clock of a resumed run counts the time before it
         metrics["resumed_after_seconds"] = history.resumed_at
     task = task_of(data, cfg, built.info)

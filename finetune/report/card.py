@@ -258,6 +258,10 @@ def _training_section(config: dict) -> str:
     metrics = ft.get("metrics") or {}
     if "best_epoch" in metrics:
         lines += ["", f"Best epoch: {metrics['best_epoch']} (its weights are the model)."]
+    early = metrics.get("stopped_early")
+    ended = metrics.get("halted") or (f"early stopping after epoch {early}" if early else "")
+    if ended:  # fewer epochs than the config says: a recipe from it trains them all
+        lines += ["", f"Ended early: {ended}."]
     return "\n".join(lines)
 
 

@@ -48,6 +48,8 @@ class FitHistory:
     seconds: float = 0.0
     stopped_early: int = 0  # epoch at which early stopping ended the run (0 = it did not)
     resumed_at: float = 0.0  # seconds trained before a --resume (not saved: from ``seconds``)
+    # why a logger ended the run early (trainer ``halt``; not saved: a resume goes on)
+    halted: str = ""
 
 
 def save_state(

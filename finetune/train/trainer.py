@@ -265,7 +265,8 @@ class Trainer:
             emit("info", f"early stop: no better {self.score_name} for {self.train.patience} "
                          f"epochs (best epoch {history.best_epoch})")  # fmt: skip
         elif halt:
-            emit("info", f"stopped after epoch {epoch + 1}: {halt}")
+            history.halted = f"stopped after epoch {epoch + 1} of {self.epochs}: {halt}"
+            emit("info", history.halted)
         return None if stop or halt else record
 
     def _write_epoch(

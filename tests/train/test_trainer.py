@@ -100,6 +100,9 @@ def test_early_stopping_ends_the_run_when_validation_stalls(
     # an LR of ~0 cannot improve validation after the first epoch: patience 1 stops at epoch 2
     result = run_resnet(image_folder, output=str(tmp_path / "r"), lr=1e-12, epochs=5, patience=1)
     assert result.metrics["stopped_early"] == 2 and len(metrics_lines(result)) == 2
+    assert (
+        "Ended early: early stopping after epoch 2." in (result.run_dir / "README.md").read_text()
+    )
 
 
 class HaltAfter:
@@ -126,7 +129,9 @@ def test_a_logger_that_halts_ends_the_run_as_if_on_time(
     assert len(metrics_lines(result)) == 2 and result.metrics["epochs"][-1]["epoch"] == 2
     assert not result.metrics.get("stopped_early")  # early stopping's, which a resume keeps
     assert (result.run_dir / "model.safetensors").exists()
-    assert (result.run_dir / "README.md").exists()  # the model card, written after training
+    assert result.metrics["halted"] == "stopped after epoch 2 of 4: the test says so"
+    card = (result.run_dir / "README.md").read_text()  # the model card, written after training
+    assert "Ended early: stopped after epoch 2 of 4: the test says so." in card
     # its state is saved at the halt (not at --save-every's epoch 3), not marked stopped
     resumed = finetune.adapt(resume=result.run_dir, verbose=False)
     assert [r["epoch"] for r in resumed.metrics["epochs"]] == [1, 2, 3, 4]

@@ -91,8 +91,8 @@ class TrialReporter:
         raise optuna.TrialPruned(self.note)
 
     def stopped(self) -> str:
-        """``stopped after epoch 4: the budget had no room for another`` (the trainer's words
-        too), or "" when the run was not ended early."""
+        """``stopped after epoch 4: the budget had no room for another`` (the trial's note),
+        or "" when the run was not ended early."""
         return f"stopped after epoch {self.halted_after}: {self.halt}" if self.halt else ""
 
     def _add_note(self, why: str) -> None:
