@@ -29,7 +29,8 @@ class WeightsNotFound(FileNotFoundError):
     (``where: why``) and the ``fix``, which a caller with other options (the demo) replaces."""
 
     def __init__(self, name: str, tried: Iterable[str], fix: str):
-        self.name, self.tried, self.fix = name, tuple(tried), fix
+        # a source's own message may end its sentence: "... is on.. Fix:" read badly
+        self.name, self.tried, self.fix = name, tuple(t.rstrip(". ") for t in tried), fix
         super().__init__(
             f"no pretrained weights found for '{name}'. Tried: {'; '.join(self.tried)}. Fix: {fix}"
         )
