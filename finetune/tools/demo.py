@@ -145,13 +145,12 @@ def run_demo(
 
     from ..api import adapt
     from ..inference import predict
+    from ..models.backbones import PACKAGED_WEIGHTS
 
     console = Console(highlight=False, soft_wrap=True)  # piped: no hard wrapping
     start = time.perf_counter()
     root = prepare_elpv(data_dir)
     length = f"{epochs} epochs" if epochs else f"a {budget} budget"
-    from ..models.backbones import PACKAGED_WEIGHTS
-
     # the packaged weights are ImageNet's; another backbone's (hf-hub:, a timm tag) may not be
     source = "ImageNet" if backbone.split(".")[0] in PACKAGED_WEIGHTS else "pretrained"
     console.print(

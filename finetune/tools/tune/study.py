@@ -13,9 +13,10 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
   far, when its next epoch would not, and the final trial retrains the best config with what
   is left (``budget.py``), on the training and validation images (``refit``, as sklearn's
   search refits on all its data): the study has chosen the config, and a fifth more images
-  measured +0.55 test points on average (docs/benchmarks.md). Its score is the config's validation score; it has none of its
-  own. It is also taught (``teach``): the trial whose config it retrains scores its training
-  images, and those probabilities are mixed into its targets (``train.teacher``).
+  measured +0.55 test points on average (docs/benchmarks.md). Its score is the config's
+  validation score; it has none of its own. It is also taught (``teach``): the trial whose
+  config it retrains scores its training images, and those probabilities are mixed into its
+  targets (``train.teacher``).
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the
   decoded-image disk cache: only the first trial decodes the images.
 - ``storage`` (``sqlite:///study.db`` or any Optuna RDB URL) keeps the study: the same command
