@@ -93,6 +93,18 @@ class FakeClock:
         return self.t
 
 
+SHORT = {"epochs": {"low": 1, "high": 3}}
+
+
+def roomy(**kw):
+    """A study's keywords that leave its final trial seconds to spare: a fresh 0.5 s fake clock,
+    a 16 s budget, searched trials of 1-3 epochs. Regression (CI of stop 31): at 12 s with the
+    configured epochs, a neighbour the budget stopped after 5 epochs completed, its 2.5 fake
+    seconds of epochs counted as set-up against its real 0.2 s of training, and the final
+    trial's share came to 0.09 s: none when that training ran a little faster."""
+    return dict(dict(budget=16, clock=FakeClock(0.5), search={**SPACE, **SHORT}, epochs=None), **kw)
+
+
 def test_the_budget_caps_epochs_to_what_fits_and_stops_when_nothing_does():
     clock = FakeClock()
     budget = StudyBudget(300.0, now=clock)
@@ -231,8 +243,7 @@ def test_a_failed_final_trial_is_tried_again(image_folder, tmp_path, monkeypatch
         return train(self, params, run_dir, reporter)
 
     monkeypatch.setattr(TrialRunner, "_train", fail_first_final)
-    report = quiet_tune(image_folder, tmp_path, budget=16, clock=FakeClock(0.5),
-                        search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
+    report = quiet_tune(image_folder, tmp_path, **roomy())
     assert failed and report.stop_reason.startswith("the final trial retrained")
     *_, failed_final, final = report.trials
     assert failed_final.state == "fail" and "out of memory" in failed_final.note
@@ -241,20 +252,19 @@ def test_a_failed_final_trial_is_tried_again(image_folder, tmp_path, monkeypatch
 
 def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_folder, tmp_path):
     """A fake clock that moves 0.5 s each time it is read: trials cost a few fake seconds, so a
-    12 s budget holds a few of them, and the study must stop starting them in time (the
+    16 s budget holds a few of them, and the study must stop starting them in time (the
     study's own reads of the clock count too, so its total runs past the trials' sum). The
     budgeted trials (the default run's quarter, the final one's rest) train for real seconds.
     Regression: the last trial was a new sampled config given the rest of the budget, so the
     time it had could not make the best config better (issue 13's 10m study on the demo data
     ended with the default run as its best)."""
-    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5),
-                        search={**SPACE, "epochs": {"low": 1, "high": 3}}, epochs=None)  # fmt: skip
+    report = quiet_tune(image_folder, tmp_path, **roomy())
     assert report.stop_reason.startswith("the final trial retrained the best config")
     # none failed; a searched trial may be stopped for room (each clock read costs 0.5 s here)
     assert len(report.trials) >= 2 and all(t.state != "fail" for t in report.trials)
     # every trial started only when one of its length fitted: their fake time fits the budget
-    assert sum(t.seconds for t in report.trials) <= 12.0
-    assert report.usage.endswith("%)") and report.budget_s == 12.0
+    assert sum(t.seconds for t in report.trials) <= 16.0
+    assert report.usage.endswith("%)") and report.budget_s == 16.0
     assert report.trials[0].note == "the default run" and report.trials[0].params == {"mixup": 0.0}
     *searched, final = report.trials
     done = [t for t in searched if t.state == "complete"]
@@ -274,8 +284,7 @@ def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_fol
 
 
 def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folder, tmp_path):
-    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5), refit=False,
-                        epochs=None)  # fmt: skip
+    report = quiet_tune(image_folder, tmp_path, **roomy(refit=False))
     final = report.trials[-1]
     assert "config, retrained with the rest of the budget" in final.note
     assert "validation images" not in final.note
@@ -284,8 +293,7 @@ def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folde
 
 
 def test_no_teach_trains_the_final_trial_on_the_labels_alone(image_folder, tmp_path):
-    report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5), teach=False,
-                        epochs=None)  # fmt: skip
+    report = quiet_tune(image_folder, tmp_path, **roomy(teach=False))
     final = report.trials[-1]
     assert final.note.endswith("on the training and validation images")
     assert read_run_config(final.run_dir)["finetune"]["config"]["train"]["teacher"] is None
@@ -298,8 +306,8 @@ def test_a_final_trial_that_mixes_images_is_not_taught(image_folder, tmp_path):
 
     seen = []
     with listening(seen.append):
-        report = quiet_tune(image_folder, tmp_path, budget=12, clock=FakeClock(0.5),
-                            search={"lr": SPACE["lr"]}, mixup=0.2, epochs=None)  # fmt: skip
+        report = quiet_tune(image_folder, tmp_path,
+                            **roomy(search={"lr": SPACE["lr"], **SHORT}, mixup=0.2))  # fmt: skip
     final = report.trials[-1]
     assert final.state == "complete" and "taught" not in final.note
     assert read_run_config(final.run_dir)["finetune"]["config"]["train"]["teacher"] is None
