@@ -301,6 +301,7 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         model = torchvision.models.get_model(arch, weights=None)
         source, mapping = "random init (--no-pretrained)", None
     else:
+        _no_download_offline(name, tv_weights.url)
         try:
             with _weights_only_hub():
                 model = torchvision.models.get_model(arch, weights=tv_weights)
@@ -312,10 +313,7 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
             ) from None
         except (OSError, RuntimeError) as e:  # URLError is an OSError
             raise WeightsNotFound(
-                name,
-                [f"torchvision download/cache ({tv_weights.url}): {first_line(e)}"],
-                f"pass --weights FILE, place the file in {torch.hub.get_dir()}/checkpoints/, or "
-                "use --no-pretrained.",
+                name, [f"torchvision download/cache ({tv_weights.url}): {first_line(e)}"], _tv_fix()
             ) from None
         source, mapping = f"torchvision {tv_weights}", None
     classifier = classifier_name(model)
@@ -340,6 +338,23 @@ def _load_torchvision(name, *, weights, pretrained, drop_rate, img_size):
         weight_mapping=mapping,
     )
     return model, info
+
+
+def _tv_fix() -> str:
+    return (f"pass --weights FILE, place the file in {torch.hub.get_dir()}/checkpoints/, or use "
+            "--no-pretrained.")  # fmt: skip
+
+
+def _no_download_offline(name: str, url: str) -> None:
+    """With HF_HUB_OFFLINE=1 (finetune's one offline switch) a ``tv:`` checkpoint missing from
+    torch hub's cache is not downloaded. Regression: torchvision printed "Downloading: ..." and
+    tried the network (minutes of timeouts behind a firewall) before the one-line error."""
+    from huggingface_hub import constants
+
+    cached = _hub_file(url)
+    if constants.HF_HUB_OFFLINE and not cached.exists():
+        tried = f"torch hub cache ({cached}): not there, and HF_HUB_OFFLINE is set (no download)"
+        raise WeightsNotFound(name, [tried], _tv_fix())
 
 
 @contextlib.contextmanager

@@ -75,3 +75,22 @@ def test_a_planted_torchvision_cache_file_is_never_unpickled(tmp_path, monkeypat
     with pytest.raises(ValueError, match="refused to load .*needs pickled code"):
         load_backbone("tv:mobilenet_v3_small")
     assert not marker.exists()
+
+
+def test_offline_a_missing_torchvision_checkpoint_is_not_downloaded(tmp_path, monkeypatch, capsys):
+    # regression: with HF_HUB_OFFLINE=1 (conftest) tv:NAME still went to download.pytorch.org,
+    # printing "Downloading: ..." (and waiting out timeouts behind a firewall) before the error
+    import torch.hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(FileNotFoundError) as e:
+        load_backbone("tv:resnet18")
+    text = str(e.value)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    assert f"torch hub cache ({checkpoints}/resnet18-" in text and "HF_HUB_OFFLINE is set" in text
+    assert f"place the file in {tmp_path / 'torch' / 'hub'}/checkpoints/" in text
+    assert "Downloading" not in capsys.readouterr().err
