@@ -54,16 +54,15 @@ def plan_steps(
     """
     left = budget - elapsed - final_reserve
     step_seconds = max(step_seconds, 1e-6)
-    extra, pos = 0, in_epoch
-    while True:
-        room = steps_per_epoch - pos  # steps left in this epoch
-        whole = room * step_seconds + epoch_overhead
-        if whole <= left:
-            extra, left, pos = extra + room, left - whole, 0
-            continue
-        partial = math.floor((left - epoch_overhead) / step_seconds)
-        extra += max(0, min(partial, room - 1))
-        return step + extra
+    extra, room = 0, steps_per_epoch - in_epoch  # steps left in the running epoch
+    if room * step_seconds + epoch_overhead <= left:  # it ends, then whole epochs
+        left -= room * step_seconds + epoch_overhead
+        # counted, not looped: regression, --budget 99999999h planned epoch by epoch for hours
+        whole = max(0, math.floor(left / (steps_per_epoch * step_seconds + epoch_overhead)))
+        extra, room = room + whole * steps_per_epoch, steps_per_epoch
+        left -= whole * (steps_per_epoch * step_seconds + epoch_overhead)
+    partial = math.floor((left - epoch_overhead) / step_seconds)
+    return step + extra + max(0, min(partial, room - 1))
 
 
 def estimate_step_seconds(

@@ -22,6 +22,9 @@ PLANS = [
     ((100, 0, 7, 3, 10, 1.0, 0, 0), 107),  # mid-epoch: the running epoch's 7 steps first
     ((10, 50, 40, 4, 10, 1.0, 1, 0), 40),  # budget spent: stop at once
     ((12, 0, 0, 0, 100, 1.0, 2, 0), 10),  # less than one epoch fits: a partial first epoch
+    # regression: planned epoch by epoch, so --budget 99999999h hung before training
+    ((1e12, 0, 0, 0, 10, 1.0, 0, 0), 10**12),
+    ((1e12, 0, 3, 3, 10, 1.0, 0, 0), 10**12 + 3),  # mid-epoch: its 7 steps, then whole epochs
 ]
 
 
