@@ -119,6 +119,8 @@ def scan_folder(
             class, a val/test class unknown to train, or (with ``strict``) any bad image.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():  # not a .csv (scan_csv reads those)
+        raise DataError(f"{root} is a file: --data takes an image folder or a .csv manifest")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
     problem = Problems(collect=report_only)

@@ -34,6 +34,7 @@ def test_split_layout(split_folder):
     "setup, message",
     [
         (lambda r: None, "data folder not found"),
+        (lambda r: r.write_text("x"), "is a file: --data takes an image folder or a .csv"),
         (lambda r: r.mkdir(), "no class folders found"),
         (lambda r: make_folder(r, classes=("cat",)), "only one class folder ('cat')"),
         (

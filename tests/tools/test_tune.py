@@ -66,6 +66,48 @@ def test_a_bad_search_file_names_the_file(tmp_path):
         load_search_space("nope")
 
 
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(val_split=0.0), r"compares trials on validation images and .*data has none.*--val-split 0.15"),
+        (dict(freeze_until="nosuch"), r"nosuch"),
+        (dict(output="afile"), r"--output .*afile is a file; choose a folder"),
+        (dict(output="data/study"), r"--output .*data/study is inside --data .*: the next scan"),
+        (dict(search={"freeze_stages": {"low": 0, "high": 99}}), r"freeze_stages: 99 is beyond the backbone's 5 stages; use 0 to 5"),
+        (dict(search={"freeze_until": ["layer2", "nosuch"]}), r"freeze_until: 'nosuch' is not a module of the backbone; its stages begin at conv1.0, layer1"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_once_before_any_trial(image_folder, tmp_path, kw, message):
+    """Regression (hostile-input pass): these failed inside trial 0 and in each retry, the error
+    printed four times; with --val-split 0 every trial trained to its end before failing."""
+    (tmp_path / "afile").write_text("not a folder")
+    kw = {k: str(tmp_path / v) if k == "output" else v for k, v in kw.items()}
+    with pytest.raises(ValueError, match=message):
+        quiet_tune(image_folder, tmp_path, trials=3, **kw)
+    assert not (tmp_path / "study" / "trials").exists()
+
+
+def test_the_default_runs_bad_input_is_not_retried(image_folder, tmp_path, monkeypatch):
+    """Regression (hostile-input pass): test_resnet has no pretrained weights (HF_HUB_OFFLINE=1,
+    conftest), and the default trial, whose config is fixed, was tried three times."""
+    from finetune.tools.tune.trial import TrialRunner
+
+    train, runs = TrialRunner._train, []
+    monkeypatch.setattr(TrialRunner, "_train", lambda self, *a: runs.append(1) or train(self, *a))
+    with pytest.raises(FileNotFoundError, match="no pretrained weights found for 'test_resnet'"):
+        quiet_tune(image_folder, tmp_path, trials=3, pretrained=True)
+    assert len(runs) == 1
+
+
+def test_one_class_fails_before_any_trial(tmp_path):
+    from conftest import make_folder
+
+    folder = make_folder(tmp_path / "one", classes=("cat",))
+    with pytest.raises(ValueError, match="one"):
+        quiet_tune(folder, tmp_path, trials=3)
+    assert not (tmp_path / "study" / "trials").exists()
+
+
 def test_given_flags_are_fixed_and_a_freezing_flag_fixes_every_freezing_choice():
     space = load_search_space()
     assert "lr" not in space.without(["optim.lr"]).keys

@@ -69,15 +69,18 @@ class SearchSpace:
     def get(self, key: str) -> Optional[Param]:
         return next((p for p in self.params if p.key == key), None)
 
-    def with_stages(self, stages: Sequence[str]) -> "SearchSpace":
+    def with_stages(self, stages: Sequence[str], modules: Optional[set] = None) -> "SearchSpace":
         """``high: all`` and ``stages`` made concrete: ``stages`` are the first modules of the
-        backbone's stages, the head's last."""
-        params = []
+        backbone's stages, the head's last; a depth beyond them, or a ``freeze_until`` choice
+        not among ``modules`` (the backbone's module names), is an error naming the key.
+        Regression: trials of such values failed one by one and the study ended "complete"."""
+        params, most = [], len(stages) - 1
         for p in self.params:
             if p.key == "freeze_stages" and p.high == ALL_STAGES:
-                p = replace(p, high=len(stages) - 1)
+                p = replace(p, high=most)
             elif p.key == "freeze_until" and p.choices == (STAGE_MODULES,):
                 p = replace(p, choices=tuple(stages[:-1]))
+            _check_freezing(p, stages, modules)
             params.append(p)
         return replace(self, params=tuple(params))
 
@@ -234,3 +237,17 @@ def _check_value(where: str, name: str, value: Any) -> None:
         FinetuneConfig().with_overrides(**{name: value})
     except ConfigError as e:
         raise ConfigError(f"{where}: {value!r} is not a valid value ({e})") from None
+
+
+def _check_freezing(p: Param, stages: Sequence[str], modules: Optional[set]) -> None:
+    """A searched freezing value the backbone cannot take: a depth beyond its stages, a module
+    it lacks."""
+    most = len(stages) - 1
+    depths = [v for v in (p.choices or (p.low, p.high)) if isinstance(v, int)]
+    if p.key == "freeze_stages" and depths and max(depths) > most:
+        raise ConfigError(f"freeze_stages: {max(depths)} is beyond the backbone's {most} "
+                          f"stages; use 0 to {most}, or high: all")  # fmt: skip
+    unknown = [c for c in p.choices if c not in (modules or ())]
+    if p.key == "freeze_until" and modules is not None and unknown:
+        raise ConfigError(f"freeze_until: {unknown[0]!r} is not a module of the backbone; its "
+                          f"stages begin at {', '.join(stages[:-1])} (or write: stages)")  # fmt: skip

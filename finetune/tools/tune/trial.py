@@ -36,6 +36,7 @@ from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget
 from .neighbour import STARTUP_TRIALS, propose
+from .preflight import check_before_trials
 from .reporter import TrialReporter, optuna_module, quiet_experimental
 from .results import (
     FINAL_ATTR,
@@ -98,13 +99,13 @@ class TrialRunner:
                 "tune compares trials on the validation images, so train_on_val "
                 "cannot be fixed; the final trial refits on them (--refit)"
             )
-        space = search.without(list(fixed) + (["name"] if model else []))
-        if space.needs_stages:
-            space = space.with_stages(_stage_modules(base))
-        if "cache_images" not in fixed and "data.cache_images" not in fixed:
-            fixed["cache_images"] = "disk"  # the first trial decodes; the others read the file
         name = study or f"{Path(base.data.path).name}-{base.backbone.name}"
         out = Path(output) if output is not None else Path("runs") / f"tune-{_safe(name)}"
+        stages, modules = check_before_trials(base, output=out)  # bad input: before any trial
+        space = search.without(list(fixed) + (["name"] if model else []))
+        space = space.with_stages(stages, modules)
+        if "cache_images" not in fixed and "data.cache_images" not in fixed:
+            fixed["cache_images"] = "disk"  # the first trial decodes; the others read the file
         return cls(model, dataset, recipe, fixed, space, base, name, out, refit=refit, teach=teach)
 
     def has_trials(self) -> bool:
@@ -173,10 +174,15 @@ class TrialRunner:
             if "number" not in seen:  # the storage failed before a trial began
                 raise
             note = seen["note"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
+            # the default run's config is fixed: its bad input (ValueError: config, data;
+            # OSError: weights, files) fails every retry the same way. Regression: it was
+            # retried and the one error printed four times
+            if stopped or (isinstance(e, (ValueError, OSError)) and seen.get("default")):
+                raise
             emit("warning", f"trial {seen['number']} failed: {note}")
             self.failures.append(note)
-            stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
-            if stopped or len(self.failures) >= MAX_FAILURES:
+            if len(self.failures) >= MAX_FAILURES:
                 raise
             return "FAIL", seen.get("final")
         number = seen["number"]
@@ -214,7 +220,7 @@ class TrialRunner:
             )
             reporter.prune = final is None  # a longer schedule is behind shorter ones at epoch k
             reporter.reserve = 0.0 if slot.final else reserve
-            default = bool(trial.user_attrs.get(DEFAULT_ATTR))
+            default = seen["default"] = bool(trial.user_attrs.get(DEFAULT_ATTR))
             reporter.note = "the default run" if default else ""
             text = _params_text(run, default)
             if NEAR_ATTR in trial.user_attrs:
@@ -421,14 +427,6 @@ def _counted(study) -> int:
     """The study's trials that count towards ``trials``: finished, pruned, and running (another
     worker's), not failed ones (a failure is retried)."""
     return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
-
-
-def _stage_modules(base: FinetuneConfig) -> list[str]:
-    """The first module of each of the backbone's stages (random weights: nothing downloaded)."""
-    from ...api import inspect
-
-    _, report = inspect(base.backbone.name, base, verbose=False)  # inspect: random weights
-    return [stage.modules[0] for stage in report.stages]
 
 
 def _params_text(params: dict, default: bool = False) -> str:
