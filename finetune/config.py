@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ._io import CONFIG_NAME, read_run_config
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, yaml_problem
 from .overrides import flag_name, recipes_dir, rescaled_unfreezing, resolve_recipe, selector_reset
 from .validation import CHOICES, check_config, coerce
 
@@ -306,7 +306,7 @@ class FinetuneConfig:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod

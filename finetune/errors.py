@@ -13,7 +13,14 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-__all__ = ["ConfigError", "DataError", "WeightsNotFound", "did_you_mean", "first_line"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "WeightsNotFound",
+    "did_you_mean",
+    "first_line",
+    "yaml_problem",
+]
 
 
 class ConfigError(ValueError):
@@ -49,3 +56,17 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     """``Type: first line of the message``, cut to ``limit`` characters."""
     lines = str(e).strip().splitlines()
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:limit]
+
+
+def yaml_problem(e: BaseException) -> str:
+    """A YAML parse error in one line: ``line 2, column 1: expected ',' or ']', but got ...``.
+    Regression: PyYAML's message spans five lines (the context, the mark, a caret).
+
+    Example:
+        >>> yaml_problem(yaml.YAMLError("bad"))  # doctest: +SKIP
+        'YAMLError: bad'
+    """
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return first_line(e)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

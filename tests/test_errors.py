@@ -2,7 +2,9 @@
 
 import pickle
 
-from finetune.errors import WeightsNotFound, did_you_mean
+import pytest
+
+from finetune.errors import WeightsNotFound, did_you_mean, yaml_problem
 
 
 def test_weights_not_found_reads_as_one_sentence_per_part_and_pickles():
@@ -20,3 +22,19 @@ def test_weights_not_found_reads_as_one_sentence_per_part_and_pickles():
 def test_did_you_mean_names_close_choices_only():
     assert did_you_mean("layr3", ["layer1", "layer3"]) == " Did you mean: layer3, layer1?"
     assert did_you_mean("zzz", ["layer1"]) == ""
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("a: [1, 2\n", "line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+        ("a: b: c\n", "line 1, column 5: mapping values are not allowed here"),
+        ("\tx: 1\n", "line 1, column 1: found character '\\t' that cannot start any token"),
+    ],
+)
+def test_a_yaml_error_reads_in_one_line(text, expected):
+    import yaml
+
+    with pytest.raises(yaml.YAMLError) as e:
+        yaml.safe_load(text)
+    assert yaml_problem(e.value) == expected

@@ -64,6 +64,11 @@ def test_a_bad_search_file_names_the_file(tmp_path):
         load_search_space(path)
     with pytest.raises(FileNotFoundError, match="search space 'nope' not found.*default"):
         load_search_space("nope")
+    path.write_text("lr: {low: 1e-3, high: [\n")  # regression: PyYAML's five-line message
+    with pytest.raises(ConfigError) as e:
+        load_search_space(path)
+    assert str(e.value) == (f"{path}: not valid YAML (line 2, column 1: expected the node "
+                            "content, but found '<stream end>')")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -97,6 +102,33 @@ def test_the_default_runs_bad_input_is_not_retried(image_folder, tmp_path, monke
     with pytest.raises(FileNotFoundError, match="no pretrained weights found for 'test_resnet'"):
         quiet_tune(image_folder, tmp_path, trials=3, pretrained=True)
     assert len(runs) == 1
+
+
+@pytest.mark.parametrize(
+    "url,message",
+    [
+        ("foo://x", r"--storage foo://x: NoSuchModuleError: .*; use sqlite:///study.db"),
+        ("notaurl", r"--storage notaurl: ArgumentError: Could not parse"),
+        ("sqlite:///{tmp}/nodir/s.db", r"--storage sqlite:///.*/nodir/s.db: folder .*nodir not found"),
+        ("sqlite:///{tmp}/afile", r"--storage .*afile: DatabaseError: .*file is not a database"),
+    ],
+)  # fmt: skip
+def test_a_storage_that_cannot_open_is_one_line_naming_it(image_folder, tmp_path, url, message):
+    """Regression (hostile-input pass): each went down the unexpected-failure path with
+    SQLAlchemy's message alone."""
+    (tmp_path / "afile").write_text("not a database")
+    with pytest.raises(ConfigError, match=message):
+        quiet_tune(image_folder, tmp_path, trials=2, storage=url.format(tmp=tmp_path))
+
+
+def test_a_resumed_study_keeps_its_choices(image_folder, tmp_path):
+    """Regression (hostile-input pass): changed choices failed three trials with Optuna's
+    "CategoricalDistribution does not support dynamic value space"."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    quiet_tune(image_folder, tmp_path, trials=1, storage=storage, study="s")
+    with pytest.raises(ConfigError, match=r"--search: mixup's choices \[0.0, 0.5\] are not the \[0.0, 0.2\] study s in sqlite:///.* was searched with"):  # fmt: skip
+        quiet_tune(image_folder, tmp_path, trials=3, storage=storage, study="s",
+                   search={**SPACE, "mixup": [0.0, 0.5]})  # fmt: skip
 
 
 def test_one_class_fails_before_any_trial(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from ...config import FIELD_SECTIONS, FinetuneConfig
-from ...errors import ConfigError, did_you_mean
+from ...errors import ConfigError, did_you_mean, yaml_problem
 from ...overrides import SELECTORS, recipes_dir
 
 __all__ = ["Param", "SearchSpace", "load_search_space", "default_search_file"]
@@ -159,7 +159,7 @@ def load_search_space(source: str | Path | Mapping | None = None) -> SearchSpace
         try:
             data, name = yaml.safe_load(path.read_text()) or {}, str(path)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(data, Mapping) or not data:
         raise ConfigError(f"{name}: expected a mapping of config fields to ranges or choices")
     params = tuple(_param(name, str(key), value) for key, value in data.items())

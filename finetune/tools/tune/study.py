@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from ...errors import ConfigError
+from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
@@ -152,22 +153,56 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
             f"{runner.output} already holds trials of a study; pass --storage to keep a study "
             "across runs, or choose another --output"
         )
-    if storage is not None:
-        storage = _rdb_storage(optuna, storage)
-    seed = None if storage is not None else runner.base.train.seed  # workers must differ
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
-    study = optuna.create_study(
-        study_name=runner.study_name,
-        storage=storage,
-        direction="maximize",
-        sampler=sampler,
-        pruner=_pruner(optuna, pruner),
-        load_if_exists=True,
-    )
+    url = storage
+    with _storage_errors(optuna, url):
+        if storage is not None:
+            storage = _rdb_storage(optuna, storage)
+        seed = None if storage is not None else runner.base.train.seed  # workers must differ
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+        study = optuna.create_study(
+            study_name=runner.study_name,
+            storage=storage,
+            direction="maximize",
+            sampler=sampler,
+            pruner=_pruner(optuna, pruner),
+            load_if_exists=True,
+        )
+    _check_same_choices(study, runner.space, url)
     if not study.trials:  # the first trial is the default run (trial.py), nothing sampled
         study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
                             skip_if_exists=True)  # fmt: skip
     return study
+
+
+@contextlib.contextmanager
+def _storage_errors(optuna, url: Optional[str]):
+    """A storage that cannot be opened (a bad URL, a missing folder, a file that is not a
+    database, another program's database) as one line naming ``--storage``. Regression: each
+    went down the unexpected-failure path with SQLAlchemy's or Optuna's message alone."""
+    import sqlalchemy.exc
+
+    if url and url.startswith("sqlite:///") and not Path(url[10:]).parent.is_dir():
+        raise ConfigError(f"--storage {url}: folder {Path(url[10:]).parent} not found; "
+                          "create it, or point at sqlite:///study.db here")  # fmt: skip
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        raise ConfigError(f"--storage {url}: {first_line(e, 200)}; use sqlite:///study.db (a file "
+                          "of its own) or another database URL SQLAlchemy knows") from None  # fmt: skip
+
+
+def _check_same_choices(study, space: SearchSpace, url: Optional[str]) -> None:
+    """A resumed study's choices must be the ones its trials were sampled from (Optuna cannot
+    change a categorical's choices). Regression: three trials failed with "CategoricalDistribution
+    does not support dynamic value space", naming neither the key nor a fix."""
+    for t in study.trials:
+        for key, dist in t.distributions.items():
+            p = space.get(key)
+            old = getattr(dist, "choices", None)
+            if p is not None and p.kind == "choice" and old is not None and tuple(old) != p.choices:
+                raise ConfigError(f"--search: {key}'s choices {list(p.choices)} are not the "
+                                  f"{list(old)} study {study.study_name} in {url} was searched "
+                                  "with; search the same choices, or start another --study")  # fmt: skip
 
 
 def _pruner(optuna, name: str):
