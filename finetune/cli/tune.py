@@ -59,7 +59,7 @@ def tune(
             "search",
             panel=STUDY,
             show="recipes/search/default.yaml",
-            help="Search space YAML: config fields -> {low, high, log} or [choices].",
+            help="Search space YAML: config fields -> {low, high, log} or a list of choices.",
         ),
     ] = None,  # fmt: skip
     storage: Annotated[

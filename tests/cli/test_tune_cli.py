@@ -21,3 +21,9 @@ def test_tune_without_budget_or_trials_is_one_red_line(image_folder, tmp_path):
     args = ["tune", "--data", str(image_folder), "--output", str(tmp_path / "s")]
     result = CliRunner().invoke(finetune.cli.app, args)
     assert result.exit_code == 2 and "tune needs --budget" in result.output
+
+
+def test_tune_help_shows_the_search_texts_whole():
+    # regression: "[choices]" was read as rich markup and dropped ("{low, high, log} or .")
+    result = CliRunner().invoke(finetune.cli.app, ["tune", "--help"], env={"COLUMNS": "250"})
+    assert "{low, high, log} or a list of choices" in result.output

@@ -131,6 +131,19 @@ def test_a_resumed_study_keeps_its_choices(image_folder, tmp_path):
                    search={**SPACE, "mixup": [0.0, 0.5]})  # fmt: skip
 
 
+@pytest.mark.parametrize("trials,notes", [(2, ["the default run"]), (4, ["the default run", "trial 0's config, retrained"])])  # fmt: skip
+def test_a_study_with_every_field_fixed_runs_the_default_run_once(image_folder, tmp_path, trials,
+                                                                   notes):  # fmt: skip
+    """Regression (hostile-input pass): "searching nothing", then the same config trial after
+    trial; now the default run, and its refit when the study has a final trial."""
+    report = quiet_tune(image_folder, tmp_path, trials=trials, search={"lr": SPACE["lr"]},
+                        lr=0.002)  # fmt: skip
+    assert len(report.trials) == len(notes)
+    assert all(t.note.startswith(n) for t, n in zip(report.trials, notes))
+    if trials == 2:
+        assert report.stop_reason == "every field is fixed: the default run is the only config"
+
+
 def test_one_class_fails_before_any_trial(tmp_path):
     from conftest import make_folder
 
@@ -587,6 +600,69 @@ def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp
     assert final.note == ("trial 0's config, retrained with the rest of the budget on the "
                           "training and validation images, taught by trial 0")  # fmt: skip
     assert second.stop_reason.startswith("the final trial retrained")
+
+
+def test_a_study_interrupted_in_its_default_trial_runs_it_when_resumed(image_folder, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """Regression (hostile-input pass): Ctrl-C in the default trial left it failed, and the
+    resumed study began with searched trials and never ran the config it replaces."""
+    from finetune.tools.tune.trial import TrialRunner
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    with monkeypatch.context() as m:
+        m.setattr(TrialRunner, "_train", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    assert [(t.state, t.note) for t in report.trials[:2]] == [("fail", "KeyboardInterrupt"), ("complete", "the default run")]  # fmt: skip
+
+
+@pytest.mark.parametrize("storage", [False, True])
+def test_ctrl_c_in_a_study_says_how_it_goes_on(image_folder, tmp_path, monkeypatch, storage):
+    """Regression (hostile-input pass): Ctrl-C in a trial said "continue with finetune run
+    --resume <the trial's run>", which finishes one run, not the study."""
+    from finetune.api import Interrupted
+    from finetune.tools.tune.trial import TrialRunner
+
+    train, calls = TrialRunner._train, []
+
+    def second_interrupted(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(self, *args)
+
+    monkeypatch.setattr(TrialRunner, "_train", second_interrupted)
+    url = f"sqlite:///{tmp_path / 'study.db'}" if storage else None
+    with pytest.raises(Interrupted) as e:
+        quiet_tune(image_folder, tmp_path, trials=4, storage=url)
+    if storage:
+        assert f"its trials are kept in {url}" in str(e.value)
+        assert str(e.value).endswith("run the same finetune tune command to resume it")
+    else:
+        assert "it was in memory and cannot resume" in str(e.value)
+    rows = list(csv.DictReader(open(tmp_path / "study" / "study" / "trials.csv")))
+    assert [r["state"] for r in rows] == ["complete", "fail"]
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_study():
+    """A KeyboardInterrupt raised inside a finalizer is swallowed by Python; the study still
+    stops before its next trial. Regression (hostile-input pass): it ran to its end, exit 0."""
+    import signal
+
+    from finetune.tools.tune.interrupt import raise_if_interrupted, stop_on_interrupt
+
+    with stop_on_interrupt():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # what a finalizer does with it
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+    raise_if_interrupted()  # outside a study: nothing remembered
 
 
 def test_a_resumed_session_knows_the_earlier_trials_costs(image_folder, tmp_path):

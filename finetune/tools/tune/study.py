@@ -43,6 +43,7 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
+from .interrupt import stop_on_interrupt
 from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
@@ -124,10 +125,6 @@ def tune(
     """
     with tune_reporting(verbose):
         optuna = optuna_module()
-        runner = TrialRunner.prepare(
-            model, dataset, recipe=recipe, search=_space(search), overrides=overrides,
-            study=study, output=output, refit=refit, teach=teach,
-        )  # fmt: skip
         seconds = None if budget is None else parse_duration(budget, "--budget")
         if seconds is None and trials is None:
             raise ConfigError("tune needs --budget (e.g. 30m) or --trials N (or both)")
@@ -135,11 +132,38 @@ def tune(
             raise ConfigError(f"--trials {trials}: must be at least 1")
         if pruner not in PRUNERS:
             raise ConfigError(f"--pruner {pruner}: not one of {', '.join(PRUNERS)}")
+        runner = TrialRunner.prepare(
+            model, dataset, recipe=recipe, search=_space(search), overrides=overrides,
+            study=study, output=output, refit=refit, teach=teach,
+        )  # fmt: skip
         opt_study = _study(optuna, runner, storage, pruner, budgeted=seconds is not None)
         clock_budget = StudyBudget(seconds, now=clock)
         emit("info", runner.describe(storage, clock_budget), tune=True)
-        reason = runner.search(opt_study, clock_budget, trials)
+        try:
+            with stop_on_interrupt():
+                reason = runner.search(opt_study, clock_budget, trials)
+        except (KeyboardInterrupt, Exception) as e:
+            if isinstance(e, Exception) and type(e).__name__ != "Interrupted":
+                raise
+            raise _interrupted(opt_study, runner, clock_budget, storage) from None
         return _finish(opt_study, runner, clock_budget, reason)
+
+
+def _interrupted(study, runner: TrialRunner, budget: StudyBudget, storage: Optional[str]):
+    """``Interrupted`` (exit 130) saying how the study goes on, its files written so far.
+    Regression: Ctrl-C in a trial said "continue with finetune run --resume <the trial>",
+    which would finish one trial's run, not the study."""
+    from ...api import Interrupted
+
+    with contextlib.suppress(Exception):  # the files are a courtesy; the message is the point
+        runner.write_results(study, budget, "interrupted (Ctrl-C)")
+    where = f"{runner.output}/study and {runner.output}/trials"
+    if storage:
+        return Interrupted(f"study {runner.study_name} interrupted; its trials are kept in "
+                           f"{storage} ({where}): run the same finetune tune command to resume it")  # fmt: skip
+    return Interrupted(f"study {runner.study_name} interrupted; it was in memory and cannot "
+                       f"resume (its trials so far: {where}); pass --storage sqlite:///study.db "
+                       "to keep a study across runs")  # fmt: skip
 
 
 def _space(search) -> SearchSpace:
@@ -168,9 +192,13 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
             load_if_exists=True,
         )
     _check_same_choices(study, runner.space, url)
-    if not study.trials:  # the first trial is the default run (trial.py), nothing sampled
+    # the first trial is the default run (trial.py), nothing sampled; again when it failed
+    # (interrupted, its worker gone). Regression: a study resumed after Ctrl-C in its default
+    # trial never ran one, so nothing compared the search with the config it replaces
+    alive = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+    if not any(t.user_attrs.get(DEFAULT_ATTR) and t.state.name in alive for t in study.trials):
         study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
-                            skip_if_exists=True)  # fmt: skip
+                            skip_if_exists=not study.trials)  # fmt: skip
     return study
 
 

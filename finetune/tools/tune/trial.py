@@ -31,10 +31,11 @@ from typing import Any, Optional
 
 from ..._io import read_run_config
 from ...config import FinetuneConfig
-from ...errors import ConfigError
+from ...errors import ConfigError, first_line
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget
+from .interrupt import raise_if_interrupted
 from .neighbour import STARTUP_TRIALS, propose
 from .preflight import check_before_trials
 from .reporter import TrialReporter, optuna_module, quiet_experimental
@@ -131,12 +132,17 @@ class TrialRunner:
         retrain = trials is None or trials >= 3  # a study of one or two has no final trial
         _prime(study, budget)
         while True:
+            raise_if_interrupted()
             _fail_stale(study)  # a crashed worker's trial is not counted as running forever
             if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
-            slot = self._slot(study, budget, trials, retrain)
+            fixed = not self.space.keys and any(t.state.name == "COMPLETE" for t in study.trials)
+            # nothing searched: the default run, then its refit (regression: repeated copies)
+            slot = (budget.final_slot() if retrain else None) if fixed else None
+            slot = slot or (None if fixed else self._slot(study, budget, trials, retrain))
             if slot is None:
-                return "the budget has no room for another trial"
+                return ("every field is fixed: the default run is the only config" if fixed
+                        else "the budget has no room for another trial")  # fmt: skip
             state, final = self.run_one(study, budget, slot, reserve=budget.reserve(retrain))
             if state == "COMPLETE" and final is not None:
                 return "the final trial retrained the best config with the rest of the budget"
@@ -173,7 +179,7 @@ class TrialRunner:
         except (KeyboardInterrupt, Exception) as e:
             if "number" not in seen:  # the storage failed before a trial began
                 raise
-            note = seen["note"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            note = seen["note"] = first_line(e).removesuffix(": ")
             stopped = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
             # the default run's config is fixed: its bad input (ValueError: config, data;
             # OSError: weights, files) fails every retry the same way. Regression: it was
@@ -241,7 +247,7 @@ class TrialRunner:
             return value
         except BaseException as e:  # pruned (the reporter's note says why), failed, stopped
             if not isinstance(e, optuna_module().TrialPruned):
-                reporter.note = f"{type(e).__name__}: {e}".splitlines()[0]
+                reporter.note = first_line(e).removesuffix(": ")  # "KeyboardInterrupt"
             raise
         finally:
             seen["note"], seen["seconds"] = reporter.note, budget.now() - start
