@@ -24,7 +24,13 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .config import FinetuneConfig
 
-__all__ = ["CHOICES", "check_config", "coerce", "parse_duration"]
+__all__ = [
+    "CHOICES",
+    "check_config",
+    "check_output_outside_data",
+    "coerce",
+    "parse_duration",
+]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -152,6 +158,20 @@ def check_config(cfg: "FinetuneConfig") -> None:
     _check_combinations(cfg)
 
 
+def check_output_outside_data(output, data, flag: str = "--output") -> None:
+    """An output folder inside the image folder would be read as a class of images by the next
+    scan (its PNG plots are images). Regression: a run or study written into --data made the
+    next run train on a class named after it, without a word."""
+    from pathlib import Path
+
+    if not output or not data or not Path(str(data)).expanduser().is_dir():
+        return
+    out, root = (Path(str(p)).expanduser().resolve() for p in (output, data))
+    if out.is_relative_to(root):
+        raise ConfigError(f"{flag} {out} is inside --data {root}: the next scan would read its "
+                          "files as a class of images; choose a folder outside it")  # fmt: skip
+
+
 def _check_combinations(cfg: "FinetuneConfig") -> None:
     """Options that cannot go together fail naming both."""
     p = cfg.policy
@@ -229,6 +249,7 @@ def _check_combinations(cfg: "FinetuneConfig") -> None:
             f"adapter.{changed[0]} is set but adapter.peft is none; add "
             "--peft lora (or loha, lokr, ia3)"
         )
+    check_output_outside_data(cfg.output.output, cfg.data.path)
 
 
 def _check_finite(cfg: "FinetuneConfig") -> None:

@@ -57,3 +57,15 @@ def test_non_finite_numbers_are_refused(key, value):
     # regression: --lr inf passed validation ("> 0") and trained a NaN model to exit 0
     with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
         FinetuneConfig().with_overrides(**{key: value})
+
+
+@pytest.mark.parametrize("output", ["data/run1", "data", "data/a/b"])
+def test_an_output_inside_the_image_folder_is_refused(tmp_path, monkeypatch, output):
+    # regression (hostile-input pass): a run written into --data made the next scan train on a
+    # class named after it (its PNG plots are images), without a word
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ConfigError, match=r"--output .* is inside --data .*: the next scan"):
+        FinetuneConfig().with_overrides(path="data", output=output)
+    FinetuneConfig().with_overrides(path="data", output="runs/x")  # beside it: fine
+    FinetuneConfig().with_overrides(path="missing", output="missing/x")  # no folder: no check

@@ -121,6 +121,16 @@ def test_a_storage_that_cannot_open_is_one_line_naming_it(image_folder, tmp_path
         quiet_tune(image_folder, tmp_path, trials=2, storage=url.format(tmp=tmp_path))
 
 
+def test_an_output_folder_of_another_study_is_refused(image_folder, tmp_path):
+    """Regression (hostile-input pass): a new --storage (or --study) into a finished study's
+    --output failed its trials one by one, then replaced that study's files."""
+    quiet_tune(image_folder, tmp_path, trials=1)  # in memory
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(ConfigError, match=r"holds the trials of another study .*has none\); choose another --output"):  # fmt: skip
+        quiet_tune(image_folder, tmp_path, trials=2, storage=url)
+    assert len(list((tmp_path / "study" / "trials").iterdir())) == 1
+
+
 def test_a_resumed_study_keeps_its_choices(image_folder, tmp_path):
     """Regression (hostile-input pass): changed choices failed three trials with Optuna's
     "CategoricalDistribution does not support dynamic value space"."""
@@ -611,10 +621,12 @@ def test_a_study_interrupted_in_its_default_trial_runs_it_when_resumed(image_fol
     def interrupted(self, *args):
         raise KeyboardInterrupt
 
+    from finetune.api import Interrupted
+
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     with monkeypatch.context() as m:
         m.setattr(TrialRunner, "_train", interrupted)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted):
             quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
     report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
     assert [(t.state, t.note) for t in report.trials[:2]] == [("fail", "KeyboardInterrupt"), ("complete", "the default run")]  # fmt: skip

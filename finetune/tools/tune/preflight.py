@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ...config import FinetuneConfig
 from ...errors import ConfigError
+from ...validation import check_output_outside_data
 
 __all__ = ["check_before_trials", "check_output"]
 
@@ -33,12 +34,9 @@ def check_output(output: Path, data_path) -> None:
     """``output`` can be a study's folder: not a file, not inside the image folder (its runs
     would be read as a class of images by the next scan), and writable."""
     output = Path(output).expanduser().resolve()
-    data = Path(str(data_path)).expanduser().resolve() if data_path else None
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is a file; choose a folder")
-    if data is not None and data.is_dir() and output.is_relative_to(data):
-        raise ConfigError(f"--output {output} is inside --data {data}: the next scan would read "
-                          "its runs as a class of images; choose a folder outside it")  # fmt: skip
+    check_output_outside_data(output, data_path)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -192,6 +192,14 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
             load_if_exists=True,
         )
     _check_same_choices(study, runner.space, url)
+    # an output folder of another study. Regression: its trial folders failed the new trials
+    # one by one (each run refused its folder), then its study/ files were replaced
+    if not study.trials and runner.has_trials():
+        raise ConfigError(
+            f"{runner.output} holds the trials of another study (study {runner.study_name} in "
+            f"{url} has none); choose another --output, or give the --storage and --study that "
+            "study was made with"
+        )
     # the first trial is the default run (trial.py), nothing sampled; again when it failed
     # (interrupted, its worker gone). Regression: a study resumed after Ctrl-C in its default
     # trial never ran one, so nothing compared the search with the config it replaces

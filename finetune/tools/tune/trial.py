@@ -443,4 +443,6 @@ def _params_text(params: dict, default: bool = False) -> str:
 
 
 def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    # at most 100 characters: a folder name has 255 (regression: a long --study name was
+    # "[Errno 36] File name too long")
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:100]
