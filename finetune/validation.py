@@ -53,6 +53,8 @@ def parse_duration(text: str | float | int, key: str = "train.budget") -> float:
         if not body or re.sub(r"(\d+(?:\.\d+)?)\s*([smh]?)", "", body).strip():
             parts = []
         seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts) if parts else -1.0
+    if seconds == 0:
+        raise ConfigError(f"{key}: '{text}' is no time; give more than 0 (e.g. 90s, 5m, 2h)")
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"{key}: '{text}' is not a duration; write it like 90s, 5m, 2h or 1h30m")
     return seconds

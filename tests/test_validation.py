@@ -69,3 +69,20 @@ def test_an_output_inside_the_image_folder_is_refused(tmp_path, monkeypatch, out
         FinetuneConfig().with_overrides(path="data", output=output)
     FinetuneConfig().with_overrides(path="data", output="runs/x")  # beside it: fine
     FinetuneConfig().with_overrides(path="missing", output="missing/x")  # no folder: no check
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("abc", "'abc' is not a duration; write it like 90s"),
+        ("-5m", "'-5m' is not a duration"),
+        ("10x", "'10x' is not a duration"),
+        ("0s", "'0s' is no time; give more than 0"),  # regression: "not a duration"
+        (0, "'0' is no time"),
+    ],
+)
+def test_a_bad_duration_names_the_key(text, message):
+    from finetune.validation import parse_duration
+
+    with pytest.raises(ConfigError, match=f"--budget: {message}"):
+        parse_duration(text, "--budget")

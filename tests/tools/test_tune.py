@@ -154,6 +154,13 @@ def test_a_study_with_every_field_fixed_runs_the_default_run_once(image_folder, 
         assert report.stop_reason == "every field is fixed: the default run is the only config"
 
 
+def test_a_long_study_name_makes_a_short_folder(image_folder, tmp_path, monkeypatch):
+    # regression (hostile-input pass): "[Errno 36] File name too long" for a 300-character name
+    monkeypatch.chdir(tmp_path)
+    report = quiet_tune(image_folder, tmp_path, trials=1, study="x" * 300, output=None)
+    assert report.output == Path("runs") / f"tune-{'x' * 100}" and report.study_name == "x" * 300
+
+
 def test_one_class_fails_before_any_trial(tmp_path):
     from conftest import make_folder
 
