@@ -136,10 +136,12 @@ class TrialRunner:
             _fail_stale(study)  # a crashed worker's trial is not counted as running forever
             if trials is not None and _counted(study) >= trials:
                 return f"{trials} trials reached"
-            fixed = not self.space.keys and any(t.state.name == "COMPLETE" for t in study.trials)
             # nothing searched: the default run, then its refit (regression: repeated copies)
-            slot = (budget.final_slot() if retrain else None) if fixed else None
-            slot = slot or (None if fixed else self._slot(study, budget, trials, retrain))
+            fixed = not self.space.keys and any(t.state.name == "COMPLETE" for t in study.trials)
+            if fixed:
+                slot = budget.final_slot() if retrain else None
+            else:
+                slot = self._slot(study, budget, trials, retrain)
             if slot is None:
                 return ("every field is fixed: the default run is the only config" if fixed
                         else "the budget has no room for another trial")  # fmt: skip
