@@ -130,7 +130,7 @@ def adapt(
         if dry_run:
             return FitResult(built.net, data.classes, {}, None, cfg, built.info, built.policy)
         out = cfg.output
-        dirs = dict(overwrite=out.overwrite, dist=dist)
+        dirs = dict(overwrite=out.overwrite, dist=dist, data=cfg.data.path)
         with shared_run_dir(resume, out.output, built.info.name, **dirs) as run_dir:
             final, metrics = _run(
                 built, cfg, data, dataset, dist, run_dir, resume, recipe, overrides, callbacks,

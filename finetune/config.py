@@ -305,7 +305,7 @@ class FinetuneConfig:
         path = resolve_recipe(path)  # a file, or the name of a shipped recipe
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:  # not UTF-8: was a traceback
             raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
         return cls.from_dict(data, source=str(path))
 

@@ -251,7 +251,6 @@ def _check_combinations(cfg: "FinetuneConfig") -> None:
             f"adapter.{changed[0]} is set but adapter.peft is none; add "
             "--peft lora (or loha, lokr, ia3)"
         )
-    check_output_outside_data(cfg.output.output, cfg.data.path)
 
 
 def _check_finite(cfg: "FinetuneConfig") -> None:

@@ -59,16 +59,18 @@ def test_non_finite_numbers_are_refused(key, value):
         FinetuneConfig().with_overrides(**{key: value})
 
 
-@pytest.mark.parametrize("output", ["data/run1", "data", "data/a/b"])
+@pytest.mark.parametrize("output", ["data/run1", "data", "data/a/b", "./data/../data/x"])
 def test_an_output_inside_the_image_folder_is_refused(tmp_path, monkeypatch, output):
     # regression (hostile-input pass): a run written into --data made the next scan train on a
     # class named after it (its PNG plots are images), without a word
+    from finetune.validation import check_output_outside_data
+
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     with pytest.raises(ConfigError, match=r"--output .* is inside --data .*: the next scan"):
-        FinetuneConfig().with_overrides(path="data", output=output)
-    FinetuneConfig().with_overrides(path="data", output="runs/x")  # beside it: fine
-    FinetuneConfig().with_overrides(path="missing", output="missing/x")  # no folder: no check
+        check_output_outside_data(output, "data")
+    check_output_outside_data("data2/run", "data")  # a name that starts the same: beside it
+    check_output_outside_data("missing/x", "missing")  # no such folder (a CSV, a hub name)
 
 
 @pytest.mark.parametrize(

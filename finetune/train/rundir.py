@@ -37,6 +37,7 @@ from .._io import (
     WEIGHTS_NAME,
     atomic_path,
 )
+from ..validation import check_output_outside_data
 
 __all__ = [
     "claim_run_dir",
@@ -69,7 +70,11 @@ def claim_run_dir(
         raise FileExistsError(
             f"output {path} exists and is not a directory; choose another --output"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # regression: "[Errno 20] Not a directory" for --output afile/sub
+        raise FileExistsError(f"output {path}: cannot create it ({e.strerror}); choose another "
+                              "--output") from None  # fmt: skip
     _lock(path)  # first: a folder a live run holds is "in use", whatever else it holds
     try:
         _recover(path)  # a killed --overwrite run left the old run aside: it comes back
@@ -91,11 +96,13 @@ def claim_run_dir(
 
 @contextmanager
 def shared_run_dir(
-    resume, output: Optional[str], backbone: str, *, overwrite: bool, dist
+    resume, output: Optional[str], backbone: str, *, overwrite: bool, dist, data=None
 ) -> Iterator[Path]:
     """The run directory for the block: claimed (locked, prepared) by rank 0; every rank gets
-    rank 0's path (its timestamp)."""
+    rank 0's path (its timestamp). A new run's may not lie inside ``data``, the image folder."""
     path = Path(resume) if resume else Path(output or default_run_dir(backbone))
+    if not resume:  # a resumed run stays where it is (its saved output is relative to its cwd)
+        check_output_outside_data(path, data)
     claim = (
         claim_run_dir(path, overwrite=overwrite, resume=bool(resume))
         if dist.is_main

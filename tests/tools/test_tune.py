@@ -69,6 +69,9 @@ def test_a_bad_search_file_names_the_file(tmp_path):
         load_search_space(path)
     assert str(e.value) == (f"{path}: not valid YAML (line 2, column 1: expected the node "
                             "content, but found '<stream end>')")  # fmt: skip
+    path.write_bytes("mixup: [0.0, 0.2]  # \u00e9\n".encode("latin-1"))  # regression: a traceback
+    with pytest.raises(ConfigError, match=rf"{path}: not valid YAML \(UnicodeDecodeError: 'utf-8'"):
+        load_search_space(path)
 
 
 @pytest.mark.parametrize(
@@ -109,14 +112,20 @@ def test_the_default_runs_bad_input_is_not_retried(image_folder, tmp_path, monke
     [
         ("foo://x", r"--storage foo://x: NoSuchModuleError: .*; use sqlite:///study.db"),
         ("notaurl", r"--storage notaurl: ArgumentError: Could not parse"),
-        ("sqlite:///{tmp}/nodir/s.db", r"--storage sqlite:///.*/nodir/s.db: folder .*nodir not found"),
+        ("sqlite:///{tmp}/nodir/s.db", r"--storage sqlite:///.*/nodir/s.db: .*nodir is not a folder"),
         ("sqlite:///{tmp}/afile", r"--storage .*afile: DatabaseError: .*file is not a database"),
+        ("sqlite:///{tmp}/foreign.db", r"--storage .*foreign.db: StorageInternalError"),
+        ("sqlite://", r"--storage sqlite:// names no file; give sqlite:///study.db"),
     ],
 )  # fmt: skip
 def test_a_storage_that_cannot_open_is_one_line_naming_it(image_folder, tmp_path, url, message):
     """Regression (hostile-input pass): each went down the unexpected-failure path with
     SQLAlchemy's message alone."""
+    import sqlite3
+
     (tmp_path / "afile").write_text("not a database")
+    with sqlite3.connect(tmp_path / "foreign.db") as db:  # another program's: a trials table
+        db.execute("create table trials (id integer, name text)")
     with pytest.raises(ConfigError, match=message):
         quiet_tune(image_folder, tmp_path, trials=2, storage=url.format(tmp=tmp_path))
 
@@ -131,14 +140,19 @@ def test_an_output_folder_of_another_study_is_refused(image_folder, tmp_path):
     assert len(list((tmp_path / "study" / "trials").iterdir())) == 1
 
 
-def test_a_resumed_study_keeps_its_choices(image_folder, tmp_path):
-    """Regression (hostile-input pass): changed choices failed three trials with Optuna's
-    "CategoricalDistribution does not support dynamic value space"."""
+@pytest.mark.parametrize(
+    "mixup,was",
+    [([0.0, 0.5], r"the choices \[0.0, 0.2\]"), ({"low": 0.0, "high": 0.4}, r"the choices \[0.0, 0.2\]")],
+)  # fmt: skip
+def test_a_resumed_study_keeps_its_choices(image_folder, tmp_path, mixup, was):
+    """Regression (hostile-input passes): other choices, or a range for a list, failed trial
+    after trial with Optuna's "CategoricalDistribution does not support dynamic value space"
+    ("Cannot set different distribution kind")."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     quiet_tune(image_folder, tmp_path, trials=1, storage=storage, study="s")
-    with pytest.raises(ConfigError, match=r"--search: mixup's choices \[0.0, 0.5\] are not the \[0.0, 0.2\] study s in sqlite:///.* was searched with"):  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"--search: mixup is not searched as study s in sqlite:///.* was \({was}\); search it the same way"):  # fmt: skip
         quiet_tune(image_folder, tmp_path, trials=3, storage=storage, study="s",
-                   search={**SPACE, "mixup": [0.0, 0.5]})  # fmt: skip
+                   search={**SPACE, "mixup": mixup})  # fmt: skip
 
 
 @pytest.mark.parametrize("trials,notes", [(2, ["the default run"]), (4, ["the default run", "trial 0's config, retrained"])])  # fmt: skip
@@ -161,13 +175,20 @@ def test_a_long_study_name_makes_a_short_folder(image_folder, tmp_path, monkeypa
     assert report.output == Path("runs") / f"tune-{'x' * 100}" and report.study_name == "x" * 300
 
 
+def test_a_budget_too_short_for_a_study_says_so(image_folder, tmp_path):
+    # regression (hostile-input pass): --budget 0.1s failed in the default trial with
+    # "train.budget: '0.0s' is no time", a value the user never typed
+    with pytest.raises(ConfigError, match=r"--budget 0.1s: a study needs at least 4s"):
+        quiet_tune(image_folder, tmp_path, budget="0.1s")
+
+
 def test_one_class_fails_before_any_trial(tmp_path):
     from conftest import make_folder
 
     folder = make_folder(tmp_path / "one", classes=("cat",))
     with pytest.raises(ValueError, match="one"):
         quiet_tune(folder, tmp_path, trials=3)
-    assert not (tmp_path / "study" / "trials").exists()
+    assert not (tmp_path / "study").exists()  # no empty output folder left behind
 
 
 def test_given_flags_are_fixed_and_a_freezing_flag_fixes_every_freezing_choice():
@@ -636,7 +657,7 @@ def test_a_study_interrupted_in_its_default_trial_runs_it_when_resumed(image_fol
         with pytest.raises(Interrupted):
             quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
     report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
-    assert [(t.state, t.note) for t in report.trials[:2]] == [("fail", "KeyboardInterrupt"), ("complete", "the default run")]  # fmt: skip
+    assert [(t.state, t.note) for t in report.trials[:2]] == [("fail", "interrupted (Ctrl-C)"), ("complete", "the default run")]  # fmt: skip
 
 
 @pytest.mark.parametrize("storage", [False, True])
@@ -667,20 +688,21 @@ def test_ctrl_c_in_a_study_says_how_it_goes_on(image_folder, tmp_path, monkeypat
     assert [r["state"] for r in rows] == ["complete", "fail"]
 
 
-def test_a_swallowed_ctrl_c_still_stops_the_study():
-    """A KeyboardInterrupt raised inside a finalizer is swallowed by Python; the study still
-    stops before its next trial. Regression (hostile-input pass): it ran to its end, exit 0."""
+def test_the_first_ctrl_c_stops_the_study_before_its_next_trial_a_second_at_once():
+    """Regressions (hostile-input passes): a KeyboardInterrupt raised inside a finalizer was
+    swallowed (with a traceback) and the study ran to its end, exit 0; one raised in a trial's
+    wrap-up failed a trial that had trained. The first Ctrl-C is now remembered, not raised."""
     import signal
 
     from finetune.tools.tune.interrupt import raise_if_interrupted, stop_on_interrupt
 
     with stop_on_interrupt():
-        try:
-            signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:
-            pass  # what a finalizer does with it
+        raise_if_interrupted()  # nothing pressed yet
+        signal.raise_signal(signal.SIGINT)  # not raised where it lands
         with pytest.raises(KeyboardInterrupt):
             raise_if_interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)  # the second: at once
     raise_if_interrupted()  # outside a study: nothing remembered
 
 

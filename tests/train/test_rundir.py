@@ -156,3 +156,31 @@ def test_overwrite_moves_the_old_exports_and_evaluations_aside_too(tmp_path):
         assert sorted(p.name for p in run.iterdir()) == [".finetune.lock", ".replaced-run"]
         (run / "model.safetensors").write_text("new")
     assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
+
+
+def test_a_new_run_inside_the_image_folder_is_refused_a_resumed_one_is_not(tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    # regression (hostile-input passes): a run written into --data made the next scan train on
+    # a class named after it; the first check (in the config) also refused a resume whose
+    # saved, relative output it resolved against the current folder
+    from types import SimpleNamespace
+
+    from finetune.errors import ConfigError
+    from finetune.train.rundir import shared_run_dir
+
+    single = SimpleNamespace(is_main=True, enabled=False)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="is inside --data"):
+        with shared_run_dir(None, "data/run", "x", overwrite=False, dist=single, data="data"):
+            pass
+    with shared_run_dir("data/old", "data/old", "x", overwrite=False, dist=single, data="data"):
+        pass  # a resume stays where it is
+
+
+def test_an_output_under_a_file_is_one_line(tmp_path):
+    # regression (hostile-input pass): "[Errno 20] Not a directory" for --output afile/sub
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(FileExistsError, match=r"output .*afile/sub: cannot create it \(Not a directory\); choose another --output"):  # fmt: skip
+        with claim_run_dir(tmp_path / "afile" / "sub"):
+            pass

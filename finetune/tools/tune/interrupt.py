@@ -1,8 +1,10 @@
-"""Ctrl-C in a study: it stops the study wherever it lands. A KeyboardInterrupt raised inside a
-finalizer (SQLAlchemy's, Optuna's) is swallowed by Python ("Exception ignored in ..."), so the
-signal is also remembered, and the study stops before its next trial. Regression (the
-hostile-input pass): such a Ctrl-C was lost and the study ran to its end with exit 0. Within a
-trial's training the trainer's own handler stops after the current step (``train.interrupt``).
+"""Ctrl-C in a study: the first one stops the study before its next trial (a trial in training
+stops after its current step: the trainer's own handler, ``train.interrupt``; a trial in its
+set-up or wrap-up after its current epoch, ``raise_if_interrupted`` in the reporter), a second
+one at once. The first is not raised where it lands: a KeyboardInterrupt raised inside a
+finalizer (SQLAlchemy's, Optuna's) is swallowed by Python with a traceback ("Exception ignored
+in ..."). Regressions (the hostile-input passes): such a Ctrl-C was lost and the study ran to
+its end with exit 0; one that landed in a trial's wrap-up failed a trial that had trained.
 
 Example:
     >>> with stop_on_interrupt():  # doctest: +SKIP
@@ -18,6 +20,8 @@ import signal
 import threading
 from typing import Iterator
 
+from ...events import emit
+
 __all__ = ["stop_on_interrupt", "raise_if_interrupted"]
 
 _requested = threading.Event()
@@ -25,15 +29,17 @@ _requested = threading.Event()
 
 @contextlib.contextmanager
 def stop_on_interrupt() -> Iterator[None]:
-    """While the block runs, Ctrl-C raises KeyboardInterrupt and is remembered."""
+    """While the block runs, the first Ctrl-C is remembered, a second one raised."""
     _requested.clear()
     if threading.current_thread() is not threading.main_thread():  # signals go to the main one
         yield
         return
 
     def handler(signum, frame):
+        if _requested.is_set():
+            raise KeyboardInterrupt
         _requested.set()
-        raise KeyboardInterrupt
+        emit("warning", "stopping the study before its next trial (Ctrl-C again to stop now)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -44,6 +50,6 @@ def stop_on_interrupt() -> Iterator[None]:
 
 
 def raise_if_interrupted() -> None:
-    """Raise the KeyboardInterrupt a finalizer swallowed."""
+    """Raise KeyboardInterrupt when Ctrl-C was pressed in this study."""
     if _requested.is_set():
         raise KeyboardInterrupt

@@ -25,18 +25,22 @@ __all__ = ["check_before_trials", "check_output"]
 def check_before_trials(base: FinetuneConfig, *, output: Path) -> tuple[list[str], set[str]]:
     """Check the output folder, the data and the fixed policy; returns the first module of each
     of the backbone's stages (the head's last) and every module name, for the search space."""
-    check_output(output, base.data.path)
+    check_output(output, base.data.path, create=False)
     _check_data(base)
-    return _backbone_modules(base)
+    modules = _backbone_modules(base)
+    check_output(output, base.data.path)  # made last: bad data leaves no empty folder behind
+    return modules
 
 
-def check_output(output: Path, data_path) -> None:
+def check_output(output: Path, data_path, *, create: bool = True) -> None:
     """``output`` can be a study's folder: not a file, not inside the image folder (its runs
-    would be read as a class of images by the next scan), and writable."""
+    would be read as a class of images by the next scan), and (``create``) made, writable."""
     output = Path(output).expanduser().resolve()
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} is a file; choose a folder")
     check_output_outside_data(output, data_path)
+    if not create:
+        return
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -14,6 +14,7 @@ import warnings
 from typing import Optional
 
 from .budget import StudyBudget
+from .interrupt import raise_if_interrupted
 
 __all__ = ["TrialReporter", "optuna_module", "quiet_experimental"]
 
@@ -61,6 +62,7 @@ class TrialReporter:
         self.refit_score: Optional[float] = None
 
     def log_epochs(self, records) -> None:
+        raise_if_interrupted()  # a Ctrl-C in the trial's set-up (the trainer's own came later)
         record = records[-1]
         self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
         self.score_name = "val_map" if "val_map" in record else "val_accuracy"

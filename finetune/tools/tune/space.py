@@ -158,7 +158,7 @@ def load_search_space(source: str | Path | Mapping | None = None) -> SearchSpace
             path = candidate
         try:
             data, name = yaml.safe_load(path.read_text()) or {}, str(path)
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, UnicodeDecodeError) as e:  # not UTF-8: was a traceback
             raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(data, Mapping) or not data:
         raise ConfigError(f"{name}: expected a mapping of config fields to ranges or choices")
@@ -250,4 +250,4 @@ def _check_freezing(p: Param, stages: Sequence[str], modules: Optional[set]) -> 
     unknown = [c for c in p.choices if c not in (modules or ())]
     if p.key == "freeze_until" and modules is not None and unknown:
         raise ConfigError(f"freeze_until: {unknown[0]!r} is not a module of the backbone; its "
-                          f"stages begin at {', '.join(stages[:-1])} (or write: stages)")  # fmt: skip
+                          f"stages begin at {', '.join(stages[:-1])} (freeze_until: stages, alone, searches those)")  # fmt: skip

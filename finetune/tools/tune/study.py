@@ -53,6 +53,7 @@ from .view import tune_reporting
 __all__ = ["tune", "TuneReport"]
 
 PRUNERS = ("median", "halving", "none")
+MIN_BUDGET_S = 4.0  # a quarter of it, the default trial's, is then a second at least
 # a running trial records a heartbeat every HEARTBEAT_S seconds (a thread of its process); one
 # silent for GRACE_S is failed by the next worker that starts a trial, and retried at most
 # MAX_RETRIES times (Optuna's recommended 60 s / 120 s, with room for a loaded machine)
@@ -126,6 +127,11 @@ def tune(
     with tune_reporting(verbose):
         optuna = optuna_module()
         seconds = None if budget is None else parse_duration(budget, "--budget")
+        if (
+            seconds is not None and seconds < MIN_BUDGET_S
+        ):  # regression: "'-0.0s' is not a duration"
+            raise ConfigError(f"--budget {budget}: a study needs at least {MIN_BUDGET_S:.0f}s "
+                              "(its default trial gets a quarter)")  # fmt: skip
         if seconds is None and trials is None:
             raise ConfigError("tune needs --budget (e.g. 30m) or --trials N (or both)")
         if trials is not None and trials < 1:
@@ -162,8 +168,8 @@ def _interrupted(study, runner: TrialRunner, budget: StudyBudget, storage: Optio
         return Interrupted(f"study {runner.study_name} interrupted; its trials are kept in "
                            f"{storage} ({where}): run the same finetune tune command to resume it")  # fmt: skip
     return Interrupted(f"study {runner.study_name} interrupted; it was in memory and cannot "
-                       f"resume (its trials so far: {where}); pass --storage sqlite:///study.db "
-                       "to keep a study across runs")  # fmt: skip
+                       f"resume (its trials so far: {where}); to keep the next study across runs, "
+                       "pass --storage sqlite:///study.db and another --output")  # fmt: skip
 
 
 def _space(search) -> SearchSpace:
@@ -191,7 +197,7 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
             pruner=_pruner(optuna, pruner),
             load_if_exists=True,
         )
-    _check_same_choices(study, runner.space, url)
+        _check_same_choices(study, runner.space, url)
     # an output folder of another study. Regression: its trial folders failed the new trials
     # one by one (each run refused its folder), then its study/ files were replaced
     if not study.trials and runner.has_trials():
@@ -217,28 +223,38 @@ def _storage_errors(optuna, url: Optional[str]):
     went down the unexpected-failure path with SQLAlchemy's or Optuna's message alone."""
     import sqlalchemy.exc
 
+    if url is not None and url.rstrip("/") in ("sqlite:", "sqlite:/"):  # sqlite:// is in memory
+        raise ConfigError(f"--storage {url} names no file; give sqlite:///study.db, or leave out "
+                          "--storage for a study in memory")  # fmt: skip
     if url and url.startswith("sqlite:///") and not Path(url[10:]).parent.is_dir():
-        raise ConfigError(f"--storage {url}: folder {Path(url[10:]).parent} not found; "
+        raise ConfigError(f"--storage {url}: {Path(url[10:]).parent} is not a folder; "
                           "create it, or point at sqlite:///study.db here")  # fmt: skip
     try:
         yield
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            RuntimeError) as e:  # RuntimeError: another program's alembic version  # fmt: skip
         raise ConfigError(f"--storage {url}: {first_line(e, 200)}; use sqlite:///study.db (a file "
                           "of its own) or another database URL SQLAlchemy knows") from None  # fmt: skip
 
 
 def _check_same_choices(study, space: SearchSpace, url: Optional[str]) -> None:
-    """A resumed study's choices must be the ones its trials were sampled from (Optuna cannot
-    change a categorical's choices). Regression: three trials failed with "CategoricalDistribution
-    does not support dynamic value space", naming neither the key nor a fix."""
+    """A resumed study's keys must be searched as its trials were: the same choices, a range of
+    the same type (Optuna changes neither). Regression: trials failed one by one with Optuna's
+    "CategoricalDistribution does not support dynamic value space" (or "different distribution
+    kind"), naming neither the key nor a fix."""
+    kinds = {"choice": "CategoricalDistribution", "int": "IntDistribution",
+             "float": "FloatDistribution"}  # fmt: skip
     for t in study.trials:
         for key, dist in t.distributions.items():
             p = space.get(key)
             old = getattr(dist, "choices", None)
-            if p is not None and p.kind == "choice" and old is not None and tuple(old) != p.choices:
-                raise ConfigError(f"--search: {key}'s choices {list(p.choices)} are not the "
-                                  f"{list(old)} study {study.study_name} in {url} was searched "
-                                  "with; search the same choices, or start another --study")  # fmt: skip
+            same_kind = p is not None and type(dist).__name__ == kinds[p.kind]
+            if p is None or same_kind and (old is None or tuple(old) == p.choices):
+                continue
+            was = f"the choices {list(old)}" if old is not None else f"a {type(dist).__name__}"
+            raise ConfigError(f"--search: {key} is not searched as study {study.study_name} in "
+                              f"{url} was ({was}); search it the same way, or start another "
+                              "--study")  # fmt: skip
 
 
 def _pruner(optuna, name: str):

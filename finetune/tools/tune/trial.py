@@ -249,7 +249,8 @@ class TrialRunner:
             return value
         except BaseException as e:  # pruned (the reporter's note says why), failed, stopped
             if not isinstance(e, optuna_module().TrialPruned):
-                reporter.note = first_line(e).removesuffix(": ")  # "KeyboardInterrupt"
+                interrupted = not isinstance(e, Exception) or type(e).__name__ == "Interrupted"
+                reporter.note = "interrupted (Ctrl-C)" if interrupted else first_line(e)
             raise
         finally:
             seen["note"], seen["seconds"] = reporter.note, budget.now() - start
@@ -445,6 +446,5 @@ def _params_text(params: dict, default: bool = False) -> str:
 
 
 def _safe(name: str) -> str:
-    # at most 100 characters: a folder name has 255 (regression: a long --study name was
-    # "[Errno 36] File name too long")
+    # <= 100 characters of a folder name's 255 (regression: "File name too long" for --study)
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:100]
