@@ -16,11 +16,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from typing import Iterator
 
 from ...events import emit
+from ...train.interrupt import on_sigint
 
 __all__ = ["stop_on_interrupt", "raise_if_interrupted"]
 
@@ -31,9 +31,6 @@ _requested = threading.Event()
 def stop_on_interrupt() -> Iterator[None]:
     """While the block runs, the first Ctrl-C is remembered, a second one raised."""
     _requested.clear()
-    if threading.current_thread() is not threading.main_thread():  # signals go to the main one
-        yield
-        return
 
     def handler(signum, frame):
         if _requested.is_set():
@@ -41,11 +38,10 @@ def stop_on_interrupt() -> Iterator[None]:
         _requested.set()
         emit("warning", "stopping the study before its next trial (Ctrl-C again to stop now)")
 
-    previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        with on_sigint(handler):
+            yield
     finally:
-        signal.signal(signal.SIGINT, previous)
         _requested.clear()
 
 
