@@ -12,7 +12,7 @@ import pytest
 from finetune._io import read_run_config
 from finetune.errors import ConfigError
 from finetune.tools.tune import StudyBudget, load_search_space, tune
-from finetune.tools.tune.budget import Slot
+from finetune.tools.tune.budget import Slot, wall_seconds
 
 TINY = dict(pretrained=False, img_size=32, batch_size=4, num_workers=0, warmup_epochs=0.0)
 SPACE = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "mixup": [0.0, 0.2]}
@@ -250,6 +250,52 @@ def test_no_budget_means_no_cap():
     budget = StudyBudget(None, now=FakeClock(1.0))
     budget.record(wall_s=100.0, epoch_seconds=[50.0])
     assert budget.next_slot(3, 10) == Slot(epochs=10) and budget.room_for_epoch([1e9])
+
+
+@pytest.mark.parametrize(
+    "spans,seconds",
+    [
+        ([], 0.0),
+        ([(0, 10), (10, 25)], 25.0),  # one after another (sessions, or trials of one)
+        ([(0, 10), (5, 20), (30, 35)], 25.0),  # two workers side by side: counted once
+        ([(5, 6), (0, 10)], 10.0),  # one inside another
+    ],
+)
+def test_wall_seconds_counts_overlapping_trials_once(spans, seconds):
+    assert wall_seconds(spans) == seconds
+
+
+def test_a_resumed_budget_has_what_earlier_sessions_left():
+    """Regression (noticed at stop 31): every session of a study had the whole --budget, so
+    resuming after Ctrl-C at 25m of 30m ran 30m more."""
+    budget = StudyBudget(300.0, now=FakeClock(), spent=250.0)
+    assert budget.remaining() == 50.0 and budget.usage() == "4m 10s of 5m 00s (83 %)"
+    assert budget.first_slot(None).seconds == pytest.approx(49.5)  # its 75 s share: 50 s left
+
+
+def test_the_spent_seconds_are_the_wall_time_of_the_ended_trials():
+    import datetime
+
+    import optuna
+
+    from finetune.tools.tune.history import spent_seconds
+
+    at = lambda s: None if s is None else datetime.datetime(2026, 11, 30, 12) + datetime.timedelta(seconds=s)  # noqa: E731  # fmt: skip
+    study = optuna.create_study()
+    # (state, start, end, seconds recorded): the second is another worker's; the last failed
+    # in a dead worker, found dead 600 s later
+    spans = [("COMPLETE", 0, 100, 100.0), ("PRUNED", 50, 150, 100.0), ("FAIL", 200, 240, 30.0),
+             ("COMPLETE", 250, 260, None), ("RUNNING", 300, None, None),
+             ("WAITING", None, None, None), ("FAIL", 400, 1000, None)]  # fmt: skip
+    for number, (state, start, end, seconds) in enumerate(spans):
+        state = getattr(optuna.trial.TrialState, state)
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=number, state=state, value=0.5 if state.name == "COMPLETE" else None,
+            datetime_start=at(start), datetime_complete=at(end), params={}, distributions={},
+            user_attrs={} if seconds is None else {"seconds": seconds}, system_attrs={},
+            intermediate_values={}, trial_id=number))  # fmt: skip
+    # 0-150, 200-230 (its recorded seconds) and 250-260 (none recorded: its end)
+    assert spent_seconds(study) == 190.0
 
 
 def simulate(seconds, *, epoch_s, setup_s, eval_s, low=3, high=15, shortest=False):
@@ -617,6 +663,60 @@ def test_a_study_in_sqlite_resumes(image_folder, tmp_path):
         "trial-0000", "trial-0001", "trial-0002"]  # fmt: skip
 
 
+def test_a_finished_study_run_again_says_so_and_runs_nothing(image_folder, tmp_path):
+    """Regression (noticed at stop 31): the same command again after a budgeted study finished
+    searched for a whole budget more and retrained the best config once more."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = quiet_tune(image_folder, tmp_path, **roomy(storage=storage, study="s"))
+    assert first.stop_reason.startswith("the final trial retrained")
+    again = quiet_tune(image_folder, tmp_path, **roomy(storage=storage, study="s"))
+    assert again.stop_reason == ("finished in an earlier session (its final trial ran under "
+                                 "--budget 16s); give a larger --budget to search on")  # fmt: skip
+    assert [t.number for t in again.trials] == [t.number for t in first.trials]
+    assert again.best_run_dir == first.best_run_dir
+
+
+def test_a_study_run_again_counts_its_earlier_sessions_time(image_folder, tmp_path):
+    """Regression (noticed at stop 31): a finished --trials study run again wrote
+    ``elapsed_s: 0.0`` to summary.json; its time is the wall time of all its trials."""
+    import json
+
+    import optuna
+
+    from finetune.tools.tune.history import spent_seconds
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    again = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s",
+                       clock=FakeClock())  # this session takes no time  # fmt: skip
+    spent = spent_seconds(optuna.load_study(study_name="s", storage=storage))
+    assert again.stop_reason == "2 trials reached" and spent > 0
+    assert again.elapsed_s == pytest.approx(spent)
+    summary = json.loads((tmp_path / "study" / "study" / "summary.json").read_text())
+    assert summary["elapsed_s"] == round(spent, 1)
+
+
+@pytest.mark.parametrize(
+    "seconds,why",
+    [
+        (
+            50.0,
+            "the 50s left are less than trial 0 trained (1m 40s): a refit would train less, "
+            "so its run is the result",
+        ),  # fmt: skip
+        (150.0, None),
+        (None, None),  # no budget: the final trial trains as configured
+    ],
+)
+def test_a_refit_shorter_than_the_run_it_retrains_is_not_run(seconds, why):
+    """Regression: a study resumed near the end of its budget retrained the best config for
+    what was left, and that shorter run became the result."""
+    from finetune.tools.tune.trial import _short_refit
+
+    study = _study_with([("COMPLETE", 0.9, {"train_s": 100.0}), ("COMPLETE", 0.8, {})])
+    assert _short_refit(study, Slot(seconds=seconds, final=True)) == why
+
+
 def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp_path):
     """A worker that stopped between enqueueing its final trial and asking for it leaves the
     trial waiting in the storage; the next session runs it as the final trial (budgeted, the
@@ -711,7 +811,7 @@ def test_a_resumed_session_knows_the_earlier_trials_costs(image_folder, tmp_path
     searched trial trained the space's top epochs uncapped. The stored costs now prime it."""
     import optuna
 
-    from finetune.tools.tune.trial import _prime
+    from finetune.tools.tune.history import prime
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
@@ -720,7 +820,7 @@ def test_a_resumed_session_knows_the_earlier_trials_costs(image_folder, tmp_path
     assert [len(x) for x in epochs] == [1, 1]
     budget = StudyBudget(1e6, now=FakeClock())
     assert budget.estimate(1) is None  # nothing known: next_slot would not cap the epochs
-    _prime(optuna.load_study(study_name="s", storage=storage), budget)
+    prime(optuna.load_study(study_name="s", storage=storage), budget)
     walls = [t.user_attrs["seconds"] for t in trials]
     rest = sum(w - e[0] for w, e in zip(walls, epochs)) / 2
     assert budget.estimate(1) == pytest.approx(rest + max(e[0] for e in epochs))
@@ -765,9 +865,9 @@ def _study_with(states):
 def test_a_second_worker_retrains_the_next_best_config(states, retrained):
     """Regression: two workers on one storage both ended by retraining the same best config.
     A config whose final trial another worker is running is skipped."""
-    from finetune.tools.tune.trial import _to_retrain
+    from finetune.tools.tune.history import to_retrain
 
-    got = _to_retrain(_study_with(states))
+    got = to_retrain(_study_with(states))
     assert (got.number if got is not None else None) == retrained
 
 

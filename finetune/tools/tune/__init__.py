@@ -1,6 +1,7 @@
 """``finetune tune``: hyperparameter search on Optuna within a wall-clock budget
 (``study.py``), over a search space in YAML (``space.py``), with the budget's accounting
-(``budget.py``), the trials (``trial.py``) and the study's files (``results.py``).
+(``budget.py``), the trials (``trial.py``), what the stored trials say (``history.py``) and the
+study's files (``results.py``).
 
 Example:
     >>> import finetune

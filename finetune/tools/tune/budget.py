@@ -36,7 +36,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["StudyBudget", "Slot", "DEFAULT_SHARE", "FINAL_SHARE", "MARGIN"]
+__all__ = [
+    "StudyBudget",
+    "Slot",
+    "DEFAULT_SHARE",
+    "FINAL_SHARE",
+    "MARGIN",
+    "wall_seconds",
+    "clock_text",
+]
 
 DEFAULT_SHARE = 0.25  # of the study's seconds: the default trial's budget
 FINAL_SHARE = 0.5  # of the study's seconds, kept for the final trial (the best config, retrained)
@@ -59,17 +67,25 @@ class Slot:
 
 
 class StudyBudget:
-    """Seconds for a whole study (None: no limit) and the costs of the trials run so far."""
+    """Seconds for a whole study (None: no limit) and the costs of the trials run so far;
+    ``spent``: the seconds earlier sessions of the study used (``wall_seconds``), which a
+    resumed session counts as its own."""
 
-    def __init__(self, seconds: Optional[float], *, now: Callable[[], float] = time.monotonic):
-        self.seconds, self.now = seconds, now
+    def __init__(
+        self,
+        seconds: Optional[float],
+        *,
+        now: Callable[[], float] = time.monotonic,
+        spent: float = 0.0,
+    ):
+        self.seconds, self.now, self.spent = seconds, now, spent
         self.start = now()
         self.overheads: list[float] = []  # seconds of each trial outside its epochs
         self.epoch_s: list[float] = []  # seconds per epoch of each trial
         self.setups: list[float] = []  # seconds of each finished trial outside its training
 
     def elapsed(self) -> float:
-        return self.now() - self.start
+        return self.spent + self.now() - self.start
 
     def remaining(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
@@ -152,13 +168,30 @@ class StudyBudget:
 
     def usage(self) -> str:
         """``9m 41s of 10m (97 %)``, or the elapsed time alone without a budget."""
-        used = _clock(self.elapsed())
+        used = clock_text(self.elapsed())
         if self.seconds is None:
             return used
-        return f"{used} of {_clock(self.seconds)} ({100 * self.elapsed() / self.seconds:.0f} %)"
+        return f"{used} of {clock_text(self.seconds)} ({100 * self.elapsed() / self.seconds:.0f} %)"
 
 
-def _clock(seconds: float) -> str:
+def wall_seconds(spans: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the ``(start, end)`` spans, overlaps counted once: the wall time of a
+    study's trials, run one after another in sessions or side by side by workers.
+
+    Example:
+        >>> wall_seconds([(0, 10), (5, 20), (30, 35)])
+        25.0
+    """
+    total, reached = 0.0, -math.inf
+    for start, end in sorted(spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
+
+
+def clock_text(seconds: float) -> str:
+    """``1h 05m``, ``9m 41s``, ``41s``."""
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)

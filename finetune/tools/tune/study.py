@@ -20,7 +20,8 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
 - Trials share the scan (cached on disk per folder) and, unless ``cache_images`` is given, the
   decoded-image disk cache: only the first trial decodes the images.
 - ``storage`` (``sqlite:///study.db`` or any Optuna RDB URL) keeps the study: the same command
-  resumes it, and several processes on one storage search together (one trial per process at a
+  resumes it with what its earlier sessions left of the budget (``history.spent_seconds``)
+  and, once a final trial has completed, says it is finished and runs nothing; several processes on one storage search together (one trial per process at a
   time; ``trials`` counts the study's trials, all workers'); heartbeats let a live worker fail
   and retry a dead one's trial.
 
@@ -43,6 +44,7 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
+from .history import spent_seconds
 from .interrupt import stop_on_interrupt
 from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
@@ -143,7 +145,9 @@ def tune(
             study=study, output=output, refit=refit, teach=teach,
         )  # fmt: skip
         opt_study = _study(optuna, runner, storage, pruner, budgeted=seconds is not None)
-        clock_budget = StudyBudget(seconds, now=clock)
+        # a resumed study's budget is what its earlier sessions left. Regression: each
+        # session had the whole budget, so resuming after Ctrl-C at 25m of 30m ran 30m more
+        clock_budget = StudyBudget(seconds, now=clock, spent=spent_seconds(opt_study))
         emit("info", runner.describe(storage, clock_budget), tune=True)
         try:
             with stop_on_interrupt():

@@ -34,7 +34,8 @@ from ...config import FinetuneConfig
 from ...errors import ConfigError, first_line
 from ...events import emit
 from ...train.loggers import tracking_group
-from .budget import Slot, StudyBudget
+from .budget import Slot, StudyBudget, clock_text
+from .history import counted, fail_stale, finished_under, mark_finished, prime, to_retrain, waiting
 from .interrupt import raise_if_interrupted
 from .neighbour import STARTUP_TRIALS, propose
 from .preflight import check_before_trials
@@ -130,11 +131,15 @@ class TrialRunner:
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
         retrain = trials is None or trials >= 3  # a study of one or two has no final trial
-        _prime(study, budget)
+        prime(study, budget)
+        done = finished_under(study)  # regression: a rerun spent its budget again, refit again
+        if done is not None and budget.seconds is not None and budget.seconds <= done:
+            return (f"finished in an earlier session (its final trial ran under --budget "
+                    f"{clock_text(done)}); give a larger --budget to search on")  # fmt: skip
         while True:
             raise_if_interrupted()
-            _fail_stale(study)  # a crashed worker's trial is not counted as running forever
-            if trials is not None and _counted(study) >= trials:
+            fail_stale(study)  # a crashed worker's trial is not counted as running forever
+            if trials is not None and counted(study) >= trials:
                 return f"{trials} trials reached"
             # nothing searched: the default run, then its refit (regression: repeated copies)
             fixed = not self.space.keys and any(t.state.name == "COMPLETE" for t in study.trials)
@@ -145,8 +150,11 @@ class TrialRunner:
             if slot is None:
                 return ("every field is fixed: the default run is the only config" if fixed
                         else "the budget has no room for another trial")  # fmt: skip
+            if slot.final and budget.spent and (short := _short_refit(study, slot)):
+                return short
             state, final = self.run_one(study, budget, slot, reserve=budget.reserve(retrain))
             if state == "COMPLETE" and final is not None:
+                mark_finished(study, budget.seconds)
                 return "the final trial retrained the best config with the rest of the budget"
             if state == "COMPLETE" and slot.final:
                 return "the last trial (a searched config: no trial had completed) had the rest"
@@ -154,14 +162,14 @@ class TrialRunner:
     def _slot(self, study, budget: StudyBudget, trials: Optional[int], retrain: bool):
         """The next trial's share of the budget (None: no trial fits). A final trial left
         waiting (enqueued by a worker that stopped, or by another worker) gets the final one."""
-        waiting = _waiting(study)
-        if any(attrs.get(DEFAULT_ATTR) for attrs in waiting):
+        queued = waiting(study)
+        if any(attrs.get(DEFAULT_ATTR) for attrs in queued):
             return budget.first_slot(trials)
-        if any(FINAL_ATTR in attrs for attrs in waiting):
+        if any(FINAL_ATTR in attrs for attrs in queued):
             return budget.final_slot()
         param = self.space.get("epochs")
         low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
-        last = trials is not None and _counted(study) == trials - 1
+        last = trials is not None and counted(study) == trials - 1
         return budget.next_slot(low, high, last=last, retrain=retrain)
 
     def run_one(self, study, budget: StudyBudget, slot: Slot, reserve: float = 0.0):
@@ -172,7 +180,7 @@ class TrialRunner:
         seen: dict[str, Any] = {}
         if slot.final:
             self._enqueue_final(study)
-        elif not _waiting(study):
+        elif not waiting(study):
             self._enqueue_neighbour(study, slot)
         try:
             with quiet_experimental():  # optimize fails stale trials, an experimental API
@@ -258,12 +266,12 @@ class TrialRunner:
             self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
 
     def _enqueue_final(self, study) -> None:
-        """Enqueue the final trial: the config ``_to_retrain`` picks, its epochs planned by the
+        """Enqueue the final trial: the config ``to_retrain`` picks, its epochs planned by the
         run. Nothing when a final trial already waits, or no trial has completed (the final
         slot then samples)."""
-        if any(FINAL_ATTR in attrs for attrs in _waiting(study)):
+        if any(FINAL_ATTR in attrs for attrs in waiting(study)):
             return
-        best = _to_retrain(study)
+        best = to_retrain(study)
         if best is not None:
             params = {k: v for k, v in best.params.items() if k != "epochs"}
             study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
@@ -271,8 +279,8 @@ class TrialRunner:
     def _enqueue_neighbour(self, study, slot: Slot) -> None:
         """Enqueue a neighbour of the best config so far (``neighbour.py``) while the study has
         fewer than ``STARTUP_TRIALS`` trials (and one has completed); the budget caps epochs."""
-        best = _to_retrain(study)
-        if best is None or _counted(study) >= STARTUP_TRIALS:
+        best = to_retrain(study)
+        if best is None or counted(study) >= STARTUP_TRIALS:
             return
         caps = {"epochs": slot.epochs} if slot.epochs is not None else {}
         seed = f"{self.base.train.seed}-{len(study.trials)}"  # reproducible
@@ -391,51 +399,19 @@ class TrialRunner:
         return files + write_plots(study, folder)
 
 
-def _waiting(study) -> list[dict]:
-    """The user attributes of the study's enqueued trials that no worker has asked for yet."""
-    return [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
-
-
-def _to_retrain(study):
-    """The trial whose config the final trial retrains: the best complete one that no other
-    worker's final trial is retraining now (several workers on one storage each end with a
-    final trial: the second retrains the next-best config, not the same one twice), the best
-    when all are; None when no trial completed (the final trial then samples)."""
-    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.values]
-    if not done:
+def _short_refit(study, slot: Slot) -> Optional[str]:
+    """Why a resumed session's final trial is not run: its seconds are fewer than the run it
+    would retrain trained, so a refit would train less. None: run it. Regression: a study
+    resumed near the end of its budget (Ctrl-C in its final trial) retrained the best config
+    for what was left, and that shorter run became the result. A first session is not asked:
+    its shares give the final trial about twice the default run's time, less only where a
+    budget of seconds is mostly set-up."""
+    parent = to_retrain(study)
+    trained = parent.user_attrs.get("train_s") if parent is not None else None
+    if slot.seconds is None or trained is None or slot.seconds >= trained:
         return None
-    config = lambda t: t.user_attrs.get(FINAL_ATTR, t.number)  # a final trial: its parent's
-    running = [t for t in study.trials if t.state.name == "RUNNING"]
-    busy = {t.user_attrs[FINAL_ATTR] for t in running if FINAL_ATTR in t.user_attrs}
-    free = [t for t in done if config(t) not in busy]
-    sign = -1 if study.direction.name == "MAXIMIZE" else 1
-    best = min(free or done, key=lambda t: (sign * t.value, t.number))
-    return study.trials[config(best)]  # a final trial's config is its parent's
-
-
-def _prime(study, budget: StudyBudget) -> None:
-    """Give the budget the costs of the storage's finished trials (an earlier session's, other
-    workers'), so a resumed session's first searched trial is capped like later ones.
-    Regression: it had no estimate, so its epochs were not capped to what fit."""
-    for t in study.trials:
-        attrs = t.user_attrs
-        if t.state.name in ("COMPLETE", "PRUNED") and attrs.get("epoch_seconds"):
-            budget.record(wall_s=attrs["seconds"], epoch_seconds=attrs["epoch_seconds"],
-                          train_s=attrs.get("train_s"))  # fmt: skip
-
-
-def _fail_stale(study) -> None:
-    """Fail the trials of workers that stopped sending heartbeats (an RDB storage made by
-    ``study.py``; nothing otherwise); the retry of a default or final one waits in the storage
-    for the next ask."""
-    with quiet_experimental():
-        optuna_module().storages.fail_stale_trials(study)
-
-
-def _counted(study) -> int:
-    """The study's trials that count towards ``trials``: finished, pruned, and running (another
-    worker's), not failed ones (a failure is retried)."""
-    return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
+    return (f"the {clock_text(slot.seconds)} left are less than trial {parent.number} trained "
+            f"({clock_text(trained)}): a refit would train less, so its run is the result")  # fmt: skip
 
 
 def _params_text(params: dict, default: bool = False) -> str:

@@ -1,0 +1,100 @@
+"""What a study's trials say, read from its storage (this session's, earlier sessions', other
+workers'): the trials waiting to run, the config a final trial retrains, the costs and the wall
+time they took, whether an earlier session finished the study.
+
+Example:
+    >>> study = optuna.load_study(study_name="s", storage="sqlite:///study.db")  # doctest: +SKIP
+    >>> spent_seconds(study), finished_under(study)  # doctest: +SKIP
+    (1741.2, 1800.0)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .budget import StudyBudget, wall_seconds
+from .reporter import optuna_module, quiet_experimental
+from .results import FINAL_ATTR
+
+__all__ = ["waiting", "to_retrain", "prime", "fail_stale", "counted", "spent_seconds",
+           "finished_under", "mark_finished"]  # fmt: skip
+
+# study attribute: the --budget (seconds) under which a session's final trial completed
+FINISHED_ATTR = "finished_budget_s"
+
+
+def waiting(study) -> list[dict]:
+    """The user attributes of the study's enqueued trials that no worker has asked for yet."""
+    return [t.user_attrs for t in study.trials if t.state.name == "WAITING"]
+
+
+def to_retrain(study):
+    """The trial whose config the final trial retrains: the best complete one that no other
+    worker's final trial is retraining now (several workers on one storage each end with a
+    final trial: the second retrains the next-best config, not the same one twice), the best
+    when all are; None when no trial completed (the final trial then samples)."""
+    done = [t for t in study.trials if t.state.name == "COMPLETE" and t.values]
+    if not done:
+        return None
+    config = lambda t: t.user_attrs.get(FINAL_ATTR, t.number)  # a final trial: its parent's
+    running = [t for t in study.trials if t.state.name == "RUNNING"]
+    busy = {t.user_attrs[FINAL_ATTR] for t in running if FINAL_ATTR in t.user_attrs}
+    free = [t for t in done if config(t) not in busy]
+    sign = -1 if study.direction.name == "MAXIMIZE" else 1
+    best = min(free or done, key=lambda t: (sign * t.value, t.number))
+    return study.trials[config(best)]  # a final trial's config is its parent's
+
+
+def prime(study, budget: StudyBudget) -> None:
+    """Give the budget the costs of the storage's finished trials (an earlier session's, other
+    workers'), so a resumed session's first searched trial is capped like later ones.
+    Regression: it had no estimate, so its epochs were not capped to what fit."""
+    for t in study.trials:
+        attrs = t.user_attrs
+        if t.state.name in ("COMPLETE", "PRUNED") and attrs.get("epoch_seconds"):
+            budget.record(wall_s=attrs["seconds"], epoch_seconds=attrs["epoch_seconds"],
+                          train_s=attrs.get("train_s"))  # fmt: skip
+
+
+def fail_stale(study) -> None:
+    """Fail the trials of workers that stopped sending heartbeats (an RDB storage made by
+    ``study.py``; nothing otherwise); the retry of a default or final one waits in the storage
+    for the next ask."""
+    with quiet_experimental():
+        optuna_module().storages.fail_stale_trials(study)
+
+
+def counted(study) -> int:
+    """The study's trials that count towards ``trials``: finished, pruned, and running (another
+    worker's), not failed ones (a failure is retried)."""
+    return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
+
+
+def spent_seconds(study) -> float:
+    """Wall seconds the study's ended trials took, overlaps (workers side by side) counted once:
+    what earlier sessions spent of the budget. A trial ends at its start plus the seconds its
+    session recorded. A running trial is left out (its worker's session counts it), and so is
+    a dead worker's, failed later by another: its end was not recorded, and its
+    ``datetime_complete`` is when it was found dead, which would count the time in between."""
+    spans = []
+    for t in study.trials:
+        if t.datetime_start is None or t.datetime_complete is None:
+            continue
+        start = t.datetime_start.timestamp()
+        if "seconds" in t.user_attrs:
+            spans.append((start, start + t.user_attrs["seconds"]))
+        elif t.state.name != "FAIL":  # not run by a session of tune (added by hand)
+            spans.append((start, t.datetime_complete.timestamp()))
+    return wall_seconds(spans)
+
+
+def finished_under(study) -> Optional[float]:
+    """The --budget seconds of the session whose final trial completed, or None."""
+    return study.user_attrs.get(FINISHED_ATTR)
+
+
+def mark_finished(study, seconds: Optional[float]) -> None:
+    """Record that the study's final trial completed under ``seconds`` of --budget (the largest
+    such budget, when workers finish under different ones)."""
+    if seconds is not None and seconds > (finished_under(study) or 0.0):
+        study.set_user_attr(FINISHED_ATTR, seconds)
