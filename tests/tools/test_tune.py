@@ -701,7 +701,7 @@ def test_a_study_run_again_counts_its_earlier_sessions_time(image_folder, tmp_pa
     [
         (
             50.0,
-            "the 50s left are less than trial 0 trained (1m 40s): a refit would train less, "
+            "the 50.0s left are less than trial 0 trained (1m 40s): a refit would train less, "
             "so its run is the result",
         ),  # fmt: skip
         (150.0, None),

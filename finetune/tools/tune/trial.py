@@ -410,8 +410,9 @@ def _short_refit(study, slot: Slot) -> Optional[str]:
     trained = parent.user_attrs.get("train_s") if parent is not None else None
     if slot.seconds is None or trained is None or slot.seconds >= trained:
         return None
-    return (f"the {clock_text(slot.seconds)} left are less than trial {parent.number} trained "
-            f"({clock_text(trained)}): a refit would train less, so its run is the result")  # fmt: skip
+    text = lambda s: clock_text(s) if s >= 60 else f"{s:.1f}s"  # noqa: E731 (6s < 6s reads wrong)
+    return (f"the {text(slot.seconds)} left are less than trial {parent.number} trained "
+            f"({text(trained)}): a refit would train less, so its run is the result")  # fmt: skip
 
 
 def _params_text(params: dict, default: bool = False) -> str:
