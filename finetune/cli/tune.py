@@ -47,7 +47,11 @@ def tune(
     backbone: Backbone = None,
     budget: Annotated[
         Optional[str],
-        option("budget", panel=STUDY, help="Wall-clock time for the whole study (30m, 2h)."),
+        option(
+            "budget",
+            panel=STUDY,
+            help="Wall-clock time for the whole study (30m, 2h); a resumed study has what is left.",
+        ),
     ] = None,
     trials: Annotated[
         Optional[int],

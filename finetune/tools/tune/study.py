@@ -104,7 +104,9 @@ def tune(
 
     Args:
         model, dataset, recipe, overrides: as for ``adapt``; overrides are fixed, not searched.
-        budget: the whole study's wall-clock time ("30m", "2h", or seconds).
+        budget: the whole study's wall-clock time ("30m", "2h", or seconds); a resumed study
+            has what its earlier sessions left, and one whose final trial completed runs
+            nothing unless this is larger than the budget it finished under.
         trials: stop after this many trials of the study (all workers, earlier sessions too).
             At least one of ``budget`` and ``trials`` is needed.
         search: search-space YAML file, a name in ``recipes/search``, or a mapping; default
