@@ -271,31 +271,42 @@ def test_a_resumed_budget_has_what_earlier_sessions_left():
     budget = StudyBudget(300.0, now=FakeClock(), spent=250.0)
     assert budget.remaining() == 50.0 and budget.usage() == "4m 10s of 5m 00s (83 %)"
     assert budget.first_slot(None).seconds == pytest.approx(49.5)  # its 75 s share: 50 s left
+    # regression (hostile pass): "train.budget: '-1.5s' is not a duration" for a default trial
+    # to run again (interrupted) in a study with nothing left
+    assert StudyBudget(300.0, now=FakeClock(), spent=299.5).first_slot(None) is None
+    assert StudyBudget(300.0, now=FakeClock(), spent=310.0).first_slot(None) is None
 
 
-def test_the_spent_seconds_are_the_wall_time_of_the_ended_trials():
+def test_the_spent_seconds_are_the_wall_time_of_the_sessions_and_trials():
     import datetime
 
     import optuna
 
-    from finetune.tools.tune.history import spent_seconds
+    from finetune.tools.tune.history import STARTED_ATTR, spent_seconds
 
-    at = lambda s: None if s is None else datetime.datetime(2026, 11, 30, 12) + datetime.timedelta(seconds=s)  # noqa: E731  # fmt: skip
+    t0 = 1_800_000_000.0  # epoch seconds
     study = optuna.create_study()
-    # (state, start, end, seconds recorded): the second is another worker's; the last failed
-    # in a dead worker, found dead 600 s later
-    spans = [("COMPLETE", 0, 100, 100.0), ("PRUNED", 50, 150, 100.0), ("FAIL", 200, 240, 30.0),
-             ("COMPLETE", 250, 260, None), ("RUNNING", 300, None, None),
-             ("WAITING", None, None, None), ("FAIL", 400, 1000, None)]  # fmt: skip
-    for number, (state, start, end, seconds) in enumerate(spans):
+    study.set_user_attr("session 1800000000.000 11", [t0, t0 + 160])  # its trials and files
+    # (state, start, seconds recorded, Optuna's end): trial 1 is another worker's; trial 2's
+    # seconds end it, not Optuna's time; trial 3 was added by hand (Optuna's local times only);
+    # trial 5 failed in a dead worker, found dead 600 s later; trial 6 runs now, at t0 + 700
+    spans = [("COMPLETE", 0, 100.0, 100), ("PRUNED", 50, 100.0, 100), ("FAIL", 200, 30.0, 45),
+             ("COMPLETE", 250, None, 10), ("WAITING", None, None, None),
+             ("FAIL", 400, None, 600), ("RUNNING", 650, None, None)]  # fmt: skip
+    local = lambda x: datetime.datetime.fromtimestamp(t0 + x)  # noqa: E731
+    for number, (state, start, seconds, took) in enumerate(spans):
         state = getattr(optuna.trial.TrialState, state)
+        attrs = {} if seconds is None else {"seconds": seconds}
+        if start is not None and number != 3:
+            attrs[STARTED_ATTR] = t0 + start
         study.add_trial(optuna.trial.FrozenTrial(
             number=number, state=state, value=0.5 if state.name == "COMPLETE" else None,
-            datetime_start=at(start), datetime_complete=at(end), params={}, distributions={},
-            user_attrs={} if seconds is None else {"seconds": seconds}, system_attrs={},
+            datetime_start=None if start is None else local(start),
+            datetime_complete=None if took is None else local(start + took),
+            params={}, distributions={}, user_attrs=attrs, system_attrs={},
             intermediate_values={}, trial_id=number))  # fmt: skip
-    # 0-150, 200-230 (its recorded seconds) and 250-260 (none recorded: its end)
-    assert spent_seconds(study) == 190.0
+    # 0-160 (the session, holding trials 0 and 1), 200-230, 250-260, 650-700
+    assert spent_seconds(study, now=t0 + 700) == pytest.approx(160 + 30 + 10 + 50)
 
 
 def simulate(seconds, *, epoch_s, setup_s, eval_s, low=3, high=15, shortest=False):
@@ -610,8 +621,18 @@ def test_a_study_counts_a_trial_the_budget_stopped_as_complete(image_folder, tmp
 # --------------------------------------------------------------------------- results
 
 
-@pytest.mark.parametrize("final,best", [(None, 0), (2, 2)])
-def test_the_final_trial_wins_a_tie(final, best):
+@pytest.mark.parametrize(
+    "finals,best",
+    [
+        ({}, 0),
+        ({2: 10.0}, 2),
+        # two refits of trial 0's config: the longer. Regression (hostile pass): the refit of a
+        # larger --budget, trained longer, was never the result
+        ({2: 10.0, 3: 20.0}, 3),
+        ({2: 20.0, 3: 10.0}, 2),
+    ],
+)
+def test_the_final_trial_wins_a_tie(finals, best):
     """Regression: a 30 s study whose trials all scored 1.0 named the default run (trial 0) as
     its best, not the final run of the same config trained twice as long."""
     import optuna
@@ -619,10 +640,11 @@ def test_the_final_trial_wins_a_tie(final, best):
     from finetune.tools.tune.results import FINAL_ATTR, trial_rows
 
     study = optuna.create_study(direction="maximize")
-    for number, value in enumerate((1.0, 0.5, 1.0)):
+    for number, value in enumerate((1.0, 0.5, 1.0, 1.0)):
         trial = study.ask()
-        if number == final:
+        if number in finals:
             trial.set_user_attr(FINAL_ATTR, 0)
+            trial.set_user_attr("train_s", finals[number])
         study.tell(trial, value)
     assert [row.number for row in trial_rows(study) if row.best] == [best]
 
@@ -671,7 +693,7 @@ def test_a_finished_study_run_again_says_so_and_runs_nothing(image_folder, tmp_p
     assert first.stop_reason.startswith("the final trial retrained")
     again = quiet_tune(image_folder, tmp_path, **roomy(storage=storage, study="s"))
     assert again.stop_reason == ("finished in an earlier session (its final trial ran under "
-                                 "--budget 16s); give a larger --budget to search on")  # fmt: skip
+                                 "--budget 16s); a larger --budget goes on with the difference")  # fmt: skip
     assert [t.number for t in again.trials] == [t.number for t in first.trials]
     assert again.best_run_dir == first.best_run_dir
 
@@ -686,35 +708,48 @@ def test_a_study_run_again_counts_its_earlier_sessions_time(image_folder, tmp_pa
     from finetune.tools.tune.history import spent_seconds
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    first = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    spent = spent_seconds(optuna.load_study(study_name="s", storage=storage))
+    assert spent == pytest.approx(first.elapsed_s, abs=0.1)  # the session, its files included
     again = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s",
                        clock=FakeClock())  # this session takes no time  # fmt: skip
-    spent = spent_seconds(optuna.load_study(study_name="s", storage=storage))
-    assert again.stop_reason == "2 trials reached" and spent > 0
-    assert again.elapsed_s == pytest.approx(spent)
+    assert again.stop_reason == "2 trials reached" and again.elapsed_s == pytest.approx(spent)
     summary = json.loads((tmp_path / "study" / "study" / "summary.json").read_text())
-    assert summary["elapsed_s"] == round(spent, 1)
+    assert (summary["elapsed_s"], summary["usage"]) == (round(spent, 1), again.usage)
 
 
 @pytest.mark.parametrize(
-    "seconds,why",
+    "seconds,refit_s,why",
     [
         (
             50.0,
-            "the 50.0s left are less than trial 0 trained (1m 40s): a refit would train less, "
-            "so its run is the result",
+            None,
+            "a 50.0s refit of trial 0's config would train less than trial 0 did "
+            "(1m 40s), so none was run",
         ),  # fmt: skip
-        (150.0, None),
-        (None, None),  # no budget: the final trial trains as configured
+        (150.0, None, None),
+        # a finished study given a slightly larger --budget: less than its first refit
+        (
+            150.0,
+            200.0,
+            "a 2m 30s refit of trial 0's config would train less than trial 2 did "
+            "(3m 20s), so none was run",
+        ),  # fmt: skip
+        (250.0, 200.0, None),
+        (None, None, None),  # no budget: the final trial trains as configured
     ],
 )
-def test_a_refit_shorter_than_the_run_it_retrains_is_not_run(seconds, why):
-    """Regression: a study resumed near the end of its budget retrained the best config for
-    what was left, and that shorter run became the result."""
+def test_a_refit_shorter_than_the_runs_of_its_config_is_not_run(seconds, refit_s, why):
+    """Regressions: a study resumed near the end of its budget retrained the best config for
+    what was left, and that shorter run became the result; a finished study given a larger
+    --budget retrained it for less than its first refit (hostile pass)."""
+    from finetune.tools.tune.results import FINAL_ATTR
     from finetune.tools.tune.trial import _short_refit
 
-    study = _study_with([("COMPLETE", 0.9, {"train_s": 100.0}), ("COMPLETE", 0.8, {})])
-    assert _short_refit(study, Slot(seconds=seconds, final=True)) == why
+    trials = [("COMPLETE", 0.9, {"train_s": 100.0}), ("COMPLETE", 0.8, {})]
+    if refit_s is not None:
+        trials.append(("COMPLETE", 0.9, {"train_s": refit_s, FINAL_ATTR: 0}))
+    assert _short_refit(_study_with(trials), Slot(seconds=seconds, final=True)) == why
 
 
 def test_a_final_trial_left_waiting_is_run_by_the_next_session(image_folder, tmp_path):

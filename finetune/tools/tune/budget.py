@@ -48,6 +48,7 @@ __all__ = [
 
 DEFAULT_SHARE = 0.25  # of the study's seconds: the default trial's budget
 FINAL_SHARE = 0.5  # of the study's seconds, kept for the final trial (the best config, retrained)
+MIN_RUN_S = 1.0  # the least run budget a default trial is given (a quarter of a 4 s study)
 MARGIN = 0.01  # of a budgeted trial's seconds, kept back: a budgeted run may end a little late
 # seconds kept back by the final trial for the study's own files after it: trials.csv, best.yaml
 # and the two Optuna plots took 2.5 s on 2 cores (matplotlib's import included), 8 % of a 30 s
@@ -80,12 +81,18 @@ class StudyBudget:
     ):
         self.seconds, self.now, self.spent = seconds, now, spent
         self.start = now()
+        self.stopped: Optional[float] = None  # the clock's reading at stop()
         self.overheads: list[float] = []  # seconds of each trial outside its epochs
         self.epoch_s: list[float] = []  # seconds per epoch of each trial
         self.setups: list[float] = []  # seconds of each finished trial outside its training
 
     def elapsed(self) -> float:
-        return self.spent + self.now() - self.start
+        return self.spent + (self.now() if self.stopped is None else self.stopped) - self.start
+
+    def stop(self) -> None:
+        """Stop the clock: the study's time is told from here on (its files, its report)."""
+        if self.stopped is None:
+            self.stopped = self.now()
 
     def remaining(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
@@ -107,14 +114,17 @@ class StudyBudget:
         seen = self.setups or self.overheads
         return sum(seen) / len(seen) if seen else 0.0
 
-    def first_slot(self, trials: Optional[int]) -> Slot:
+    def first_slot(self, trials: Optional[int]) -> Optional[Slot]:
         """The default trial's share: ``DEFAULT_SHARE`` of the budget as its run's budget (all of
-        it for a one-trial study, half for two; never more than what is left); as configured
-        without a budget."""
+        it for a one-trial study, half for two; never more than what is left, None when that is
+        under ``MIN_RUN_S``); as configured without a budget."""
         if self.seconds is None:
             return Slot()
         share = {1: 1.0, 2: 0.5}.get(trials or 0, DEFAULT_SHARE)
-        return Slot(seconds=min(self.seconds * share, self.remaining() * (1 - MARGIN)))
+        seconds = min(self.seconds * share, self.remaining() * (1 - MARGIN))
+        # a resumed study may have less left. Regression: "train.budget: '-1.5s' is not a
+        # duration" when its default trial was to run again with the budget spent
+        return Slot(seconds=seconds) if seconds >= MIN_RUN_S else None
 
     def next_slot(
         self, low: int, high: int, *, last: bool = False, retrain: bool = True

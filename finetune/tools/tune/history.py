@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Optional
 
 from .budget import StudyBudget, wall_seconds
@@ -17,10 +19,12 @@ from .reporter import optuna_module, quiet_experimental
 from .results import FINAL_ATTR
 
 __all__ = ["waiting", "to_retrain", "prime", "fail_stale", "counted", "spent_seconds",
-           "finished_under", "mark_finished"]  # fmt: skip
+           "record_session", "finished_under", "mark_finished"]  # fmt: skip
 
 # study attribute: the --budget (seconds) under which a session's final trial completed
 FINISHED_ATTR = "finished_budget_s"
+SESSION_PREFIX = "session "  # study attributes: a session's [start, end], epoch seconds
+STARTED_ATTR = "started_at"  # trial attribute: its start, epoch seconds
 
 
 def waiting(study) -> list[dict]:
@@ -70,22 +74,36 @@ def counted(study) -> int:
     return sum(t.state.name in ("COMPLETE", "PRUNED", "RUNNING") for t in study.trials)
 
 
-def spent_seconds(study) -> float:
-    """Wall seconds the study's ended trials took, overlaps (workers side by side) counted once:
-    what earlier sessions spent of the budget. A trial ends at its start plus the seconds its
-    session recorded. A running trial is left out (its worker's session counts it), and so is
-    a dead worker's, failed later by another: its end was not recorded, and its
-    ``datetime_complete`` is when it was found dead, which would count the time in between."""
-    spans = []
+def spent_seconds(study, now: Optional[float] = None) -> float:
+    """Wall seconds the study has spent (``now``: the time, epoch seconds): its sessions (start
+    to files written) and its trials (start to start plus their recorded seconds), overlaps
+    counted once, so workers side by side count once. A running trial counts to ``now`` (call
+    ``fail_stale`` first: a dead worker's is then failed); a failed one whose end was never
+    recorded (its worker died) counts nothing, as its ``datetime_complete`` is when it was
+    found dead. Start times are epoch seconds (``STARTED_ATTR``), the same on every machine
+    whatever its time zone; trials before them fall back on Optuna's local ``datetime_start``."""
+    now = time.time() if now is None else now
+    spans = [tuple(v) for k, v in study.user_attrs.items() if k.startswith(SESSION_PREFIX)]
     for t in study.trials:
-        if t.datetime_start is None or t.datetime_complete is None:
+        attrs, state = t.user_attrs, t.state.name
+        start = attrs.get(STARTED_ATTR)
+        if start is None and t.datetime_start is not None:
+            start = t.datetime_start.timestamp()
+        if start is None:
             continue
-        start = t.datetime_start.timestamp()
-        if "seconds" in t.user_attrs:
-            spans.append((start, start + t.user_attrs["seconds"]))
-        elif t.state.name != "FAIL":  # not run by a session of tune (added by hand)
+        if state == "RUNNING":
+            spans.append((start, now))
+        elif "seconds" in attrs:
+            spans.append((start, start + attrs["seconds"]))
+        elif state != "FAIL" and t.datetime_complete is not None:  # added by hand, not by tune
             spans.append((start, t.datetime_complete.timestamp()))
     return wall_seconds(spans)
+
+
+def record_session(study, began: float, ended: float) -> None:
+    """Record one session's span (epoch seconds) in the study, under a key of its own (several
+    workers write at once)."""
+    study.set_user_attr(f"{SESSION_PREFIX}{began:.3f} {os.getpid()}", [began, ended])
 
 
 def finished_under(study) -> Optional[float]:

@@ -80,7 +80,8 @@ def _unrecorded(trial) -> str:
 def _best_number(study) -> Optional[int]:
     """The best complete trial's number (None before one completed). Among equal scores the
     final trial (the best config retrained with the rest of the budget, ``trial.FINAL_ATTR``)
-    wins, else the first: Optuna's ``best_trial`` would keep an earlier, shorter-trained one.
+    wins (the longest-trained of them), else the first: Optuna's ``best_trial`` would keep an
+    earlier, shorter-trained one.
     Regression: a 30 s study whose trials all scored 1.0 named the default run, not the final
     run of the same config trained twice as long."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE" and t.values]
@@ -89,7 +90,9 @@ def _best_number(study) -> Optional[int]:
     top = max(t.value for t in complete)
     tied = [t for t in complete if t.value == top]
     final = [t for t in tied if FINAL_ATTR in t.user_attrs]
-    return (final or tied)[0].number
+    if final:  # the longest-trained refit. Regression: a larger --budget's refit was ignored
+        return max(final, key=lambda t: (t.user_attrs.get("train_s") or 0.0, t.number)).number
+    return tied[0].number
 
 
 def write_trials_csv(rows: list[TrialRow], path: Path) -> Path:

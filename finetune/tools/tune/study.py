@@ -44,7 +44,7 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
-from .history import spent_seconds
+from .history import fail_stale, spent_seconds
 from .interrupt import stop_on_interrupt
 from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
@@ -149,6 +149,8 @@ def tune(
         opt_study = _study(optuna, runner, storage, pruner, budgeted=seconds is not None)
         # a resumed study's budget is what its earlier sessions left. Regression: each
         # session had the whole budget, so resuming after Ctrl-C at 25m of 30m ran 30m more
+        fail_stale(opt_study)  # a dead worker's trial: failed, not counted as running
+        runner.began = time.time()
         clock_budget = StudyBudget(seconds, now=clock, spent=spent_seconds(opt_study))
         emit("info", runner.describe(storage, clock_budget), tune=True)
         try:

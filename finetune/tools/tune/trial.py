@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -35,7 +36,17 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget, clock_text
-from .history import counted, fail_stale, finished_under, mark_finished, prime, to_retrain, waiting
+from .history import (
+    STARTED_ATTR,
+    counted,
+    fail_stale,
+    finished_under,
+    mark_finished,
+    prime,
+    record_session,
+    to_retrain,
+    waiting,
+)
 from .interrupt import raise_if_interrupted
 from .neighbour import STARTUP_TRIALS, propose
 from .preflight import check_before_trials
@@ -83,6 +94,7 @@ class TrialRunner:
     inherited: Optional[dict[str, Any]] = None  # the default trial's image size, once known
     refit: bool = True  # the final trial trains on the validation images too (module docstring)
     teach: bool = True  # the final trial learns from the trial it retrains (train.teacher)
+    began: Optional[float] = None  # this session's start, epoch seconds (history.record_session)
 
     @classmethod
     def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
@@ -135,7 +147,7 @@ class TrialRunner:
         done = finished_under(study)  # regression: a rerun spent its budget again, refit again
         if done is not None and budget.seconds is not None and budget.seconds <= done:
             return (f"finished in an earlier session (its final trial ran under --budget "
-                    f"{clock_text(done)}); give a larger --budget to search on")  # fmt: skip
+                    f"{clock_text(done)}); a larger --budget goes on with the difference")  # fmt: skip
         while True:
             raise_if_interrupted()
             fail_stale(study)  # a crashed worker's trial is not counted as running forever
@@ -225,6 +237,7 @@ class TrialRunner:
         (the trial's number, the retrained trial's, the note, the seconds)."""
         seen["number"] = trial.number
         start, value = budget.now(), None
+        trial.set_user_attr(STARTED_ATTR, round(time.time(), 3))  # history.spent_seconds
         reporter = TrialReporter(trial, epochs=None, budget=budget)
         try:
             slot, run, final = self._params(study, trial, budget, slot)
@@ -388,6 +401,10 @@ class TrialRunner:
             files.append(write_best_yaml(Path(best.run_dir), folder / "best.yaml",
                                          study_name=self.study_name, score=score,
                                          value=best.value))  # fmt: skip
+        plots = write_plots(study, folder)
+        budget.stop()  # the summary, the report and the last line tell the same time
+        if self.began is not None:
+            record_session(study, self.began, time.time())
         summary = dict(
             study=self.study_name, score=score, stop_reason=reason,
             best_trial=best.number if best else None, best_value=best.value if best else None,
@@ -396,23 +413,29 @@ class TrialRunner:
             trials={s: sum(r.state == s for r in rows) for s in {r.state for r in rows}},
         )  # fmt: skip
         files.append(write_summary(summary, folder / "summary.json"))
-        return files + write_plots(study, folder)
+        return files + plots
 
 
 def _short_refit(study, slot: Slot) -> Optional[str]:
-    """Why a resumed session's final trial is not run: its seconds are fewer than the run it
-    would retrain trained, so a refit would train less. None: run it. Regression: a study
-    resumed near the end of its budget (Ctrl-C in its final trial) retrained the best config
-    for what was left, and that shorter run became the result. A first session is not asked:
-    its shares give the final trial about twice the default run's time, less only where a
-    budget of seconds is mostly set-up."""
+    """Why a resumed session's final trial is not run: it would train for less than the run
+    it retrains, or an earlier final trial of that config, did. None: run it. Regressions: a
+    study resumed near the end of its budget (Ctrl-C in its final trial) retrained the best
+    config for what was left, and that shorter run became the result; a finished study given
+    a slightly larger --budget retrained it again for less than its first refit. A first
+    session is not asked: its shares give the final trial about twice the default run's time,
+    less only where a budget of seconds is mostly set-up."""
     parent = to_retrain(study)
-    trained = parent.user_attrs.get("train_s") if parent is not None else None
-    if slot.seconds is None or trained is None or slot.seconds >= trained:
+    if parent is None or slot.seconds is None:
+        return None
+    refits = [t for t in study.trials
+              if t.state.name == "COMPLETE" and t.user_attrs.get(FINAL_ATTR) == parent.number]  # fmt: skip
+    longest = max([parent, *refits], key=lambda t: t.user_attrs.get("train_s") or 0.0)
+    trained = longest.user_attrs.get("train_s")
+    if trained is None or slot.seconds >= trained:
         return None
     text = lambda s: clock_text(s) if s >= 60 else f"{s:.1f}s"  # noqa: E731 (6s < 6s reads wrong)
-    return (f"the {text(slot.seconds)} left are less than trial {parent.number} trained "
-            f"({text(trained)}): a refit would train less, so its run is the result")  # fmt: skip
+    return (f"a {text(slot.seconds)} refit of trial {parent.number}'s config would train less "
+            f"than trial {longest.number} did ({text(trained)}), so none was run")  # fmt: skip
 
 
 def _params_text(params: dict, default: bool = False) -> str:
