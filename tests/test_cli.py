@@ -259,6 +259,19 @@ def test_an_unexpected_exception_is_one_line_with_the_traceback_in_a_file(
     assert isinstance(invoke("run", "--data", image_folder, "--debug").exception, RuntimeError)
 
 
+def test_ctrl_c_outside_training_says_so_and_exits_130(monkeypatch, image_folder):
+    """Regression (hostile pass): Ctrl-C while a command started up, or while tune wrote its
+    files, ended with exit 130 and no line at all (typer's own handling)."""
+    import finetune.api
+
+    def pressed(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune.api, "adapt", pressed)
+    result = invoke("run", "--data", image_folder)
+    assert result.exit_code == 130 and result.output.strip() == "interrupted (Ctrl-C)"
+
+
 def test_switches_show_no_value_placeholder():
     result = invoke("run", "--help")
     switch_lines = [s for s in result.output.splitlines() if "--no-strict" in s or "--debug" in s]

@@ -1,5 +1,6 @@
-"""How a command ends: user errors as one red line (exit 2), Ctrl-C during training 130,
-anything else one line naming a traceback file (exit 1); events rendered while it runs."""
+"""How a command ends: user errors as one red line (exit 2), Ctrl-C as one line and exit 130
+(during training, how to resume), anything else one line naming a traceback file (exit 1);
+events rendered while it runs."""
 
 import contextlib
 import os
@@ -56,6 +57,10 @@ def handled(debug: bool) -> Iterator[None]:
         raise
     except USER_ERRORS as e:
         _fail(e, debug)
+    except KeyboardInterrupt:  # outside a training loop (its own: Interrupted, below)
+        # regression: typer ended it with exit 130 and not a word (a study's start, its files)
+        typer.echo("interrupted (Ctrl-C)", err=True)
+        raise typer.Exit(130) from None
     except Exception as e:
         if type(e).__name__ == "Interrupted":  # Ctrl-C during training: the run is resumable
             typer.echo(str(e), err=True)

@@ -154,13 +154,13 @@ def tune(
         clock_budget = StudyBudget(seconds, now=clock, spent=spent_seconds(opt_study))
         emit("info", runner.describe(storage, clock_budget), tune=True)
         try:
-            with stop_on_interrupt():
+            with stop_on_interrupt():  # the files too: a Ctrl-C there left no line at all
                 reason = runner.search(opt_study, clock_budget, trials)
+                return _finish(opt_study, runner, clock_budget, reason)
         except (KeyboardInterrupt, Exception) as e:
             if isinstance(e, Exception) and type(e).__name__ != "Interrupted":
                 raise
             raise _interrupted(opt_study, runner, clock_budget, storage) from None
-        return _finish(opt_study, runner, clock_budget, reason)
 
 
 def _interrupted(study, runner: TrialRunner, budget: StudyBudget, storage: Optional[str]):
