@@ -14,12 +14,12 @@ import os
 import time
 from typing import Optional
 
-from .budget import StudyBudget, wall_seconds
+from .budget import Slot, StudyBudget, clock_text, wall_seconds
 from .reporter import optuna_module, quiet_experimental
 from .results import FINAL_ATTR
 
 __all__ = ["waiting", "to_retrain", "prime", "fail_stale", "counted", "spent_seconds",
-           "record_session", "finished_under", "mark_finished"]  # fmt: skip
+           "record_session", "finished_under", "mark_finished", "final_reason", "short_refit"]  # fmt: skip
 
 # study attribute: the --budget (seconds) under which a session's final trial completed
 FINISHED_ATTR = "finished_budget_s"
@@ -116,3 +116,40 @@ def mark_finished(study, seconds: Optional[float]) -> None:
     such budget, when workers finish under different ones)."""
     if seconds is not None and seconds > (finished_under(study) or 0.0):
         study.set_user_attr(FINISHED_ATTR, seconds)
+
+
+def final_reason(study, final: int) -> str:
+    """Why the study stopped after its final trial, naming the config it retrained when that
+    was not the best: a final trial of the best was running elsewhere (another worker's, or a
+    killed one's, which looks alive until its heartbeats are missed). Regression (hostile
+    pass): a rerun just after a kill said it "retrained the best config" while it had
+    retrained the next best."""
+    searched = [t for t in study.trials
+                if t.state.name == "COMPLETE" and t.values and FINAL_ATTR not in t.user_attrs]  # fmt: skip
+    best = max(searched, key=lambda t: t.value)
+    if study.trials[final].value >= best.value:
+        return "the final trial retrained the best config with the rest of the budget"
+    return (f"the final trial retrained trial {final}'s config with the rest of the budget "
+            f"(a final trial of the best, trial {best.number}'s, was running elsewhere)")  # fmt: skip
+
+
+def short_refit(study, slot: Slot) -> Optional[str]:
+    """Why a resumed session's final trial is not run: it would train for less than the run
+    it retrains, or an earlier final trial of that config, did. None: run it. Regressions: a
+    study resumed near the end of its budget (Ctrl-C in its final trial) retrained the best
+    config for what was left, and that shorter run became the result; a finished study given
+    a slightly larger --budget retrained it again for less than its first refit. A first
+    session is not asked: its shares give the final trial about twice the default run's time,
+    less only where a budget of seconds is mostly set-up."""
+    parent = to_retrain(study)
+    if parent is None or slot.seconds is None:
+        return None
+    refits = [t for t in study.trials
+              if t.state.name == "COMPLETE" and t.user_attrs.get(FINAL_ATTR) == parent.number]  # fmt: skip
+    longest = max([parent, *refits], key=lambda t: t.user_attrs.get("train_s") or 0.0)
+    trained = longest.user_attrs.get("train_s")
+    if trained is None or slot.seconds >= trained:
+        return None
+    text = lambda s: clock_text(s) if s >= 60 else f"{s:.1f}s"  # noqa: E731 (6s < 6s reads wrong)
+    return (f"a {text(slot.seconds)} refit of trial {parent.number}'s config would train less "
+            f"than trial {longest.number} did ({text(trained)}), so none was run")  # fmt: skip

@@ -150,7 +150,6 @@ def tune(
         # a resumed study's budget is what its earlier sessions left. Regression: each
         # session had the whole budget, so resuming after Ctrl-C at 25m of 30m ran 30m more
         fail_stale(opt_study)  # a dead worker's trial: failed, not counted as running
-        runner.began = time.time()
         clock_budget = StudyBudget(seconds, now=clock, spent=spent_seconds(opt_study))
         emit("info", runner.describe(storage, clock_budget), tune=True)
         try:

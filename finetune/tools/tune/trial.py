@@ -40,10 +40,12 @@ from .history import (
     STARTED_ATTR,
     counted,
     fail_stale,
+    final_reason,
     finished_under,
     mark_finished,
     prime,
     record_session,
+    short_refit,
     to_retrain,
     waiting,
 )
@@ -94,7 +96,7 @@ class TrialRunner:
     inherited: Optional[dict[str, Any]] = None  # the default trial's image size, once known
     refit: bool = True  # the final trial trains on the validation images too (module docstring)
     teach: bool = True  # the final trial learns from the trial it retrains (train.teacher)
-    began: Optional[float] = None  # this session's start, epoch seconds (history.record_session)
+    began: Optional[float] = None  # this session's first trial, epoch seconds (record_session)
 
     @classmethod
     def prepare(cls, model, dataset, *, recipe, search: SearchSpace, overrides: dict, study,
@@ -162,12 +164,14 @@ class TrialRunner:
             if slot is None:
                 return ("every field is fixed: the default run is the only config" if fixed
                         else "the budget has no room for another trial")  # fmt: skip
-            if slot.final and budget.spent and (short := _short_refit(study, slot)):
+            if slot.final and budget.spent and (short := short_refit(study, slot)):
                 return short
+            self.began = self.began or time.time()  # a session counts from its first trial
             state, final = self.run_one(study, budget, slot, reserve=budget.reserve(retrain))
+            record_session(study, self.began, time.time())  # kept if this process is killed
             if state == "COMPLETE" and final is not None:
                 mark_finished(study, budget.seconds)
-                return "the final trial retrained the best config with the rest of the budget"
+                return final_reason(study, final)
             if state == "COMPLETE" and slot.final:
                 return "the last trial (a searched config: no trial had completed) had the rest"
 
@@ -414,28 +418,6 @@ class TrialRunner:
         )  # fmt: skip
         files.append(write_summary(summary, folder / "summary.json"))
         return files + plots
-
-
-def _short_refit(study, slot: Slot) -> Optional[str]:
-    """Why a resumed session's final trial is not run: it would train for less than the run
-    it retrains, or an earlier final trial of that config, did. None: run it. Regressions: a
-    study resumed near the end of its budget (Ctrl-C in its final trial) retrained the best
-    config for what was left, and that shorter run became the result; a finished study given
-    a slightly larger --budget retrained it again for less than its first refit. A first
-    session is not asked: its shares give the final trial about twice the default run's time,
-    less only where a budget of seconds is mostly set-up."""
-    parent = to_retrain(study)
-    if parent is None or slot.seconds is None:
-        return None
-    refits = [t for t in study.trials
-              if t.state.name == "COMPLETE" and t.user_attrs.get(FINAL_ATTR) == parent.number]  # fmt: skip
-    longest = max([parent, *refits], key=lambda t: t.user_attrs.get("train_s") or 0.0)
-    trained = longest.user_attrs.get("train_s")
-    if trained is None or slot.seconds >= trained:
-        return None
-    text = lambda s: clock_text(s) if s >= 60 else f"{s:.1f}s"  # noqa: E731 (6s < 6s reads wrong)
-    return (f"a {text(slot.seconds)} refit of trial {parent.number}'s config would train less "
-            f"than trial {longest.number} did ({text(trained)}), so none was run")  # fmt: skip
 
 
 def _params_text(params: dict, default: bool = False) -> str:
