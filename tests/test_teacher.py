@@ -112,6 +112,10 @@ def _score_shard(rank, world, init, run_dir, files, labels, out):
     targets = teacher_targets(run_dir, images, labels, classes=("cat", "dog"), weight=0.5,
                               smoothing=0.1, dist=DistInfo(world, rank, rank))  # fmt: skip
     torch.save((targets, read), f"{out}-{rank}.pt")
+    # both ranks done before either tears down. Regression (CI of 2026-12-01): rank 1 destroyed
+    # its gloo group while rank 0 still held the pair, and aborted: "terminate called without
+    # an active exception" (SIGABRT)
+    td.barrier()
     td.destroy_process_group()
 
 
