@@ -1032,6 +1032,33 @@ def test_an_in_memory_study_refuses_a_folder_with_trials(image_folder, tmp_path)
         quiet_tune(image_folder, tmp_path, trials=1)
 
 
+def test_workers_on_one_sqlite_file_take_waiting_trials_one_at_a_time(tmp_path):
+    """Regression (CI of 2026-12-01): sqlite has no row locks, and Optuna's pop of a waiting
+    trial reads it WAITING, then marks it RUNNING, so both workers of the two-worker test took
+    trial 0; one failed on the other's run folder lock and both exited 2. A worker's ask now
+    waits for the file lock beside the storage."""
+    import fcntl
+    import threading
+
+    import optuna
+
+    from finetune.tools.tune.study import _one_at_a_time
+
+    db = tmp_path / "s.db"
+    study = optuna.create_study(storage=f"sqlite:///{db}")
+    study.enqueue_trial({"x": 1.0})
+    ask, got = _one_at_a_time(study.ask, f"sqlite:///{db}"), []
+    with open(f"{db}.lock", "a") as held:  # another worker is asking now
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: got.append(ask()))
+        worker.start()
+        worker.join(0.5)
+        assert not got  # it waits for the lock
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join(10)
+    assert [t.number for t in got] == [0]
+
+
 def test_two_workers_search_one_sqlite_study(image_folder, tmp_path):
     """Two processes, one study. Regression: workers starting together on a new sqlite file
     raced to create its tables ("table studies already exists", a duplicate alembic_version

@@ -52,6 +52,11 @@ from .space import SearchSpace, load_search_space
 from .trial import DEFAULT_ATTR, FINAL_ATTR, TrialRunner, optuna_module, quiet_experimental
 from .view import tune_reporting
 
+try:  # file locks for sqlite storages (POSIX); elsewhere workers share a sqlite file unguarded
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
 __all__ = ["tune", "TuneReport"]
 
 PRUNERS = ("median", "halving", "none")
@@ -217,10 +222,42 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
     # (interrupted, its worker gone). Regression: a study resumed after Ctrl-C in its default
     # trial never ran one, so nothing compared the search with the config it replaces
     alive = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
-    if not any(t.user_attrs.get(DEFAULT_ATTR) and t.state.name in alive for t in study.trials):
-        study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
-                            skip_if_exists=not study.trials)  # fmt: skip
+    with _sqlite_lock(url):  # workers starting together enqueue one default trial, not two
+        if not any(t.user_attrs.get(DEFAULT_ATTR) and t.state.name in alive
+                   for t in study.get_trials(deepcopy=False)):  # fmt: skip
+            study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
+                                skip_if_exists=not study.trials)  # fmt: skip
+    if url and url.startswith("sqlite:///"):
+        study.ask = _one_at_a_time(study.ask, url)
     return study
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: Optional[str]):
+    """An exclusive lock on ``<db>.lock`` beside a sqlite storage (nothing for other storages:
+    their rows lock): sqlite has no row locks, and Optuna's pop of a waiting trial reads it
+    WAITING and then marks it RUNNING, so two workers asking at once could both take it.
+    Regression: the two-worker test's workers both ran trial 0, one failed on the other's run
+    folder lock, and both exited 2."""
+    if not (url and url.startswith("sqlite:///")) or fcntl is None:
+        yield
+        return
+    with open(f"{url[10:]}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _one_at_a_time(ask, url: str):
+    """``study.ask`` under ``_sqlite_lock``, which ``study.optimize`` calls for each trial."""
+
+    def locked_ask(*args, **kwargs):
+        with _sqlite_lock(url):
+            return ask(*args, **kwargs)
+
+    return locked_ask
 
 
 @contextlib.contextmanager
