@@ -69,8 +69,8 @@ class Slot:
 
 class StudyBudget:
     """Seconds for a whole study (None: no limit) and the costs of the trials run so far;
-    ``spent``: the seconds earlier sessions of the study used (``wall_seconds``), which a
-    resumed session counts as its own."""
+    ``spent``: the seconds earlier sessions of the study used (``history.spent_seconds``),
+    which a resumed session counts as its own."""
 
     def __init__(
         self,
@@ -186,7 +186,7 @@ class StudyBudget:
 
 def wall_seconds(spans: Sequence[tuple[float, float]]) -> float:
     """Seconds covered by the ``(start, end)`` spans, overlaps counted once: the wall time of a
-    study's trials, run one after another in sessions or side by side by workers.
+    study's sessions and trials, one after another or side by side (workers).
 
     Example:
         >>> wall_seconds([(0, 10), (5, 20), (30, 35)])

@@ -75,8 +75,8 @@ def counted(study) -> int:
 
 
 def spent_seconds(study, now: Optional[float] = None) -> float:
-    """Wall seconds the study has spent (``now``: the time, epoch seconds): its sessions (start
-    to files written) and its trials (start to start plus their recorded seconds), overlaps
+    """Wall seconds the study has spent (``now``: the time, epoch seconds): its sessions (first
+    trial to files written, or to the last trial of a killed one) and its trials (start to start plus their recorded seconds), overlaps
     counted once, so workers side by side count once. A running trial counts to ``now`` (call
     ``fail_stale`` first: a dead worker's is then failed); a failed one whose end was never
     recorded (its worker died) counts nothing, as its ``datetime_complete`` is when it was
