@@ -282,31 +282,36 @@ def test_the_spent_seconds_are_the_wall_time_of_the_sessions_and_trials():
 
     import optuna
 
-    from finetune.tools.tune.history import STARTED_ATTR, spent_seconds
+    from finetune.tools.tune.history import ALIVE_ATTR, STARTED_ATTR, spent_seconds
 
     t0 = 1_800_000_000.0  # epoch seconds
     study = optuna.create_study()
     study.set_user_attr("session 1800000000.000 11", [t0, t0 + 160])  # its trials and files
-    # (state, start, seconds recorded, Optuna's end): trial 1 is another worker's; trial 2's
-    # seconds end it, not Optuna's time; trial 3 was added by hand (Optuna's local times only);
-    # trial 5 failed in a dead worker, found dead 600 s later; trial 6 runs now, at t0 + 700
-    spans = [("COMPLETE", 0, 100.0, 100), ("PRUNED", 50, 100.0, 100), ("FAIL", 200, 30.0, 45),
-             ("COMPLETE", 250, None, 10), ("WAITING", None, None, None),
-             ("FAIL", 400, None, 600), ("RUNNING", 650, None, None)]  # fmt: skip
+    # (state, start, seconds recorded, Optuna's end, last epoch logged): trial 1 is another
+    # worker's; trial 2's seconds end it, not Optuna's time; trial 3 was added by hand
+    # (Optuna's local times only); trials 5 and 7 failed in dead workers, found dead 600 s
+    # later, 7 after logging epochs until 340 (regression: it counted nothing, so a resumed
+    # study had its time again); trial 6 runs now, at t0 + 700
+    spans = [("COMPLETE", 0, 100.0, 100, None), ("PRUNED", 50, 100.0, 100, None),
+             ("FAIL", 200, 30.0, 45, None), ("COMPLETE", 250, None, 10, None),
+             ("WAITING", None, None, None, None), ("FAIL", 400, None, 600, None),
+             ("RUNNING", 650, None, None, None), ("FAIL", 300, None, 600, 340)]  # fmt: skip
     local = lambda x: datetime.datetime.fromtimestamp(t0 + x)  # noqa: E731
-    for number, (state, start, seconds, took) in enumerate(spans):
+    for number, (state, start, seconds, took, alive) in enumerate(spans):
         state = getattr(optuna.trial.TrialState, state)
         attrs = {} if seconds is None else {"seconds": seconds}
         if start is not None and number != 3:
             attrs[STARTED_ATTR] = t0 + start
+        if alive is not None:
+            attrs[ALIVE_ATTR] = t0 + alive
         study.add_trial(optuna.trial.FrozenTrial(
             number=number, state=state, value=0.5 if state.name == "COMPLETE" else None,
             datetime_start=None if start is None else local(start),
             datetime_complete=None if took is None else local(start + took),
             params={}, distributions={}, user_attrs=attrs, system_attrs={},
             intermediate_values={}, trial_id=number))  # fmt: skip
-    # 0-160 (the session, holding trials 0 and 1), 200-230, 250-260, 650-700
-    assert spent_seconds(study, now=t0 + 700) == pytest.approx(160 + 30 + 10 + 50)
+    # 0-160 (the session, holding trials 0 and 1), 200-230, 250-260, 300-340, 650-700
+    assert spent_seconds(study, now=t0 + 700) == pytest.approx(160 + 30 + 10 + 40 + 50)
 
 
 def simulate(seconds, *, epoch_s, setup_s, eval_s, low=3, high=15, shortest=False):
@@ -872,6 +877,41 @@ def test_the_first_ctrl_c_stops_the_study_before_its_next_trial_a_second_at_once
     raise_if_interrupted()  # outside a study: nothing remembered
 
 
+def test_ctrl_c_in_a_trials_set_up_stops_it_at_once():
+    """Regression (hostile pass): the first Ctrl-C in a trial's set-up (its teacher pass, its
+    image cache) was remembered and acted on after the trial's first epoch, minutes on a large
+    data set. It now stops the set-up at once; once training began it is remembered again."""
+    import signal
+
+    from finetune.tools.tune.interrupt import set_up_done, setting_up, stop_on_interrupt
+
+    with stop_on_interrupt():
+        with pytest.raises(KeyboardInterrupt), setting_up():
+            signal.raise_signal(signal.SIGINT)
+            pytest.fail("the set-up went on")
+    with stop_on_interrupt(), setting_up():
+        set_up_done()  # the first epoch was logged: the wrap-up completes
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_a_trial_interrupted_in_its_set_up_trains_nothing(image_folder, tmp_path, monkeypatch):
+    """The set-up's Ctrl-C fails the trial as interrupted and stops the study, no epoch run."""
+    import signal
+
+    import finetune.api
+    from finetune.api import Interrupted
+
+    def set_up_interrupted(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the set-up went on")
+
+    monkeypatch.setattr(finetune.api, "adapt", set_up_interrupted)
+    with pytest.raises(Interrupted):
+        quiet_tune(image_folder, tmp_path, trials=2)
+    rows = list(csv.DictReader(open(tmp_path / "study" / "study" / "trials.csv")))
+    assert [(r["state"], r["note"]) for r in rows] == [("fail", "interrupted (Ctrl-C)")]
+
+
 def test_a_resumed_session_knows_the_earlier_trials_costs(image_folder, tmp_path):
     """Regression: a resumed budgeted session had no estimate of a trial's cost, so its first
     searched trial trained the space's top epochs uncapped. The stored costs now prime it."""
@@ -965,12 +1005,96 @@ def test_a_dead_workers_trial_is_failed_and_a_final_one_retried(
     time.sleep(2.5)  # > GRACE_S without a heartbeat: stale
     report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
     assert [t.state for t in report.trials] == ["complete", "fail", "complete"]
-    assert report.trials[1].note == "its worker stopped sending heartbeats (killed or lost)"
+    assert report.trials[1].note == "its worker stopped before it ended (killed, lost or stalled)"
     retried = optuna.load_study(study_name="s", storage=storage).trials[2]
     assert (retried.system_attrs.get("failed_trial") == 1) is final
     assert (retried.params == params) is final
     if final:
         assert report.stop_reason.startswith("the final trial retrained")
+
+
+def test_a_waiting_retry_is_shown_as_waiting_not_as_the_dead_trial():
+    """Regression: Optuna's retry copies the dead trial's user attributes, so until a worker
+    took it the retry's row in the table and trials.csv showed the dead trial's run folder and
+    note."""
+    import optuna
+
+    from finetune.tools.tune.results import trial_rows
+
+    study = _study_with([("COMPLETE", 0.9, {}), ("FAIL", None, {"run_dir": "/o/trial-0001"})])
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        (retry or optuna.storages.RetryFailedTrialCallback)()(study, study.trials[1])
+    study.enqueue_trial({"lr": 1e-3})  # a queued trial that is no retry
+    rows = trial_rows(study)
+    assert [r.state for r in rows] == ["complete", "fail", "waiting", "waiting"]
+    assert rows[2].run_dir is None and rows[3].run_dir is None
+    assert rows[2].note == "waiting: the retry of trial 1, the next session or worker runs it"
+    assert rows[3].note == "waiting: the next session or worker runs it"
+
+
+def _ended_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize(
+    "worker, gone",
+    [
+        (None, False),  # a trial from before WORKER_ATTR: left to the heartbeats
+        ("another-host NS ENDED", False),  # another machine's: left to the heartbeats
+        ("HOST pid:[1] ENDED", False),  # another container with the host's name (--network host)
+        ("HOST NS OWN", False),  # this process
+        ("HOST NS ENDED", True),
+        ("HOST NS not-a-pid", False),
+    ],
+)
+def test_a_worker_here_is_gone_when_its_process_is(worker, gone):
+    import os
+
+    from finetune.tools.tune.history import _gone, worker_id
+
+    host, namespace, _ = worker_id().split(" ")
+    if worker:
+        for name, value in [("HOST", host), ("NS", namespace), ("OWN", str(os.getpid()))]:
+            worker = worker.replace(name, value)
+        worker = worker.replace("ENDED", str(_ended_pid()))
+    assert _gone(worker) is gone
+
+
+def test_a_killed_final_trial_on_this_machine_is_retried_at_once(image_folder, tmp_path):
+    """Regression (hostile pass): a rerun just after a kill -9 in the final trial took it for a
+    live one until its heartbeats had been missed for GRACE_S (3 minutes), retrained the
+    next-best config and marked the study finished. A trial of this machine whose process is
+    gone is failed at once and, as a final trial, retried with the best config."""
+    import optuna
+
+    from finetune.tools.tune import study as study_module
+    from finetune.tools.tune.history import WORKER_ATTR, worker_id
+    from finetune.tools.tune.results import FINAL_ATTR
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    quiet_tune(image_folder, tmp_path, trials=1, storage=storage, study="s")
+    rdb = study_module._rdb_storage(optuna, storage)
+    study = optuna.load_study(study_name="s", storage=rdb)
+    study.enqueue_trial({"mixup": 0.0}, user_attrs={FINAL_ATTR: 0})
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
+        killed = study.ask()
+    rdb.record_heartbeat(killed._trial_id)  # fresh: the heartbeats alone would wait 3 minutes
+    host_and_namespace = worker_id().rpartition(" ")[0]
+    killed.set_user_attr(WORKER_ATTR, f"{host_and_namespace} {_ended_pid()}")
+    report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    assert [t.state for t in report.trials] == ["complete", "fail", "complete"]
+    assert report.trials[1].note == "its worker stopped before it ended (killed, lost or stalled)"
+    retried = optuna.load_study(study_name="s", storage=storage).trials[2]
+    assert retried.system_attrs.get("failed_trial") == 1
+    assert retried.user_attrs[FINAL_ATTR] == 0  # the best config, not the next best
+    assert retried.user_attrs[WORKER_ATTR] == worker_id()  # its own run, in this process
 
 
 def test_the_final_trial_plans_its_own_image_size(image_folder, tmp_path):

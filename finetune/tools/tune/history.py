@@ -10,21 +10,27 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
+import socket
 import time
 from typing import Optional
 
 from .budget import Slot, StudyBudget, clock_text, wall_seconds
-from .reporter import optuna_module, quiet_experimental
+from .reporter import ALIVE_ATTR, optuna_module, quiet_experimental
 from .results import FINAL_ATTR
 
-__all__ = ["waiting", "to_retrain", "prime", "fail_stale", "counted", "spent_seconds",
-           "record_session", "finished_under", "mark_finished", "final_reason", "short_refit"]  # fmt: skip
+__all__ = ["waiting", "to_retrain", "prime", "fail_stale", "worker_id", "RUN_ATTRS", "counted",
+           "spent_seconds", "record_session", "finished_under", "mark_finished", "final_reason",
+           "short_refit"]  # fmt: skip
 
 # study attribute: the --budget (seconds) under which a session's final trial completed
 FINISHED_ATTR = "finished_budget_s"
 SESSION_PREFIX = "session "  # study attributes: a session's [start, end], epoch seconds
 STARTED_ATTR = "started_at"  # trial attribute: its start, epoch seconds
+WORKER_ATTR = "worker"  # trial attribute: worker_id() of the process running it
+# a trial's attributes of its own run, not of its role: a retry of it starts without them
+RUN_ATTRS = (STARTED_ATTR, WORKER_ATTR, ALIVE_ATTR, "run_dir", "note")
 
 
 def waiting(study) -> list[dict]:
@@ -62,10 +68,60 @@ def prime(study, budget: StudyBudget) -> None:
 
 def fail_stale(study) -> None:
     """Fail the trials of workers that stopped sending heartbeats (an RDB storage made by
-    ``study.py``; nothing otherwise); the retry of a default or final one waits in the storage
-    for the next ask."""
+    ``study.py``; nothing otherwise) and, at once, those of this machine's workers whose process
+    is gone; the retry of a default or final one waits in the storage for the next ask."""
     with quiet_experimental():
-        optuna_module().storages.fail_stale_trials(study)
+        optuna = optuna_module()
+        optuna.storages.fail_stale_trials(study)
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if _gone(t.user_attrs.get(WORKER_ATTR)):
+                _fail(optuna, study, t._trial_id)
+
+
+def worker_id() -> str:
+    """This process as ``WORKER_ATTR`` names it: host, pid namespace (Linux; containers on one
+    host can share its name, never a pid namespace) and pid."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").replace(" ", "")  # "pid:[4026531836]"
+    except OSError:  # not Linux
+        namespace = "-"
+    return f"{socket.gethostname()} {namespace} {os.getpid()}"
+
+
+def _gone(worker: Optional[str]) -> bool:
+    """Whether ``worker`` (``worker_id()`` of a trial) ran here, in this pid namespace, and its
+    process has ended. Regression (hostile pass): a rerun just after a kill -9 took the killed
+    final trial for a live one until its heartbeats had been missed for GRACE_S (3 minutes),
+    so it retrained the next-best config and marked the study finished. Another machine's or
+    container's worker is left to the heartbeats; so is a reused pid (it looks alive), and
+    Windows, where signal 0 is Ctrl-C."""
+    here, _, own_pid = worker_id().rpartition(" ")
+    there, _, pid = (worker or "").rpartition(" ")
+    if os.name != "posix" or there != here or not pid.isdigit() or pid == own_pid:
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: no signal, only whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, another user's
+        return False
+    return False
+
+
+def _fail(optuna, study, trial_id: int) -> None:
+    """Fail a running trial and hand it to the storage's retry callback, as Optuna's
+    ``fail_stale_trials`` does with a stale one (another worker may have failed it first)."""
+    storage = study._storage  # no public handle; fail_stale_trials uses it too
+    try:
+        if not storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    getter = (getattr(storage, "get_heartbeat_stale_trial_callback", None)  # optuna >= 4.9
+              or getattr(storage, "get_failed_trial_callback", None))  # fmt: skip
+    retry = getter() if getter else None  # a storage without heartbeats: no retry
+    if retry is not None:
+        retry(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def counted(study) -> int:
@@ -76,12 +132,15 @@ def counted(study) -> int:
 
 def spent_seconds(study, now: Optional[float] = None) -> float:
     """Wall seconds the study has spent (``now``: the time, epoch seconds): its sessions (first
-    trial to files written, or to the last trial of a killed one) and its trials (start to start plus their recorded seconds), overlaps
-    counted once, so workers side by side count once. A running trial counts to ``now`` (call
-    ``fail_stale`` first: a dead worker's is then failed); a failed one whose end was never
-    recorded (its worker died) counts nothing, as its ``datetime_complete`` is when it was
-    found dead. Start times are epoch seconds (``STARTED_ATTR``), the same on every machine
-    whatever its time zone; trials before them fall back on Optuna's local ``datetime_start``."""
+    trial to files written, or to the last trial of a killed one) and its trials (start to
+    start plus their recorded seconds), overlaps counted once, so workers side by side count
+    once. A running trial counts to ``now`` (call ``fail_stale`` first: a dead worker's is then
+    failed); a failed one whose end was never recorded (its worker died) counts to its last
+    logged epoch (``ALIVE_ATTR``), or nothing without one, as its ``datetime_complete`` is when
+    it was found dead. Regression: a trial killed after 20 minutes of training counted
+    nothing, so the resumed study had those 20 minutes again. Start times are epoch seconds
+    (``STARTED_ATTR``), the same on every machine whatever its time zone; trials before them
+    fall back on Optuna's local ``datetime_start``."""
     now = time.time() if now is None else now
     spans = [tuple(v) for k, v in study.user_attrs.items() if k.startswith(SESSION_PREFIX)]
     for t in study.trials:
@@ -95,6 +154,8 @@ def spent_seconds(study, now: Optional[float] = None) -> float:
             spans.append((start, now))
         elif "seconds" in attrs:
             spans.append((start, start + attrs["seconds"]))
+        elif ALIVE_ATTR in attrs:  # a dead worker's: to its last epoch
+            spans.append((start, attrs[ALIVE_ATTR]))
         elif state != "FAIL" and t.datetime_complete is not None:  # added by hand, not by tune
             spans.append((start, t.datetime_complete.timestamp()))
     return wall_seconds(spans)

@@ -1,7 +1,7 @@
 """Ctrl-C in a study: the first one stops the study before its next trial (a trial in training
-stops after its current step: the trainer's own handler, ``train.interrupt``; a trial in its
-set-up or wrap-up after its current epoch, ``raise_if_interrupted`` in the reporter), a second
-one at once. The first is not raised where it lands: a KeyboardInterrupt raised inside a
+stops after its current step: the trainer's own handler, ``train.interrupt``; a trial setting
+up its run at once, ``setting_up``; one in its wrap-up completes), a second one at once. Out of
+a trial's set-up the first is not raised where it lands: a KeyboardInterrupt raised inside a
 finalizer (SQLAlchemy's, Optuna's) is swallowed by Python with a traceback ("Exception ignored
 in ..."). Regressions (the hostile-input passes): such a Ctrl-C was lost and the study ran to
 its end with exit 0; one that landed in a trial's wrap-up failed a trial that had trained.
@@ -22,9 +22,10 @@ from typing import Iterator
 from ...events import emit
 from ...train.interrupt import on_sigint
 
-__all__ = ["stop_on_interrupt", "raise_if_interrupted"]
+__all__ = ["stop_on_interrupt", "raise_if_interrupted", "setting_up", "set_up_done"]
 
 _requested = threading.Event()
+_setting_up = threading.Event()  # a trial's run is being set up: Ctrl-C stops it at once
 
 
 @contextlib.contextmanager
@@ -36,6 +37,8 @@ def stop_on_interrupt() -> Iterator[None]:
         if _requested.is_set():
             raise KeyboardInterrupt
         _requested.set()
+        if _setting_up.is_set():  # finetune's own set-up code, no finalizer to swallow it
+            raise KeyboardInterrupt
         emit("warning", "stopping the study before its next trial (Ctrl-C again to stop now)")
 
     try:
@@ -43,6 +46,24 @@ def stop_on_interrupt() -> Iterator[None]:
             yield
     finally:
         _requested.clear()
+
+
+@contextlib.contextmanager
+def setting_up() -> Iterator[None]:
+    """The block runs a trial's run: until ``set_up_done`` (its first epoch logged), the first
+    Ctrl-C stops it at once. Regression: it stopped after the first epoch, which on a large
+    data set is minutes (the set-up's teacher pass and image cache came before it)."""
+    _setting_up.set()
+    try:
+        yield
+    finally:
+        _setting_up.clear()
+
+
+def set_up_done() -> None:
+    """The trial's training has begun: Ctrl-C is the trainer's (after this step), then, in the
+    wrap-up, remembered until the trial has completed."""
+    _setting_up.clear()
 
 
 def raise_if_interrupted() -> None:

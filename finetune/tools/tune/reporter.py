@@ -10,13 +10,18 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from typing import Optional
 
 from .budget import StudyBudget
-from .interrupt import raise_if_interrupted
+from .interrupt import raise_if_interrupted, set_up_done
 
-__all__ = ["TrialReporter", "optuna_module", "quiet_experimental"]
+__all__ = ["TrialReporter", "optuna_module", "quiet_experimental", "ALIVE_ATTR"]
+
+# trial attribute: when the trial last logged an epoch, epoch seconds (a killed worker's trial
+# counts up to it in history.spent_seconds)
+ALIVE_ATTR = "alive_at"
 
 
 def optuna_module():
@@ -62,7 +67,9 @@ class TrialReporter:
         self.refit_score: Optional[float] = None
 
     def log_epochs(self, records) -> None:
-        raise_if_interrupted()  # a Ctrl-C in the trial's set-up (the trainer's own came later)
+        set_up_done()
+        raise_if_interrupted()  # a Ctrl-C in the set-up that a finalizer swallowed
+        self.trial.set_user_attr(ALIVE_ATTR, round(time.time(), 3))
         record = records[-1]
         self.epoch_seconds.append(float(record.get("epoch_seconds") or 0.0))
         self.score_name = "val_map" if "val_map" in record else "val_accuracy"

@@ -36,7 +36,7 @@ class TrialRow:
     """One trial as the table shows it."""
 
     number: int
-    state: str  # complete, pruned, fail, running
+    state: str  # complete, pruned, fail, running, waiting
     value: Optional[float]
     params: dict[str, Any]
     seconds: Optional[float]
@@ -53,6 +53,7 @@ def trial_rows(study) -> list[TrialRow]:
     rows = []
     for t in study.trials:
         attrs = t.user_attrs
+        waiting = t.state.name == "WAITING"  # a retry copies the dead trial's user attributes
         rows.append(
             TrialRow(
                 number=t.number,
@@ -61,20 +62,30 @@ def trial_rows(study) -> list[TrialRow]:
                 params=dict(t.params),
                 seconds=attrs.get("seconds"),
                 epochs=attrs.get("epochs_trained"),
-                run_dir=attrs.get("run_dir"),
-                note=attrs.get("note") or _unrecorded(t),
+                run_dir=None if waiting else attrs.get("run_dir"),
+                note=_waiting(t) if waiting else attrs.get("note") or _unrecorded(t),
                 best=t.number == best,
             )
         )
     return rows
 
 
+def _waiting(trial) -> str:
+    """The note of an enqueued trial no worker has taken yet: the retry of a dead worker's
+    trial (Optuna's retry callbacks name it in ``failed_trial``) or another queued trial.
+    Regression: a retry's row showed the dead trial's note and run folder."""
+    failed = trial.system_attrs.get("failed_trial")
+    retry = "" if failed is None else f"the retry of trial {failed}, "
+    return f"waiting: {retry}the next session or worker runs it"
+
+
 def _unrecorded(trial) -> str:
     """The note of a trial whose process never recorded how it ended: a failed one without its
-    ``seconds`` was failed by another worker once its heartbeats stopped (Optuna refuses user
-    attributes on a finished trial, so that worker cannot write the note)."""
+    ``seconds`` was failed by another worker once its heartbeats stopped or, on the same
+    machine, its process was gone (Optuna refuses user attributes on a finished trial, so that
+    worker cannot write the note)."""
     stale = trial.state.name == "FAIL" and "seconds" not in trial.user_attrs
-    return "its worker stopped sending heartbeats (killed or lost)" if stale else ""
+    return "its worker stopped before it ended (killed, lost or stalled)" if stale else ""
 
 
 def _best_number(study) -> Optional[int]:

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
-from .history import fail_stale, spent_seconds
+from .history import RUN_ATTRS, fail_stale, spent_seconds
 from .interrupt import stop_on_interrupt
 from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
@@ -319,10 +320,11 @@ def _rdb_storage(optuna, url: str):
     """The RDB storage at ``url`` with heartbeats: a trial whose process died (killed, the
     machine lost) is failed by the next worker once ``GRACE_S`` passed without one and, if it
     was the default run or a final trial, tried again (``_retry_own``; the retry waits in the
-    storage with its user attributes, so it keeps its role). Regression: a dead worker's trial stayed RUNNING for good and counted towards
-    ``--trials``. On sqlite it also waits on other workers' locks. Regression: two workers
-    starting together on a new file both created its tables, and one failed with "table studies
-    already exists" (or a duplicate alembic_version row); the loser retries and finds them made."""
+    storage with its user attributes, so it keeps its role). Regression: a dead worker's trial
+    stayed RUNNING for good and counted towards ``--trials``. On sqlite it also waits on other
+    workers' locks. Regression: two workers starting together on a new file both created its
+    tables, and one failed with "table studies already exists" (or a duplicate alembic_version
+    row); the loser retries and finds them made."""
     import sqlalchemy.exc
 
     # newer Optuna names the stale-trial callback apart from the (deprecated) failed-trial one
@@ -349,8 +351,12 @@ def _rdb_storage(optuna, url: str):
 def _retry_own(retry, study, trial) -> None:
     """Retry a dead worker's default or final trial (the study needs them); a searched one is
     only failed: the sampler proposes others, and a config that kills its process (out of
-    memory) is not run again on every worker."""
+    memory) is not run again on every worker. The retry keeps the trial's role, not its run
+    (``RUN_ATTRS``): with the dead worker's name, a retry just asked for would look dead to
+    another worker's ``fail_stale`` until its run named its own."""
     if DEFAULT_ATTR in trial.user_attrs or FINAL_ATTR in trial.user_attrs:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in RUN_ATTRS}
         retry(study, trial)
 
 

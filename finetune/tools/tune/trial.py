@@ -38,6 +38,7 @@ from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget, clock_text
 from .history import (
     STARTED_ATTR,
+    WORKER_ATTR,
     counted,
     fail_stale,
     final_reason,
@@ -48,8 +49,9 @@ from .history import (
     short_refit,
     to_retrain,
     waiting,
+    worker_id,
 )
-from .interrupt import raise_if_interrupted
+from .interrupt import raise_if_interrupted, setting_up
 from .neighbour import STARTUP_TRIALS, propose
 from .preflight import check_before_trials
 from .reporter import TrialReporter, optuna_module, quiet_experimental
@@ -242,6 +244,7 @@ class TrialRunner:
         seen["number"] = trial.number
         start, value = budget.now(), None
         trial.set_user_attr(STARTED_ATTR, round(time.time(), 3))  # history.spent_seconds
+        trial.set_user_attr(WORKER_ATTR, worker_id())  # history.fail_stale: gone at once
         reporter = TrialReporter(trial, epochs=None, budget=budget)
         try:
             slot, run, final = self._params(study, trial, budget, slot)
@@ -354,7 +357,7 @@ class TrialRunner:
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
         from ...api import adapt
 
-        with tracking_group(self.study_name, self.output):
+        with setting_up(), tracking_group(self.study_name, self.output):
             result = adapt(self.model, self.dataset, recipe=self.recipe, verbose=False,
                            callbacks=[reporter], output=str(run_dir),
                            **{**self.fixed, **params})  # fmt: skip
