@@ -883,7 +883,12 @@ def test_ctrl_c_in_a_trials_set_up_stops_it_at_once():
     data set. It now stops the set-up at once; once training began it is remembered again."""
     import signal
 
-    from finetune.tools.tune.interrupt import set_up_done, setting_up, stop_on_interrupt
+    from finetune.tools.tune.interrupt import (
+        raise_if_interrupted,
+        set_up_done,
+        setting_up,
+        stop_on_interrupt,
+    )
 
     with stop_on_interrupt():
         with pytest.raises(KeyboardInterrupt), setting_up():
@@ -892,6 +897,12 @@ def test_ctrl_c_in_a_trials_set_up_stops_it_at_once():
     with stop_on_interrupt(), setting_up():
         set_up_done()  # the first epoch was logged: the wrap-up completes
         signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):  # remembered: the study stops before its next
+            raise_if_interrupted()
+    with stop_on_interrupt():  # pressed before the set-up began (while the study sampled)
+        signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), setting_up():
+            pytest.fail("the set-up began")
 
 
 def test_a_trial_interrupted_in_its_set_up_trains_nothing(image_folder, tmp_path, monkeypatch):
@@ -1017,20 +1028,29 @@ def test_a_waiting_retry_is_shown_as_waiting_not_as_the_dead_trial():
     """Regression: Optuna's retry copies the dead trial's user attributes, so until a worker
     took it the retry's row in the table and trials.csv showed the dead trial's run folder and
     note."""
+    import warnings
+
     import optuna
 
     from finetune.tools.tune.results import trial_rows
 
     study = _study_with([("COMPLETE", 0.9, {}), ("FAIL", None, {"run_dir": "/o/trial-0001"})])
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9
-    with pytest.warns(optuna.exceptions.ExperimentalWarning):
-        (retry or optuna.storages.RetryFailedTrialCallback)()(study, study.trials[1])
-    study.enqueue_trial({"lr": 1e-3})  # a queued trial that is no retry
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = (retry or optuna.storages.RetryFailedTrialCallback)()
+        retry(study, study.trials[1])
+        study.enqueue_trial({"lr": 1e-3})  # a queued trial that is no retry
+        # trial 4: a retry of trial 1 that died too; its retry (5) retries 4, not 1
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL, system_attrs=study.trials[2].system_attrs))  # fmt: skip
+        retry(study, study.trials[4])
     rows = trial_rows(study)
-    assert [r.state for r in rows] == ["complete", "fail", "waiting", "waiting"]
+    assert [r.state for r in rows] == ["complete", "fail", "waiting", "waiting", "fail", "waiting"]
     assert rows[2].run_dir is None and rows[3].run_dir is None
     assert rows[2].note == "waiting: the retry of trial 1, the next session or worker runs it"
     assert rows[3].note == "waiting: the next session or worker runs it"
+    assert rows[5].note == "waiting: the retry of trial 4, the next session or worker runs it"
 
 
 def _ended_pid() -> int:
@@ -1048,7 +1068,7 @@ def _ended_pid() -> int:
     [
         (None, False),  # a trial from before WORKER_ATTR: left to the heartbeats
         ("another-host NS ENDED", False),  # another machine's: left to the heartbeats
-        ("HOST pid:[1] ENDED", False),  # another container with the host's name (--network host)
+        ("HOST boot/pid:[1] ENDED", False),  # a container with the host's name, or a machine
         ("HOST NS OWN", False),  # this process
         ("HOST NS ENDED", True),
         ("HOST NS not-a-pid", False),
@@ -1071,28 +1091,35 @@ def test_a_killed_final_trial_on_this_machine_is_retried_at_once(image_folder, t
     """Regression (hostile pass): a rerun just after a kill -9 in the final trial took it for a
     live one until its heartbeats had been missed for GRACE_S (3 minutes), retrained the
     next-best config and marked the study finished. A trial of this machine whose process is
-    gone is failed at once and, as a final trial, retried with the best config."""
+    gone is failed at once and, as a final trial, retried with the best config; the retry
+    keeps the trial's role, not its run (RUN_ATTRS)."""
     import optuna
 
     from finetune.tools.tune import study as study_module
-    from finetune.tools.tune.history import WORKER_ATTR, worker_id
+    from finetune.tools.tune.history import RUN_ATTRS, WORKER_ATTR, fail_stale, worker_id
     from finetune.tools.tune.results import FINAL_ATTR
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     quiet_tune(image_folder, tmp_path, trials=1, storage=storage, study="s")
     rdb = study_module._rdb_storage(optuna, storage)
     study = optuna.load_study(study_name="s", storage=rdb)
-    study.enqueue_trial({"mixup": 0.0}, user_attrs={FINAL_ATTR: 0})
+    # a next-best config for a wrong retry to pick: below any accuracy
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=-1.0))
+    study.enqueue_trial({"mixup": 0.0}, user_attrs={FINAL_ATTR: 0, "run_dir": "gone"})
     with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
         killed = study.ask()
     rdb.record_heartbeat(killed._trial_id)  # fresh: the heartbeats alone would wait 3 minutes
-    host_and_namespace = worker_id().rpartition(" ")[0]
-    killed.set_user_attr(WORKER_ATTR, f"{host_and_namespace} {_ended_pid()}")
-    report = quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
-    assert [t.state for t in report.trials] == ["complete", "fail", "complete"]
-    assert report.trials[1].note == "its worker stopped before it ended (killed, lost or stalled)"
-    retried = optuna.load_study(study_name="s", storage=storage).trials[2]
-    assert retried.system_attrs.get("failed_trial") == 1
+    machine = worker_id().rpartition(" ")[0]
+    killed.set_user_attr(WORKER_ATTR, f"{machine} {_ended_pid()}")
+    fail_stale(study)
+    retry = study.trials[3]
+    assert retry.state.name == "WAITING" and retry.user_attrs == {FINAL_ATTR: 0}
+    assert not set(RUN_ATTRS) & set(retry.user_attrs)
+    report = quiet_tune(image_folder, tmp_path, trials=3, storage=storage, study="s")
+    assert [t.state for t in report.trials] == ["complete", "complete", "fail", "complete"]
+    assert report.trials[2].note == "its worker stopped before it ended (killed, lost or stalled)"
+    retried = optuna.load_study(study_name="s", storage=storage).trials[3]
+    assert retried.system_attrs.get("failed_trial") == 2
     assert retried.user_attrs[FINAL_ATTR] == 0  # the best config, not the next best
     assert retried.user_attrs[WORKER_ATTR] == worker_id()  # its own run, in this process
 

@@ -14,6 +14,7 @@ import copy
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Optional
 
 from .budget import Slot, StudyBudget, clock_text, wall_seconds
@@ -30,7 +31,8 @@ SESSION_PREFIX = "session "  # study attributes: a session's [start, end], epoch
 STARTED_ATTR = "started_at"  # trial attribute: its start, epoch seconds
 WORKER_ATTR = "worker"  # trial attribute: worker_id() of the process running it
 # a trial's attributes of its own run, not of its role: a retry of it starts without them
-RUN_ATTRS = (STARTED_ATTR, WORKER_ATTR, ALIVE_ATTR, "run_dir", "note")
+RUN_ATTRS = (STARTED_ATTR, WORKER_ATTR, ALIVE_ATTR, "run_dir", "note", "budget_s", "seconds",
+             "epochs_trained", "epoch_seconds", "train_s")  # fmt: skip
 
 
 def waiting(study) -> list[dict]:
@@ -79,22 +81,24 @@ def fail_stale(study) -> None:
 
 
 def worker_id() -> str:
-    """This process as ``WORKER_ATTR`` names it: host, pid namespace (Linux; containers on one
-    host can share its name, never a pid namespace) and pid."""
+    """This process as ``WORKER_ATTR`` names it: host, boot and pid namespace (Linux: machines
+    can share a host name, and containers on one host its name, never a boot id and a pid
+    namespace both) and pid."""
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.readlink("/proc/self/ns/pid").replace(" ", "")  # "pid:[4026531836]"
-    except OSError:  # not Linux
-        namespace = "-"
-    return f"{socket.gethostname()} {namespace} {os.getpid()}"
+    except OSError:  # not Linux: the host name alone
+        boot, namespace = "-", "-"
+    return f"{socket.gethostname()} {boot}/{namespace} {os.getpid()}"
 
 
 def _gone(worker: Optional[str]) -> bool:
-    """Whether ``worker`` (``worker_id()`` of a trial) ran here, in this pid namespace, and its
-    process has ended. Regression (hostile pass): a rerun just after a kill -9 took the killed
+    """Whether ``worker`` (``worker_id()`` of a trial) ran on this machine since its boot, in
+    this pid namespace, and its process has ended. Regression (hostile pass): a rerun just after a kill -9 took the killed
     final trial for a live one until its heartbeats had been missed for GRACE_S (3 minutes),
     so it retrained the next-best config and marked the study finished. Another machine's or
-    container's worker is left to the heartbeats; so is a reused pid (it looks alive), and
-    Windows, where signal 0 is Ctrl-C."""
+    container's worker is left to the heartbeats; so is a reused pid or a zombie not yet reaped
+    (they look alive), and Windows, where signal 0 is Ctrl-C."""
     here, _, own_pid = worker_id().rpartition(" ")
     there, _, pid = (worker or "").rpartition(" ")
     if os.name != "posix" or there != here or not pid.isdigit() or pid == own_pid:

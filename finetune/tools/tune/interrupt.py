@@ -55,6 +55,7 @@ def setting_up() -> Iterator[None]:
     data set is minutes (the set-up's teacher pass and image cache came before it)."""
     _setting_up.set()
     try:
+        raise_if_interrupted()  # pressed since the study's last check (its ask, its sampling)
         yield
     finally:
         _setting_up.clear()

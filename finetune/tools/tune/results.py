@@ -72,9 +72,10 @@ def trial_rows(study) -> list[TrialRow]:
 
 def _waiting(trial) -> str:
     """The note of an enqueued trial no worker has taken yet: the retry of a dead worker's
-    trial (Optuna's retry callbacks name it in ``failed_trial``) or another queued trial.
+    trial (Optuna's retry callbacks list the trials it retries in ``retry_history``; their
+    ``failed_trial`` is the first of them) or another queued trial.
     Regression: a retry's row showed the dead trial's note and run folder."""
-    failed = trial.system_attrs.get("failed_trial")
+    failed = (trial.system_attrs.get("retry_history") or [None])[-1]  # the latest to fail
     retry = "" if failed is None else f"the retry of trial {failed}, "
     return f"waiting: {retry}the next session or worker runs it"
 

@@ -156,7 +156,6 @@ def tune(
         opt_study = _study(optuna, runner, storage, pruner, budgeted=seconds is not None)
         # a resumed study's budget is what its earlier sessions left. Regression: each
         # session had the whole budget, so resuming after Ctrl-C at 25m of 30m ran 30m more
-        fail_stale(opt_study)  # a dead worker's trial: failed, not counted as running
         clock_budget = StudyBudget(seconds, now=clock, spent=spent_seconds(opt_study))
         emit("info", runner.describe(storage, clock_budget), tune=True)
         try:
@@ -225,6 +224,7 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
     # trial never ran one, so nothing compared the search with the config it replaces
     alive = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
     with _sqlite_lock(url):  # workers starting together enqueue one default trial, not two
+        fail_stale(study)  # a dead default trial's retry is queued under the lock, or seen
         if not any(t.user_attrs.get(DEFAULT_ATTR) and t.state.name in alive
                    for t in study.get_trials(deepcopy=False)):  # fmt: skip
             study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
