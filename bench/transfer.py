@@ -39,10 +39,12 @@ train.epochs, and B as the plain loop's time. If a finetune run fails, plain and
 skipped for that seed (nothing to equal) and the probe still runs.
 
 Targets per data set (issue 9): finetune mean >= max(probe, plain) mean + 1.5 points; finetune >=
-probe in every seed; finetune mean > fastai mean. With tune (issue 13): on each data set tune's
-mean not below finetune's by more than finetune's seed spread (sample std over seeds), and over
-the data sets tune's gain on finetune, the sets' mean gains averaged, >= 1 point; the gain per
-seed and the seeds below the spread are printed too (bench/tune_pool.py pools several runs).
+probe in every seed; finetune mean > fastai mean. With tune (issue 13: "≥ 1 point better on
+average, never worse than the default by more than the seed spread"): over the data sets, tune's
+gain on finetune (paired by seed; each set's mean gain, the sets averaged) >= 1 point, with its
+standard error; on each set, tune in no seed below finetune by more than finetune's seed spread
+(sample std over seeds); each set's gain per seed is printed too (bench/tune_pool.py pools the
+seeds of several runs).
 JSON and Markdown (mean +- sample std over seeds, per-seed values, wall time per run) are
 rewritten after every seed; finetune's runs and logs stay in CACHE/runs/.
 

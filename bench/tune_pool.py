@@ -75,7 +75,7 @@ def report(seeds: dict, files: list[Path]) -> str:
             f"{ahead} / {len(gains) - ahead - behind} / {behind} | "
             f"{len(below)} ({100 * ft['std']:.2f}): seeds {', '.join(below) or '-'} |"
         )
-        checks += [f"{name}: {target_line(t)[2:]}" for t in tune_targets(ft, tune)[:1]]
+        checks += [f"{name}: {target_line(t)[2:]}" for t in tune_targets(ft, tune)[:1]]  # no INFO
     lines += ["", *(f"- {c}" for c in checks)]
     lines += [target_line(t) for t in overall_targets(datasets)]
     return "\n".join(lines) + "\n"
