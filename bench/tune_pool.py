@@ -30,7 +30,7 @@ def pool(files: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
     """{data set: {method: {seed: test accuracy}}} for the seeds that have both methods."""
     seeds: dict[str, dict[str, dict[str, float]]] = {}
     for file in files:
-        for name, entry in json.loads(file.read_text())["datasets"].items():
+        for name, entry in _datasets(file).items():
             summary = entry.get("summary", {})
             if not set(PAIR) <= set(summary):
                 continue
@@ -39,6 +39,20 @@ def pool(files: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
                 per_seed = seeds.setdefault(name, {}).setdefault(method, {})
                 per_seed.update({k: summary[method]["per_seed"][k] for k in both})
     return seeds
+
+
+def _datasets(file: Path) -> dict:
+    """The ``datasets`` of a bench/transfer.py result file, or one line saying why not."""
+    try:
+        result = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(
+            f"tune_pool.py: {file} is not JSON ({e}); give bench/transfer.py result files"
+        ) from None
+    datasets = result.get("datasets") if isinstance(result, dict) else None
+    if not isinstance(datasets, dict):
+        raise SystemExit(f"tune_pool.py: {file} has no 'datasets'; not a bench/transfer.py result")
+    return datasets
 
 
 def summary(per_seed: dict[str, float]) -> dict:

@@ -277,6 +277,17 @@ def test_a_resumed_budget_has_what_earlier_sessions_left():
     assert StudyBudget(300.0, now=FakeClock(), spent=310.0).first_slot(None) is None
 
 
+@pytest.mark.parametrize("ran, told", [(True, 39.0), (False, 37.0)])
+def test_a_session_that_ran_no_trial_adds_nothing_to_the_usage(ran, told):
+    """Regression (hostile pass): a rerun of a finished study said 38s of 40s at its end where
+    it began at 37s; spent_seconds stores nothing for a session without a trial."""
+    clock = FakeClock()
+    budget = StudyBudget(40.0, now=clock, spent=37.0)
+    clock.t += 2.0  # the session's start-up and files
+    budget.stop(counted=ran)
+    assert budget.elapsed() == told
+
+
 def test_the_spent_seconds_are_the_wall_time_of_the_sessions_and_trials():
     import datetime
 
@@ -1193,12 +1204,12 @@ def test_workers_on_one_sqlite_file_take_waiting_trials_one_at_a_time(tmp_path):
 
     import optuna
 
-    from finetune.tools.tune.study import _one_at_a_time
+    from finetune.tools.tune.study import _asking
 
     db = tmp_path / "s.db"
     study = optuna.create_study(storage=f"sqlite:///{db}")
     study.enqueue_trial({"x": 1.0})
-    ask, got = _one_at_a_time(study.ask, f"sqlite:///{db}"), []
+    ask, got = _asking(study.ask, f"sqlite:///{db}"), []
     with open(f"{db}.lock", "a") as held:  # another worker is asking now
         fcntl.flock(held, fcntl.LOCK_EX)
         worker = threading.Thread(target=lambda: got.append(ask()))
@@ -1208,6 +1219,51 @@ def test_workers_on_one_sqlite_file_take_waiting_trials_one_at_a_time(tmp_path):
         fcntl.flock(held, fcntl.LOCK_UN)
     worker.join(10)
     assert [t.number for t in got] == [0]
+
+
+def test_a_trial_is_named_after_its_worker_when_asked_and_not_asked_after_ctrl_c():
+    """Regressions (hostile pass): a worker killed between its ask and its trial's first
+    attribute left a trial no one could tell was dead for 3 minutes (counted in the budget up
+    to now; a final trial of the best config looked alive to the rerun); a Ctrl-C between
+    trials created the next trial and failed it, unrun."""
+    import signal
+
+    import optuna
+
+    from finetune.tools.tune.history import WORKER_ATTR, worker_id
+    from finetune.tools.tune.interrupt import stop_on_interrupt
+    from finetune.tools.tune.study import _asking
+
+    study = optuna.create_study()
+    ask = _asking(study.ask, None)
+    assert ask().user_attrs[WORKER_ATTR] == worker_id()
+    with stop_on_interrupt():
+        signal.raise_signal(signal.SIGINT)  # between trials: remembered
+        with pytest.raises(KeyboardInterrupt):
+            ask()
+    assert len(study.trials) == 1
+
+
+def test_a_second_ctrl_c_while_an_interrupted_study_writes_its_files_keeps_the_message(
+    image_folder, tmp_path, monkeypatch
+):
+    """Regression (hostile pass): a second Ctrl-C while the interrupted study wrote its files
+    ended it with "interrupted (Ctrl-C)" alone, without how to resume."""
+    from finetune.api import Interrupted
+    from finetune.tools.tune.trial import TrialRunner
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    def second(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrialRunner, "_train", interrupted)
+    monkeypatch.setattr(TrialRunner, "write_results", second)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(Interrupted) as e:
+        quiet_tune(image_folder, tmp_path, trials=2, storage=url)
+    assert str(e.value).endswith("run the same finetune tune command to resume it")
 
 
 def test_two_workers_search_one_sqlite_study(image_folder, tmp_path):

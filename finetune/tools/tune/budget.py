@@ -89,10 +89,12 @@ class StudyBudget:
     def elapsed(self) -> float:
         return self.spent + (self.now() if self.stopped is None else self.stopped) - self.start
 
-    def stop(self) -> None:
-        """Stop the clock: the study's time is told from here on (its files, its report)."""
+    def stop(self, *, counted: bool = True) -> None:
+        """Stop the clock: the study's time is told from here on (its files, its report).
+        ``counted`` False: the session ran no trial and adds nothing, as ``spent_seconds``
+        stores it. Regression: a rerun of a finished study said 38s of 40s where it had 37s."""
         if self.stopped is None:
-            self.stopped = self.now()
+            self.stopped = self.now() if counted else self.start
 
     def remaining(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()

@@ -46,8 +46,8 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...validation import parse_duration
 from .budget import StudyBudget
-from .history import RUN_ATTRS, fail_stale, spent_seconds
-from .interrupt import stop_on_interrupt
+from .history import RUN_ATTRS, WORKER_ATTR, fail_stale, spent_seconds, worker_id
+from .interrupt import raise_if_interrupted, stop_on_interrupt
 from .neighbour import STARTUP_TRIALS
 from .results import TrialRow, trial_rows
 from .space import SearchSpace, load_search_space
@@ -174,9 +174,12 @@ def _interrupted(study, runner: TrialRunner, budget: StudyBudget, storage: Optio
     which would finish one trial's run, not the study."""
     from ...api import Interrupted
 
-    with contextlib.suppress(Exception):  # the files are a courtesy; the message is the point
+    # the files are a courtesy, the message is the point. Regression: a second Ctrl-C while
+    # they were written ended the study with "interrupted (Ctrl-C)" alone
+    with contextlib.suppress(Exception, KeyboardInterrupt):
         runner.write_results(study, budget, "interrupted (Ctrl-C)")
-    where = f"{runner.output}/study and {runner.output}/trials"
+    folders = [runner.output / "study", runner.output / "trials"]
+    where = " and ".join(str(f) for f in folders if f.is_dir()) or "no files written"
     if storage:
         return Interrupted(f"study {runner.study_name} interrupted; its trials are kept in "
                            f"{storage} ({where}): run the same finetune tune command to resume it")  # fmt: skip
@@ -229,8 +232,7 @@ def _study(optuna, runner: TrialRunner, storage: Optional[str], pruner: str, *, 
                    for t in study.get_trials(deepcopy=False)):  # fmt: skip
             study.enqueue_trial(runner.default_params(budgeted), user_attrs={DEFAULT_ATTR: True},
                                 skip_if_exists=not study.trials)  # fmt: skip
-    if url and url.startswith("sqlite:///"):
-        study.ask = _one_at_a_time(study.ask, url)
+    study.ask = _asking(study.ask, url)
     return study
 
 
@@ -252,14 +254,22 @@ def _sqlite_lock(url: Optional[str]):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _one_at_a_time(ask, url: str):
-    """``study.ask`` under ``_sqlite_lock``, which ``study.optimize`` calls for each trial."""
+def _asking(ask, url: Optional[str]):
+    """``study.ask``, which ``study.optimize`` calls for each trial, as a worker asks: not once
+    Ctrl-C was pressed (regression: a Ctrl-C between trials created the next trial and failed
+    it, unrun), one worker at a time on a sqlite file (``_sqlite_lock``), and the new trial
+    named after its worker at once (``history.fail_stale``; regression: a worker killed just
+    after its ask left a trial that no one could tell was dead for 3 minutes, counted in the
+    budget up to now, and a final trial of the best config looked alive to the rerun)."""
 
-    def locked_ask(*args, **kwargs):
+    def asked(*args, **kwargs):
+        raise_if_interrupted()
         with _sqlite_lock(url):
-            return ask(*args, **kwargs)
+            trial = ask(*args, **kwargs)
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+        return trial
 
-    return locked_ask
+    return asked
 
 
 @contextlib.contextmanager

@@ -38,7 +38,6 @@ from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget, clock_text
 from .history import (
     STARTED_ATTR,
-    WORKER_ATTR,
     counted,
     fail_stale,
     final_reason,
@@ -49,7 +48,6 @@ from .history import (
     short_refit,
     to_retrain,
     waiting,
-    worker_id,
 )
 from .interrupt import raise_if_interrupted, setting_up
 from .neighbour import STARTUP_TRIALS, propose
@@ -244,7 +242,6 @@ class TrialRunner:
         seen["number"] = trial.number
         start, value = budget.now(), None
         trial.set_user_attr(STARTED_ATTR, round(time.time(), 3))  # history.spent_seconds
-        trial.set_user_attr(WORKER_ATTR, worker_id())  # history.fail_stale: gone at once
         reporter = TrialReporter(trial, epochs=None, budget=budget)
         try:
             slot, run, final = self._params(study, trial, budget, slot)
@@ -409,7 +406,8 @@ class TrialRunner:
                                          study_name=self.study_name, score=score,
                                          value=best.value))  # fmt: skip
         plots = write_plots(study, folder)
-        budget.stop()  # the summary, the report and the last line tell the same time
+        # the summary, the report and the last line tell the same time
+        budget.stop(counted=self.began is not None)
         if self.began is not None:
             record_session(study, self.began, time.time())
         summary = dict(
