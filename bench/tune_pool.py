@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # transfer_report, run from anywhere
 
-from transfer_report import overall_targets, target_line, tune_targets  # noqa: E402
+from transfer_report import overall_targets, paired_gains, target_line, tune_targets  # noqa: E402
 
 PAIR = ("finetune", "tune")
 
@@ -79,10 +79,11 @@ def report(seeds: dict, files: list[Path]) -> str:
     for name, methods in seeds.items():
         ft, tune = summary(methods["finetune"]), summary(methods["tune"])
         datasets[name] = dict(summary=dict(finetune=ft, tune=tune))
-        gains = [tune["per_seed"][k] - ft["per_seed"][k] for k in ft["per_seed"]]
+        paired = paired_gains(ft, tune)
+        gains = list(paired.values())
         se = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else 0.0
         ahead, behind = sum(g > 0 for g in gains), sum(g < 0 for g in gains)
-        below = sorted((k for k, g in zip(ft["per_seed"], gains) if g < -ft["std"]), key=int)
+        below = [k for k, g in paired.items() if g < -ft["std"]]  # paired_gains sorts the seeds
         lines.append(
             f"| {name} | {len(gains)} | {ft['mean']:.4f} | {tune['mean']:.4f} | "
             f"{100 * statistics.fmean(gains):+.2f} (± {100 * se:.2f}) | "
