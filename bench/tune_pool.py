@@ -5,7 +5,9 @@ the same bench run, seed by seed, and the scoreboard's issue-13 checks over the 
 A three-seed run cannot tell a one-point gain from seed noise (elpv's default moves 1.4 points
 between seeds), so the gain is read over many seeds: per data set the mean gain with its
 standard error, the seeds ahead and behind, and the seeds below the default by more than its
-spread over the pool.
+spread over the pool. A normal model of the paired gains (their mean and sample std) then says
+how many seeds it expects below the spread, and what mean gain "never" would need: the gain at
+which it expects fewer than one of the pool's seeds below (n * P(gain < -spread) < 1).
 
     python bench/tune_pool.py bench/results/tune-halt-seeds*.json
     python bench/tune_pool.py bench/results/tune-{adjusted*,neighbours*,halt*}.json --out /tmp/p.md
@@ -64,6 +66,20 @@ def summary(per_seed: dict[str, float]) -> dict:
     )
 
 
+def _never_needs(gains: list[float], spread: float) -> str:
+    """'expected below | gain never needs' cells, in points: under a normal model of the paired
+    gains, the seeds expected below -spread, and the mean gain that expects < 1 of n below."""
+    n = len(gains)
+    if n < 3:
+        return "- | -"
+    sd = statistics.stdev(gains)
+    if sd == 0:
+        return "- | -"
+    expected = n * statistics.NormalDist(statistics.fmean(gains), sd).cdf(-spread)
+    needs = statistics.NormalDist().inv_cdf(1 - 1 / n) * sd - spread
+    return f"{expected:.1f} | {100 * needs:+.2f} (paired sd {100 * sd:.2f})"
+
+
 def report(seeds: dict, files: list[Path]) -> str:
     lines = [
         "# tune against the default run, pooled (bench/tune_pool.py)",
@@ -72,8 +88,8 @@ def report(seeds: dict, files: list[Path]) -> str:
         "accuracy; the spread is the default's sample std over the pooled seeds.",
         "",
         "| data set | seeds | default | tune | gain (± s.e.) | ahead / level / behind | "
-        "below the spread |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "below the spread | expected below | gain 'never' needs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     datasets, checks = {}, []
     for name, methods in seeds.items():
@@ -88,7 +104,8 @@ def report(seeds: dict, files: list[Path]) -> str:
             f"| {name} | {len(gains)} | {ft['mean']:.4f} | {tune['mean']:.4f} | "
             f"{100 * statistics.fmean(gains):+.2f} (± {100 * se:.2f}) | "
             f"{ahead} / {len(gains) - ahead - behind} / {behind} | "
-            f"{len(below)} ({100 * ft['std']:.2f}): seeds {', '.join(below) or '-'} |"
+            f"{len(below)} ({100 * ft['std']:.2f}): seeds {', '.join(below) or '-'} | "
+            f"{_never_needs(gains, ft['std'])} |"
         )
         checks += [f"{name}: {target_line(t)[2:]}" for t in tune_targets(ft, tune)[:1]]  # no INFO
     lines += ["", *(f"- {c}" for c in checks)]
