@@ -4,9 +4,10 @@ The budgeted studies of `bench/transfer.py --methods tune` hold one or two searc
 fewer epochs than the default run, so they cannot say whether the search proposes good configs.
 Here every trial trains the same epochs: per data set and seed, one study without a budget,
 
-    python -m finetune tune --data DIR --trials 5 --epochs E --img-size PX --seed S --output OUT
+    python -m finetune tune --data DIR --trials 6 --epochs E --img-size PX --seed S --output OUT
 
-(the default run, then four searched trials; the median pruner as shipped), and each trial is
+(the default run, four searched trials and the final one, which retrains the best config and is
+left out here: it is not searched; the median pruner as shipped), and each trial is
 read from its run's config.json: validation accuracy (its best epoch's, the study's score),
 test accuracy, state. Per data set it reports the searched trials' mean validation score, how
 many came within 1 point of the default run on validation and how many beat it, and the test
@@ -52,7 +53,8 @@ def log(msg: str) -> None:
 
 def run_study(name: str, seed: int, opts) -> dict:
     out = opts.cache / "runs" / f"search-{name}-seed{seed}"
-    cmd = ["tune", "--data", str(prepare(name)), "--trials", str(opts.trials)]
+    # one more: under --trials the last trial is the final one (the best config retrained)
+    cmd = ["tune", "--data", str(prepare(name)), "--trials", str(opts.trials + 1)]
     cmd += ["--epochs", str(opts.epochs), "--img-size", str(IMG_SIZE[name])]
     cmd += ["--seed", str(seed), "--output", str(out)]
     done = (out / "study" / "summary.json").is_file()
@@ -71,11 +73,14 @@ def run_study(name: str, seed: int, opts) -> dict:
                 epochs=len(val),
             )
         )
-    summary = json.loads((out / "study" / "summary.json").read_text())
-    notes = {r["number"]: r["note"] for r in _csv(out / "study" / "trials.csv")}
+    rows = {r["number"]: r for r in _csv(out / "study" / "trials.csv")}
     for i, t in enumerate(trials):
-        t["note"] = notes.get(i, "")
-    return dict(dataset=name, seed=seed, trials=trials, best_trial=summary["best_trial"],
+        t["note"], t["state"] = rows[i]["note"], rows[i]["state"]
+    trials = [t for t in trials if "config, retrained" not in t["note"]]  # the final trial
+    # the study's best without its final trial: Optuna's (complete trials; the first of equals)
+    complete = [i for i, t in enumerate(trials) if t["state"] == "complete"]
+    best = max(complete, key=lambda i: trials[i]["val_accuracy"])
+    return dict(dataset=name, seed=seed, trials=trials, best_trial=best,
                 wall_s=wall, command=shlex.join(["finetune", *cmd]))  # fmt: skip
 
 
@@ -117,8 +122,9 @@ def markdown(results: dict) -> str:
         "# Searched trials against the default run (bench/tune_search.py)",
         "",
         f"`{meta['command']}`, {meta['date']}, {meta['machine']}, finetune at {meta['commit']}. "
-        f"Each study: `finetune tune --trials {meta['trials']} --epochs {meta['epochs']}` (no "
-        "budget: every trial trains the same epochs). Val and test accuracy per trial; a "
+        f"Each study: `finetune tune --trials {meta['trials'] + 1} --epochs {meta['epochs']}` "
+        "(no budget: every trial trains the same epochs; the last, the final trial, retrains the "
+        "best config and is left out). Val and test accuracy per trial; a "
         "pruned trial's val is its best epoch before it stopped.",
         "",
         "| data set | seed | default val / test | searched trials' val (trial: val) | result "

@@ -250,6 +250,9 @@ def test_no_budget_means_no_cap():
     budget = StudyBudget(None, now=FakeClock(1.0))
     budget.record(wall_s=100.0, epoch_seconds=[50.0])
     assert budget.next_slot(3, 10) == Slot(epochs=10) and budget.room_for_epoch([1e9])
+    # --trials alone: the last trial is the final one, unless the study is too short for one
+    assert budget.next_slot(3, 10, last=True) == Slot(final=True)
+    assert budget.next_slot(3, 10, last=True, retrain=False) == Slot(epochs=10)
 
 
 @pytest.mark.parametrize(
@@ -479,6 +482,24 @@ def test_a_study_ends_with_the_best_config_retrained_within_its_budget(image_fol
     assert saved["config"]["train"]["teacher"] == (best.run_dir if taught else None)
     best_yaml = (tmp_path / "study" / "study" / "best.yaml").read_text()
     assert "its config's: the run trained on the validation images too" in best_yaml
+
+
+def test_trials_without_a_budget_end_with_the_final_trial(image_folder, tmp_path):
+    """Regression: under --trials N alone the N-th trial was one more searched config, so a
+    study without a budget never refitted or taught its result (the gains measured in
+    docs/benchmarks.md came only with --budget)."""
+    space = {"lr": SPACE["lr"], "epochs": {"low": 1, "high": 2}}
+    report = quiet_tune(image_folder, tmp_path, trials=3, search=space, epochs=None)
+    assert report.stop_reason == "the final trial retrained the best config"
+    *searched, final = report.trials
+    best = max(searched, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
+    assert final.note == (f"trial {best.number}'s config, retrained on the training and "
+                          f"validation images, taught by trial {best.number}")  # fmt: skip
+    assert final.params == best.params and final.value == best.value and final.best
+    saved = read_run_config(final.run_dir)["finetune"]["config"]
+    retrained = read_run_config(best.run_dir)["finetune"]["config"]
+    assert saved["train"]["epochs"] == retrained["train"]["epochs"]  # its trial's, not sampled
+    assert saved["data"]["train_on_val"] is True and saved["train"]["teacher"] == best.run_dir
 
 
 def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folder, tmp_path):

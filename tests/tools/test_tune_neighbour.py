@@ -92,12 +92,12 @@ def test_a_damaged_config_json_falls_back_to_the_trials_parameters(tmp_path, tex
 
 def test_a_study_starts_near_the_default_run_and_hands_over_to_tpe(image_folder, tmp_path):
     """Trials 1 to STARTUP_TRIALS-1 move the default run's own values (its automatic LR
-    included); TPE samples the next one."""
+    included); TPE samples the next one (and the last, under --trials, is the final one)."""
     space = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "mixup": [0.0, 0.2]}
-    report = tune("test_resnet", image_folder, search=space, trials=STARTUP_TRIALS + 1, epochs=1,
+    report = tune("test_resnet", image_folder, search=space, trials=STARTUP_TRIALS + 2, epochs=1,
                   pretrained=False, img_size=32, batch_size=4, num_workers=0, warmup_epochs=0.0,
                   verbose=False, output=str(tmp_path / "study"), pruner="none")  # fmt: skip
-    default, *near, sampled = report.trials
+    default, *near, sampled, final = report.trials
     chosen = read_run_config(default.run_dir)["finetune"]["config"]["optim"]["lr"]
     assert default.note == "the default run" and len(near) == STARTUP_TRIALS - 1
     for t in near:
@@ -109,4 +109,4 @@ def test_a_study_starts_near_the_default_run_and_hands_over_to_tpe(image_folder,
     assert first.note.startswith("near trial 0's config")
     if "lr" not in first.note:  # not moved: the default run's own automatic choice
         assert first.params["lr"] == pytest.approx(chosen)
-    assert sampled.note == ""
+    assert sampled.note == "" and final.note.startswith("trial ") and "retrained" in final.note

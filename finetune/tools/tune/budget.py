@@ -138,7 +138,9 @@ class StudyBudget:
         remaining = self.remaining()
         if remaining <= 0:
             return None
-        if self.seconds is None or not self.epoch_s:
+        if self.seconds is None:  # --trials alone: its last trial is the final one, as configured
+            return Slot(final=True) if last and retrain else Slot(epochs=high)
+        if not self.epoch_s:
             return Slot(epochs=high)
         searchable = remaining - self.reserve(retrain)
         if not last and searchable >= self.estimate(low):

@@ -183,7 +183,7 @@ def mark_finished(study, seconds: Optional[float]) -> None:
         study.set_user_attr(FINISHED_ATTR, seconds)
 
 
-def final_reason(study, final: int) -> str:
+def final_reason(study, final: int, *, budgeted: bool = True) -> str:
     """Why the study stopped after its final trial, naming the config it retrained when that
     was not the best: a final trial of the best was running elsewhere (another worker's, or a
     killed one's, which looks alive until its heartbeats are missed). Regression (hostile
@@ -192,9 +192,10 @@ def final_reason(study, final: int) -> str:
     searched = [t for t in study.trials
                 if t.state.name == "COMPLETE" and t.values and FINAL_ATTR not in t.user_attrs]  # fmt: skip
     best = max(searched, key=lambda t: t.value)
+    rest = " with the rest of the budget" if budgeted else ""
     if study.trials[final].value >= best.value:
-        return "the final trial retrained the best config with the rest of the budget"
-    return (f"the final trial retrained trial {final}'s config with the rest of the budget "
+        return f"the final trial retrained the best config{rest}"
+    return (f"the final trial retrained trial {final}'s config{rest} "
             f"(a final trial of the best, trial {best.number}'s, was running elsewhere)")  # fmt: skip
 
 

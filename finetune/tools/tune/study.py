@@ -114,8 +114,9 @@ def tune(
         budget: the whole study's wall-clock time ("30m", "2h", or seconds); a resumed study
             has what its earlier sessions left, and one whose final trial completed runs
             nothing unless this is larger than the budget it finished under.
-        trials: stop after this many trials of the study (all workers, earlier sessions too).
-            At least one of ``budget`` and ``trials`` is needed.
+        trials: stop after this many trials of the study (all workers, earlier sessions too);
+            from 3 on, the last is the final trial (without ``budget``: trained for the epochs
+            of the trial it retrains). At least one of ``budget`` and ``trials`` is needed.
         search: search-space YAML file, a name in ``recipes/search``, or a mapping; default
             ``recipes/search/default.yaml``.
         storage: Optuna storage URL (``sqlite:///study.db``): persists, resumes, shares.

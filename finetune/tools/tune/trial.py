@@ -8,7 +8,9 @@ study budget budgeted like ``finetune run --budget``; the next ones start near t
 (``neighbour.py``). The last trial of a budgeted study is the final one: the best config so far
 (its parameters enqueued, nothing sampled, not pruned) trained with the rest of the budget, about
 twice the default run's time, on the training and validation images unless ``refit`` is off
-(``train_on_val``; its score is then its config's). Regression: fields whose default is None
+(``train_on_val``; its score is then its config's). Under ``--trials N`` alone the N-th trial is
+the final one, trained for the epochs of the trial it retrains. Regression: there it was one
+more searched trial, so a study without a budget never refitted or taught its result. Regression: fields whose default is None
 (lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
 never ran the config it replaces. Searched trials train at the image size the default trial
 chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and
@@ -171,7 +173,7 @@ class TrialRunner:
             record_session(study, self.began, time.time())  # kept if this process is killed
             if state == "COMPLETE" and final is not None:
                 mark_finished(study, budget.seconds)
-                return final_reason(study, final)
+                return final_reason(study, final, budgeted=budget.seconds is not None)
             if state == "COMPLETE" and slot.final:
                 return "the last trial (a searched config: no trial had completed) had the rest"
 
@@ -195,7 +197,7 @@ class TrialRunner:
         number of the trial whose config it retrained (else None)."""
         seen: dict[str, Any] = {}
         if slot.final:
-            self._enqueue_final(study)
+            self._enqueue_final(study, budgeted=slot.seconds is not None)
         elif not waiting(study):
             self._enqueue_neighbour(study, slot)
         try:
@@ -266,8 +268,8 @@ class TrialRunner:
                 seen["refit"] = refit
                 on = " on the training and validation images" if refit else ""
                 taught = f", taught by trial {final}" if run.get("teacher") else ""
-                reporter.note = (f"trial {final}'s config, retrained with the rest of the budget"
-                                 f"{on}{taught}")  # fmt: skip
+                rest = " with the rest of the budget" if slot.seconds else ""
+                reporter.note = f"trial {final}'s config, retrained{rest}{on}{taught}"
                 text = f"{reporter.note} ({text})"
             emit("info", f"trial {trial.number}: {text}", tune=True)
             value = self._train(run, run_dir, reporter)
@@ -282,15 +284,15 @@ class TrialRunner:
             seen["stopped"] = reporter.stopped()
             self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
 
-    def _enqueue_final(self, study) -> None:
+    def _enqueue_final(self, study, *, budgeted: bool = True) -> None:
         """Enqueue the final trial: the config ``to_retrain`` picks, its epochs planned by the
-        run. Nothing when a final trial already waits, or no trial has completed (the final
-        slot then samples)."""
+        run (``budgeted``) or the picked trial's. Nothing when a final trial already waits, or
+        no trial has completed (the final slot then samples)."""
         if any(FINAL_ATTR in attrs for attrs in waiting(study)):
             return
         best = to_retrain(study)
         if best is not None:
-            params = {k: v for k, v in best.params.items() if k != "epochs"}
+            params = {k: v for k, v in best.params.items() if k != "epochs" or not budgeted}
             study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
 
     def _enqueue_neighbour(self, study, slot: Slot) -> None:
@@ -315,8 +317,8 @@ class TrialRunner:
         if final is not None and not slot.final:
             slot = budget.final_slot() or slot
         keys = set(self.default_params(slot.seconds is not None)) if default else None
-        if final is not None:
-            keys = set(study.trials[final].params) - {"epochs"}  # the enqueued ones
+        if final is not None:  # the enqueued ones; a budgeted run plans its epochs
+            keys = set(study.trials[final].params) - ({"epochs"} if slot.seconds else set())
         elif NEAR_ATTR in trial.user_attrs:  # the values it moved or kept; the rest as configured
             keys = set(trial.user_attrs[NEAR_KEYS_ATTR]) - ({"epochs"} if slot.seconds else set())
         elif slot.seconds is not None and not default:  # the run plans its epochs
