@@ -11,7 +11,7 @@ left out here: it is not searched; the median pruner as shipped), and each trial
 read from its run's config.json: validation accuracy (its best epoch's, the study's score),
 test accuracy, state. Per data set it reports the searched trials' mean validation score, how
 many came within 1 point of the default run on validation and how many beat it, and the test
-accuracy of the study's result (the best trial on validation) against the default run's.
+accuracy of the best of those trials on validation against the default run's.
 
 Run it from two checkouts (git worktrees) to compare two searches on the same seeds; each
 measures its own checkout's finetune:
@@ -74,8 +74,9 @@ def run_study(name: str, seed: int, opts) -> dict:
             )
         )
     rows = {r["number"]: r for r in _csv(out / "study" / "trials.csv")}
-    for i, t in enumerate(trials):
-        t["note"], t["state"] = rows[i]["note"], rows[i]["state"]
+    for t in trials:  # by number: a trial that failed before its run began has no folder
+        row = rows[int(t["trial"].removeprefix("trial-"))]
+        t["note"], t["state"] = row["note"], row["state"]
     trials = [t for t in trials if "config, retrained" not in t["note"]]  # the final trial
     # the study's best without its final trial: Optuna's (complete trials; the first of equals)
     complete = [i for i, t in enumerate(trials) if t["state"] == "complete"]

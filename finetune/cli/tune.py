@@ -55,7 +55,12 @@ def tune(
     ] = None,
     trials: Annotated[
         Optional[int],
-        option("trials", panel=STUDY, help="Stop after N trials (all workers of the study)."),
+        option(
+            "trials",
+            panel=STUDY,
+            help="Stop after N trials (all workers of the study); from 3 on, the last "
+            "retrains the best config.",
+        ),
     ] = None,
     search: Annotated[
         Optional[str],

@@ -495,11 +495,32 @@ def test_trials_without_a_budget_end_with_the_final_trial(image_folder, tmp_path
     best = max(searched, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
     assert final.note == (f"trial {best.number}'s config, retrained on the training and "
                           f"validation images, taught by trial {best.number}")  # fmt: skip
-    assert final.params == best.params and final.value == best.value and final.best
+    assert final.params == {k: v for k, v in best.params.items() if k != "epochs"}
+    assert final.value == best.value and final.best
     saved = read_run_config(final.run_dir)["finetune"]["config"]
     retrained = read_run_config(best.run_dir)["finetune"]["config"]
     assert saved["train"]["epochs"] == retrained["train"]["epochs"]  # its trial's, not sampled
     assert saved["data"]["train_on_val"] is True and saved["train"]["teacher"] == best.run_dir
+
+
+def test_trials_without_a_budget_refit_or_teacher_end_with_a_searched_trial(image_folder, tmp_path):
+    """Such a final trial would repeat its parent's run (same config, epochs and seed)."""
+    report = quiet_tune(image_folder, tmp_path, trials=3, refit=False, teach=False)
+    assert report.stop_reason == "3 trials reached" and "retrained" not in report.trials[-1].note
+
+
+def test_without_a_budget_the_final_trial_waits_for_other_workers(image_folder, tmp_path):
+    """Regression (review of 4d60e51): under --trials alone a worker started the final trial
+    while another worker's searched trial still ran, so a better config found there was never
+    retrained; the last worker to end runs it."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    quiet_tune(image_folder, tmp_path, trials=2, storage=storage, study="s")
+    optuna.load_study(study_name="s", storage=storage).ask()  # trial 2, another worker's
+    report = quiet_tune(image_folder, tmp_path, trials=4, storage=storage, study="s")
+    assert report.stop_reason == "the final trial is left to the worker still running trial 2"
+    assert [t.state for t in report.trials] == ["complete", "complete", "running"]
 
 
 def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folder, tmp_path):

@@ -23,7 +23,7 @@ from .results import FINAL_ATTR
 
 __all__ = ["waiting", "to_retrain", "prime", "fail_stale", "worker_id", "RUN_ATTRS", "counted",
            "spent_seconds", "record_session", "finished_under", "mark_finished", "final_reason",
-           "short_refit"]  # fmt: skip
+           "running_searched", "short_refit"]  # fmt: skip
 
 # study attribute: the --budget (seconds) under which a session's final trial completed
 FINISHED_ATTR = "finished_budget_s"
@@ -126,6 +126,12 @@ def _fail(optuna, study, trial_id: int) -> None:
     retry = getter() if getter else None  # a storage without heartbeats: no retry
     if retry is not None:
         retry(study, copy.deepcopy(storage.get_trial(trial_id)))
+
+
+def running_searched(study) -> list[int]:
+    """The numbers of the study's running trials that are not final ones (other workers')."""
+    return [t.number for t in study.trials
+            if t.state.name == "RUNNING" and FINAL_ATTR not in t.user_attrs]  # fmt: skip
 
 
 def counted(study) -> int:

@@ -21,7 +21,8 @@ one ``adapt`` run in ``OUTPUT/trials/trial-NNNN``.
   decoded-image disk cache: only the first trial decodes the images.
 - ``storage`` (``sqlite:///study.db`` or any Optuna RDB URL) keeps the study: the same command
   resumes it with what its earlier sessions left of the budget (``history.spent_seconds``)
-  and, once a final trial has completed, says it is finished and runs nothing; several
+  and, once a final trial under a budget has completed, says it is finished and runs nothing
+  (under ``trials`` alone it stops at that count); several
   processes on one storage search together (one trial per process at a time, taken from a
   sqlite file under a lock beside it; ``trials`` counts the study's trials, all workers');
   heartbeats let a live worker fail and retry a dead one's trial.

@@ -3,21 +3,21 @@ trial, fits it to its share of the budget (``budget.py``), runs it with ``adapt`
 how it went, and the per-epoch reporter that prunes.
 
 The first trial of a new study is the default run: the base config (defaults, recipe, given
-flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a
-study budget budgeted like ``finetune run --budget``; the next ones start near the best config
+flags) with nothing sampled, so every "auto" field gets the run's automatic choice, under a study
+budget budgeted like ``finetune run --budget``; the next ones start near the best config
 (``neighbour.py``). The last trial of a budgeted study is the final one: the best config so far
 (its parameters enqueued, nothing sampled, not pruned) trained with the rest of the budget, about
 twice the default run's time, on the training and validation images unless ``refit`` is off
 (``train_on_val``; its score is then its config's). Under ``--trials N`` alone the N-th trial is
-the final one, trained for the epochs of the trial it retrains. Regression: there it was one
-more searched trial, so a study without a budget never refitted or taught its result. Regression: fields whose default is None
-(lr, layer_decay, the augmentation strength) were sampled from the first trial on, so a study
-never ran the config it replaces. Searched trials train at the image size the default trial
-chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small size, and
-trials at the pretrained size would cost many times the epochs the budget measured. The final
-trial, budgeted, plans its own size for its budget, as ``finetune run --budget`` would.
-Regression: it kept the default trial's size, chosen for a quarter of the study, so on elpv
-(90 s x 3) it trained 17 epochs at 64 px where a 90 s run alone trains at 96 px.
+the final one, trained for the epochs of the trial it retrains (before, it was one more searched
+trial, so a study without a budget never refitted or taught its result). Regression: fields whose
+default is None (lr, layer_decay, the augmentation strength) were sampled from the first trial
+on, so a study never ran the config it replaces. Searched trials train at the image size the
+default trial chose (unless ``img_size`` is given or searched): a budgeted CPU run picks a small
+size, and trials at the pretrained size would cost many times the epochs the budget measured. The
+final trial, budgeted, plans its own size for its budget, as ``finetune run --budget`` would.
+Regression: it kept the default trial's size, chosen for a quarter of the study, so on elpv (90 s
+x 3) it trained 17 epochs at 64 px where a 90 s run alone trains at 96 px.
 
 Example:
     >>> runner = TrialRunner.prepare("resnet50", "photos", recipe=None, search=space,
@@ -47,6 +47,7 @@ from .history import (
     mark_finished,
     prime,
     record_session,
+    running_searched,
     short_refit,
     to_retrain,
     waiting,
@@ -146,7 +147,11 @@ class TrialRunner:
 
     def search(self, study, budget: StudyBudget, trials: Optional[int]) -> str:
         """Run trials until ``trials`` or the budget says stop; returns why it stopped."""
-        retrain = trials is None or trials >= 3  # a study of one or two has no final trial
+        # a study of one or two has no final trial, nor one without a budget that would only
+        # repeat its parent's run (--no-refit --no-teach: same config, epochs and seed)
+        retrain = (trials is None or trials >= 3) and (
+            budget.seconds is not None or self.refit or self.teach
+        )
         prime(study, budget)
         done = finished_under(study)  # regression: a rerun spent its budget again, refit again
         if done is not None and budget.seconds is not None and budget.seconds <= done:
@@ -168,6 +173,9 @@ class TrialRunner:
                         else "the budget has no room for another trial")  # fmt: skip
             if slot.final and budget.spent and (short := short_refit(study, slot)):
                 return short
+            if slot.final and budget.seconds is None and (busy := running_searched(study)):
+                # the final trial retrains the best of them all: the last worker to end runs it
+                return f"the final trial is left to the worker still running trial {busy[-1]}"
             self.began = self.began or time.time()  # a session counts from its first trial
             state, final = self.run_one(study, budget, slot, reserve=budget.reserve(retrain))
             record_session(study, self.began, time.time())  # kept if this process is killed
@@ -175,7 +183,8 @@ class TrialRunner:
                 mark_finished(study, budget.seconds)
                 return final_reason(study, final, budgeted=budget.seconds is not None)
             if state == "COMPLETE" and slot.final:
-                return "the last trial (a searched config: no trial had completed) had the rest"
+                rest = " had the rest" if budget.seconds is not None else ""
+                return f"the last trial (a searched config: no trial had completed){rest}"
 
     def _slot(self, study, budget: StudyBudget, trials: Optional[int], retrain: bool):
         """The next trial's share of the budget (None: no trial fits). A final trial left
@@ -197,7 +206,7 @@ class TrialRunner:
         number of the trial whose config it retrained (else None)."""
         seen: dict[str, Any] = {}
         if slot.final:
-            self._enqueue_final(study, budgeted=slot.seconds is not None)
+            self._enqueue_final(study)
         elif not waiting(study):
             self._enqueue_neighbour(study, slot)
         try:
@@ -284,15 +293,15 @@ class TrialRunner:
             seen["stopped"] = reporter.stopped()
             self._record(trial, budget, seen["seconds"], reporter, finished=value is not None)
 
-    def _enqueue_final(self, study, *, budgeted: bool = True) -> None:
+    def _enqueue_final(self, study) -> None:
         """Enqueue the final trial: the config ``to_retrain`` picks, its epochs planned by the
-        run (``budgeted``) or the picked trial's. Nothing when a final trial already waits, or
-        no trial has completed (the final slot then samples)."""
+        run (``_params`` gives an unbudgeted one its parent's). Nothing when a final trial
+        already waits, or no trial has completed (the final slot then samples)."""
         if any(FINAL_ATTR in attrs for attrs in waiting(study)):
             return
         best = to_retrain(study)
         if best is not None:
-            params = {k: v for k, v in best.params.items() if k != "epochs" or not budgeted}
+            params = {k: v for k, v in best.params.items() if k != "epochs"}
             study.enqueue_trial(params, user_attrs={FINAL_ATTR: best.number})
 
     def _enqueue_neighbour(self, study, slot: Slot) -> None:
@@ -317,8 +326,8 @@ class TrialRunner:
         if final is not None and not slot.final:
             slot = budget.final_slot() or slot
         keys = set(self.default_params(slot.seconds is not None)) if default else None
-        if final is not None:  # the enqueued ones; a budgeted run plans its epochs
-            keys = set(study.trials[final].params) - ({"epochs"} if slot.seconds else set())
+        if final is not None:  # the enqueued ones; its epochs are planned or its parent's
+            keys = set(study.trials[final].params) - {"epochs"}
         elif NEAR_ATTR in trial.user_attrs:  # the values it moved or kept; the rest as configured
             keys = set(trial.user_attrs[NEAR_KEYS_ATTR]) - ({"epochs"} if slot.seconds else set())
         elif slot.seconds is not None and not default:  # the run plans its epochs
@@ -330,6 +339,10 @@ class TrialRunner:
         run = dict(params, **({} if own_size else self._inherited(study)))
         if final is not None and slot.epochs is not None:  # no room for a final slot: capped
             run["epochs"] = slot.epochs
+        elif final is not None and budget.seconds is None:  # the epochs its parent trained
+            parent = study.trials[final]
+            epochs = parent.params.get("epochs", parent.user_attrs.get("epochs_trained"))
+            run.update({"epochs": int(epochs)} if epochs else {})
         if slot.seconds is not None:
             run["budget"] = f"{slot.seconds:.1f}s"
             trial.set_user_attr("budget_s", round(slot.seconds, 1))
