@@ -523,6 +523,27 @@ def test_without_a_budget_the_final_trial_waits_for_other_workers(image_folder, 
     assert [t.state for t in report.trials] == ["complete", "complete", "running"]
 
 
+@pytest.mark.parametrize("search", [None, {"lr": SPACE["lr"]}])  # searched; every field fixed
+def test_without_a_budget_a_config_is_retrained_once(image_folder, tmp_path, search):
+    """Regression (hostile pass over 76c44b5): a finished --trials 3 study resumed with
+    --trials 4 retrained the same config again, with the same losses (every field fixed: the
+    same command again did)."""
+    storage, fixed = f"sqlite:///{tmp_path / 'study.db'}", {"lr": 0.002} if search else {}
+    kw = dict(storage=storage, study="s", search=search or SPACE, **fixed)
+    first = quiet_tune(image_folder, tmp_path, trials=3, **kw)
+    retrained = [t.number for t in first.trials if "retrained" in t.note]
+    second = quiet_tune(image_folder, tmp_path, trials=4, **kw)
+    assert [t.number for t in second.trials if "retrained" in t.note] == retrained
+    assert len(second.trials) == (len(first.trials) if search else 4)  # fixed: nothing to add
+
+
+def test_no_refit_of_an_untaught_config_has_no_final_trial(image_folder, tmp_path):
+    """Regression (hostile pass over 76c44b5): --no-refit with a config that mixes images (not
+    taught) ran a copy of its parent as the final trial."""
+    report = quiet_tune(image_folder, tmp_path, trials=3, refit=False, mixup=0.2)
+    assert report.stop_reason == "3 trials reached" and "retrained" not in report.trials[-1].note
+
+
 def test_no_refit_keeps_the_validation_images_out_of_the_final_trial(image_folder, tmp_path):
     report = quiet_tune(image_folder, tmp_path, **roomy(refit=False))
     final = report.trials[-1]

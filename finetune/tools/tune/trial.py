@@ -38,6 +38,7 @@ from ...errors import ConfigError, first_line
 from ...events import emit
 from ...train.loggers import tracking_group
 from .budget import Slot, StudyBudget, clock_text
+from .final import repeats, untaught
 from .history import (
     STARTED_ATTR,
     counted,
@@ -164,8 +165,8 @@ class TrialRunner:
                 return f"{trials} trials reached"
             # nothing searched: the default run, then its refit (regression: repeated copies)
             fixed = not self.space.keys and any(t.state.name == "COMPLETE" for t in study.trials)
-            if fixed:
-                slot = budget.final_slot() if retrain else None
+            if fixed:  # without a budget, only a refit or a teacher can add to it
+                slot = budget.final_slot() if retrain and not self._repeats(study, budget) else None
             else:
                 slot = self._slot(study, budget, trials, retrain)
             if slot is None:
@@ -197,7 +198,14 @@ class TrialRunner:
         param = self.space.get("epochs")
         low, high = (param.low, param.high) if param else (self.base.train.epochs,) * 2
         last = trials is not None and counted(study) == trials - 1
-        return budget.next_slot(low, high, last=last, retrain=retrain)
+        slot = budget.next_slot(low, high, last=last, retrain=retrain)
+        if slot is not None and slot.final and (why := self._repeats(study, budget)):
+            emit("info", f"no final trial: {why}; a searched one instead", tune=True)
+            return Slot(epochs=high)
+        return slot
+
+    def _repeats(self, study, budget: StudyBudget) -> Optional[str]:  # with this study's flags
+        return repeats(study, self.base, budget, self.refit, self.teach)
 
     def run_one(self, study, budget: StudyBudget, slot: Slot, reserve: float = 0.0):
         """Ask, run, tell: one trial, through ``study.optimize`` so that an RDB storage records
@@ -353,18 +361,12 @@ class TrialRunner:
         return slot, run, final
 
     def _teacher(self, parent, run: dict) -> dict[str, Any]:
-        """``{"teacher": run_dir}`` of the trial a final trial retrains, unless the config mixes
-        images (soft targets cannot be mixed) or that run is not on this machine's disk (another
-        worker's); else nothing, said why."""
-        train = FinetuneConfig.resolve(base=self.base, **run).train
-        mixing = train.mixup or train.cutmix
-        run_dir = parent.user_attrs.get("run_dir")
-        here = bool(run_dir) and (Path(run_dir) / "config.json").is_file()
-        if mixing or not here:
-            why = "its config mixes images" if mixing else f"{run_dir} is not on this machine"
+        """``{"teacher": run_dir}`` of the trial it retrains, or nothing (``final.untaught``)."""
+        why = untaught(self.base, parent, run)
+        if why is not None:
             emit("info", f"the final trial learns from the labels alone: {why}", tune=True)
             return {}
-        return {"teacher": str(run_dir)}
+        return {"teacher": str(parent.user_attrs["run_dir"])}
 
     def _train(self, params: dict, run_dir: Path, reporter: TrialReporter) -> float:
         from ...api import adapt
