@@ -202,3 +202,27 @@ def test_a_replan_that_ends_the_run_saves_its_last_epoch(
     assert [x["epoch"] for x in r.metrics["epochs"]] == [1, 2, 3]
     state = torch.load(tmp_path / "r" / "trainer_state.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (3, 6)
+
+
+@pytest.mark.parametrize(
+    "passes,expected",
+    [
+        # regression: 1 untimed + 2 timed passes read 0.58 s (min of 0.89, 0.58) where training ran
+        # at ~0.33 s per step, so a budgeted run chose a smaller image size than fitted
+        ([1.68, 0.89, 0.58, 0.32, 0.36, 0.33], 0.32),
+        ([0.5, 0.2, 0.21, 9.0, 9.0, 9.0], 0.2),  # settled at the third pass: no more passes
+        ([3.0, 1.0, 2.0, 1.0, 2.0, 1.5], 1.5),  # never settles: the last two of max_passes
+    ],
+)
+def test_the_first_estimate_times_passes_until_they_settle(passes, expected):
+    import timm
+
+    ticks, now = [], 0.0
+    for seconds in passes:  # the clock's readings before and after each pass
+        ticks += [now, now + seconds]
+        now += seconds
+    clock = iter(ticks).__next__
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=2)
+    seconds = estimate_step_seconds(model, batch_size=2, input_size=(3, 32, 32),
+                                    device=torch.device("cpu"), clock=clock)  # fmt: skip
+    assert seconds == pytest.approx(expected)
