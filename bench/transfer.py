@@ -42,9 +42,9 @@ Targets per data set (issue 9): finetune mean >= max(probe, plain) mean + 1.5 po
 probe in every seed; finetune mean > fastai mean. With tune (issue 13: "≥ 1 point better on
 average, never worse than the default by more than the seed spread"): over the data sets, tune's
 gain on finetune (paired by seed; each set's mean gain, the sets averaged) >= 1 point, with its
-standard error; on each set, tune in no seed below finetune by more than finetune's seed spread
-(sample std over seeds); each set's gain per seed is printed too (bench/tune_pool.py pools the
-seeds of several runs).
+standard error; on each set, read two ways, tune's mean and tune in every seed not below
+finetune's by more than finetune's seed spread (sample std over seeds); each set's gain per seed
+is printed too (bench/tune_pool.py pools the seeds of several runs).
 JSON and Markdown (mean +- sample std over seeds, per-seed values, wall time per run) are
 rewritten after every seed; finetune's runs and logs stay in CACHE/runs/.
 

@@ -77,24 +77,35 @@ def paired_gains(ft: dict, tune: dict) -> dict[str, float]:
 
 
 def tune_targets(ft: dict, tune: dict) -> list[dict]:
-    """Issue 13 on one data set: tune in no seed below the default by more than the default's
-    seed spread (its sample std over seeds; 0 with one seed), and, for information, the gain
-    per seed. The +1 point "on average" is checked over the data sets (overall_targets)."""
+    """Issue 13 on one data set ("never worse than the default by more than the seed spread",
+    the spread being the default's sample std over seeds; nothing to check with one seed), read
+    two ways: tune's mean against the default's (the scoreboard's rows, and the reading under
+    which the issue's "+1 on average" is consistent: per seed, the noise of two single runs
+    puts seeds below the spread unless the mean gain is about twice that), and tune in no seed.
+    For information, the gain per seed. The +1 point "on average" is checked over the data sets
+    (overall_targets)."""
     gains = paired_gains(ft, tune)
     spread = ft["std"]
     worse = [k for k, gain in gains.items() if gain < -spread]
     mean = sum(gains.values()) / len(gains) if gains else 0.0
     if len(gains) < 2:  # one seed has no spread: nothing to check (regression: a PASS)
-        ok, detail = None, f"{len(gains)} seed: no seed spread to compare with"
+        on_mean = in_seeds = None
+        mean_detail = seeds_detail = f"{len(gains)} seed: no seed spread to compare with"
     else:
-        ok = not worse
-        detail = (f"below by more than {100 * spread:.2f} points in seeds {worse}" if worse
-                  else f"{len(gains)} seeds, spread {100 * spread:.2f} points")  # fmt: skip
+        on_mean, in_seeds = mean >= -spread, not worse
+        mean_detail = f"{100 * mean:+.2f} points against a spread of {100 * spread:.2f}"
+        seeds_detail = (f"below by more than {100 * spread:.2f} points in seeds {worse}" if worse
+                        else f"{len(gains)} seeds, spread {100 * spread:.2f} points")  # fmt: skip
     return [
         dict(
-            target="tune never below the default by more than the default's seed spread",
-            ok=ok,
-            detail=detail,
+            target="tune's mean never below the default's by more than the default's seed spread",
+            ok=on_mean,
+            detail=mean_detail,
+        ),
+        dict(
+            target="tune in no seed below the default by more than the default's seed spread",
+            ok=in_seeds,
+            detail=seeds_detail,
         ),
         dict(
             target="tune - default, in points",
@@ -125,7 +136,7 @@ def overall_targets(datasets: dict) -> list[dict]:
     return [
         dict(
             target="tune mean >= finetune default mean + 1 point, on average over the data sets",
-            ok=mean >= TUNE_MARGIN,
+            ok=mean >= TUNE_MARGIN - 1e-9,  # accuracies differ by float noise: 0.83 - 0.80 < 0.03
             detail=f"{100 * mean:+.2f}{spread} points ({per_set})",
         )
     ]

@@ -107,7 +107,7 @@ def report(seeds: dict, files: list[Path]) -> str:
             f"{len(below)} ({100 * ft['std']:.2f}): seeds {', '.join(below) or '-'} | "
             f"{_never_needs(gains, ft['std'])} |"
         )
-        checks += [f"{name}: {target_line(t)[2:]}" for t in tune_targets(ft, tune)[:1]]  # no INFO
+        checks += [f"{name}: {target_line(t)[2:]}" for t in tune_targets(ft, tune)[:2]]  # no INFO
     lines += ["", *(f"- {c}" for c in checks)]
     lines += [target_line(t) for t in overall_targets(datasets)]
     return "\n".join(lines) + "\n"
