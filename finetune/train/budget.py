@@ -34,6 +34,7 @@ PLAN_AFTER_STEPS = 10  # measured steps before the first re-plan (the first 2 ar
 # SETTLE_PASSES (on 2 cores a new size's passes settled by the fifth; see estimate_step_seconds)
 SETTLE = 0.15
 SETTLE_PASSES = 6
+SETTLE_SECONDS = 10.0  # s: past 3 passes, no more once they took this long
 EVAL_COST = 0.35  # an evaluation forward costs about this fraction of a training step per image
 
 
@@ -78,16 +79,18 @@ def estimate_step_seconds(
     memory_format=torch.contiguous_format,
     dtype=None,
     max_passes: int = SETTLE_PASSES,
+    max_seconds: float = SETTLE_SECONDS,
     clock=time.perf_counter,
 ) -> float:
     """Seconds of one training forward/backward of ``model`` on a random batch, timed on a copy
     (the model's weights and BatchNorm statistics are not touched). The first passes at a new
     input size are slower than the rest (allocation, kernel selection), so passes are timed until
-    two in a row agree within ``SETTLE`` (at most ``max_passes``) and the faster of the last two
-    is the estimate. Regression: one untimed and two timed passes read 0.45 s per step at 128 px
-    where training then ran at 0.24 s (tf_efficientnet_lite0, batch 32, 2 cores; its first six
-    passes took 1.68, 0.89, 0.58, 0.32, 0.36, 0.33 s), so a budgeted run on elpv chose 96 px
-    in one seed and 128 or 160 px in others on the same machine.
+    two in a row agree within ``SETTLE`` (at most ``max_passes``, and no more than 3 once they
+    took ``max_seconds``: a large model on a CPU keeps its budget for training) and the faster
+    of the last two is the estimate. Regression: one untimed and two timed passes read 0.45 s
+    per step at 128 px where training then ran at 0.24 s (tf_efficientnet_lite0, batch 32, 2
+    cores; its first six passes took 1.68, 0.89, 0.58, 0.32, 0.36, 0.33 s), so a budgeted run
+    on elpv chose 96 px in one seed and 128 or 160 px in others on the same machine.
 
     Example:
         >>> import timm
@@ -107,8 +110,8 @@ def estimate_step_seconds(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(clock() - t0)
-        if len(times) >= 3 and _settled(times[-2], times[-1]):  # the first is never used
-            break
+        if len(times) >= 3 and (_settled(times[-2], times[-1]) or sum(times) >= max_seconds):
+            break  # the first pass is never used
     del probe
     return min(times[-2:])
 

@@ -212,6 +212,7 @@ def test_a_replan_that_ends_the_run_saves_its_last_epoch(
         ([1.68, 0.89, 0.58, 0.32, 0.36, 0.33], 0.32),
         ([0.5, 0.2, 0.21, 9.0, 9.0, 9.0], 0.2),  # settled at the third pass: no more passes
         ([3.0, 1.0, 2.0, 1.0, 2.0, 1.5], 1.5),  # never settles: the last two of max_passes
+        ([9.0, 5.0, 3.0, 2.0, 2.0, 2.0], 3.0),  # a slow model: 3 passes once they took 10 s
     ],
 )
 def test_the_first_estimate_times_passes_until_they_settle(passes, expected):
